@@ -1,0 +1,86 @@
+//! One file per action. Each is idempotent and resumable from the plan's status: whatever it
+//! must remember to avoid repeating a side effect it records (and saves) before acting.
+
+pub mod env;
+pub mod restart;
+pub mod signal;
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Client;
+
+use crate::config::ResolvedTarget;
+use crate::plan::{ActionStatus, PatchPlan};
+
+/// What one call of an action achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// The action is complete; the message says what it did.
+    Done(String),
+    /// Not yet: wait for a watch event, or at most `requeue`.
+    Wait { message: String, requeue: Duration },
+    /// Gave up; terminal for the plan.
+    Failed {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+impl Step {
+    pub fn failed(reason: &'static str, message: impl Into<String>) -> Self {
+        Step::Failed {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
+
+/// Saves the action's status before a side effect, so a crash after it is never repeated.
+#[allow(async_fn_in_trait)]
+pub trait Checkpoint {
+    async fn checkpoint(&mut self, action: &ActionStatus) -> crate::Result<()>;
+}
+
+/// Everything an action needs; built by the reconciler for one action of one plan.
+pub struct ActionContext<'a> {
+    pub client: &'a Client,
+    pub plan: &'a PatchPlan,
+    pub index: usize,
+    pub target: &'a ResolvedTarget,
+    pub dry_run: bool,
+    pub rollout_timeout: Duration,
+    pub now: Time,
+}
+
+impl ActionContext<'_> {
+    /// `<namespace>/<name>` of the plan, written on what it touches.
+    pub fn plan_ref(&self) -> String {
+        format!(
+            "{}/{}",
+            self.plan.metadata.namespace.as_deref().unwrap_or_default(),
+            self.plan.metadata.name.as_deref().unwrap_or_default()
+        )
+    }
+
+    pub fn plan_uid(&self) -> &str {
+        self.plan.metadata.uid.as_deref().unwrap_or_default()
+    }
+}
+
+/// `Some(x)` for a 404, to turn "not there" into a clear plan failure rather than a retry.
+pub fn not_found<T>(result: kube::Result<T>) -> kube::Result<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Seconds since `since`, saturating at zero.
+pub fn elapsed(since: &Time, now: &Time) -> Duration {
+    let nanos = (now.0.as_nanosecond() - since.0.as_nanosecond()).max(0);
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,134 @@
+//! restart: what `kubectl rollout restart` does, resumable.
+//!
+//! The `restartedAt` value is chosen and saved in the plan's status before the patch, so a
+//! retry after a crash sends the very same patch: a no-op, never a second rollout. Done when
+//! `kubectl rollout status` would say so.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+use super::{ActionContext, Checkpoint, Step, TARGET_NOT_FOUND, elapsed, not_found};
+use crate::plan::{ActionStatus, PLAN_ANNOTATION, RESTARTED_AT_ANNOTATION, StepState};
+use crate::reconcile::rollout::{RolloutState, rollout_state};
+
+pub const DEPLOYMENT_PAUSED: &str = "DeploymentPaused";
+pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+/// Label on Deployments Antibody restarted: lets the controller watch only those.
+pub const RESTARTED_LABEL: &str = "antibody.vael.io/restarted";
+
+pub async fn run(
+    ctx: &ActionContext<'_>,
+    status: &mut ActionStatus,
+    saver: &mut impl Checkpoint,
+) -> crate::Result<Step> {
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ctx.target.namespace);
+    let name = &ctx.target.deployment;
+    let Some(deployment) = not_found(deployments.get(name).await)? else {
+        return Ok(Step::failed(
+            TARGET_NOT_FOUND,
+            format!("Deployment {}/{name} not found", ctx.target.namespace),
+        ));
+    };
+
+    let restarted_at = match &status.restarted_at {
+        Some(value) => value.clone(),
+        None => {
+            if deployment
+                .spec
+                .as_ref()
+                .and_then(|s| s.paused)
+                .unwrap_or(false)
+            {
+                return Ok(Step::failed(
+                    DEPLOYMENT_PAUSED,
+                    format!(
+                        "Deployment {}/{name} is paused: refusing to restart it",
+                        ctx.target.namespace
+                    ),
+                ));
+            }
+            let value = ctx.now.0.to_string();
+            status.restarted_at = Some(value.clone());
+            status.state = StepState::Running;
+            status.started_at.get_or_insert_with(|| ctx.now.clone());
+            if !ctx.dry_run {
+                saver.checkpoint(status).await?;
+            }
+            value
+        }
+    };
+
+    let patch = json!({
+        "metadata": {
+            "labels": { RESTARTED_LABEL: "true" },
+            "annotations": { PLAN_ANNOTATION: ctx.plan_ref() },
+        },
+        "spec": { "template": { "metadata": { "annotations": { RESTARTED_AT_ANNOTATION: restarted_at } } } },
+    });
+    let mut params = PatchParams::default();
+    if ctx.dry_run {
+        params = params.dry_run();
+        let before = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(RESTARTED_AT_ANNOTATION))
+            .cloned();
+        let patched = deployments
+            .patch(name, &params, &Patch::Merge(&patch))
+            .await?;
+        let rollout = patched.metadata.generation != deployment.metadata.generation;
+        status.diff = Some(format!(
+            "Deployment {}/{name}: spec.template.metadata.annotations[{RESTARTED_AT_ANNOTATION}]: {} → {restarted_at:?}{}",
+            ctx.target.namespace,
+            before.map_or("(unset)".to_string(), |b| format!("{b:?}")),
+            if rollout { " (starts a rollout)" } else { "" }
+        ));
+        return Ok(Step::Done(format!(
+            "dry run: would restart Deployment {}/{name}",
+            ctx.target.namespace
+        )));
+    }
+
+    // Same value on a retry → the API server sees no change and the generation stays put.
+    let (generation, current) = match status.rollout_generation {
+        Some(generation) => (generation, deployment),
+        None => {
+            let patched = deployments
+                .patch(name, &params, &Patch::Merge(&patch))
+                .await?;
+            let generation = patched.metadata.generation.unwrap_or(0);
+            status.rollout_generation = Some(generation);
+            (generation, patched)
+        }
+    };
+
+    match rollout_state(&current, generation) {
+        RolloutState::Complete => Ok(Step::Done(format!(
+            "Deployment {}/{name} restarted (restartedAt {restarted_at}) and rolled out",
+            ctx.target.namespace
+        ))),
+        RolloutState::Failed(message) => Ok(Step::failed(PROGRESS_DEADLINE_EXCEEDED, message)),
+        RolloutState::InProgress(message) => {
+            let started = status.started_at.clone().unwrap_or_else(|| ctx.now.clone());
+            let waited = elapsed(&started, &ctx.now);
+            if waited >= ctx.rollout_timeout {
+                return Ok(Step::failed(
+                    PROGRESS_DEADLINE_EXCEEDED,
+                    format!(
+                        "rollout of {}/{name} not complete after {}s: {message}",
+                        ctx.target.namespace,
+                        ctx.rollout_timeout.as_secs()
+                    ),
+                ));
+            }
+            // The Deployment watch wakes us on progress; the requeue only enforces the timeout.
+            Ok(Step::Wait {
+                message,
+                requeue: ctx.rollout_timeout - waited,
+            })
+        }
+    }
+}

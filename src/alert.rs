@@ -1,0 +1,348 @@
+//! The NEXUS `ThreatAlert` envelope: parsing, validation, patch hints and fingerprint.
+//!
+//! `{"id","source","category","severity","msg","patch_hint","ts"}` — every field is checked
+//! before anything else sees it; the fingerprint is the alert's identity (same alert → same plan).
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::plan::ActionType;
+use crate::validate;
+
+/// Alert severities, lowest first (the order rules compare with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    #[serde(alias = "warning")]
+    Warn,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Warn => "warn",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase())).map_err(|_| {
+            format!("unknown severity {s:?} (info, low, warn, medium, high, critical)")
+        })
+    }
+}
+
+/// A validated alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreatAlert {
+    pub id: String,
+    pub source: String,
+    pub category: String,
+    pub severity: Severity,
+    #[serde(default)]
+    pub msg: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_hint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<String>,
+}
+
+pub const MAX_ALERT_BYTES: usize = 64 * 1024;
+const MAX_MSG: usize = 4096;
+
+impl ThreatAlert {
+    /// Parse a JSON envelope and validate every field.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        if text.len() > MAX_ALERT_BYTES {
+            return Err(format!(
+                "alert is {} bytes (max {MAX_ALERT_BYTES})",
+                text.len()
+            ));
+        }
+        let alert: ThreatAlert =
+            serde_json::from_str(text).map_err(|e| format!("malformed alert JSON: {e}"))?;
+        alert.validate()?;
+        Ok(alert)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        token("id", &self.id, 128)?;
+        token("source", &self.source, 64)?;
+        token("category", &self.category, 64)?;
+        if self.msg.len() > MAX_MSG {
+            return Err(format!("msg is {} bytes (max {MAX_MSG})", self.msg.len()));
+        }
+        if let Some(ts) = &self.ts {
+            ts.parse::<jiff::Timestamp>()
+                .map_err(|e| format!("ts {ts:?} is not an RFC 3339 timestamp: {e}"))?;
+        }
+        if let Some(hint) = &self.patch_hint {
+            PatchHint::parse(hint)?;
+        }
+        Ok(())
+    }
+
+    pub fn hint(&self) -> Result<Option<PatchHint>, String> {
+        self.patch_hint.as_deref().map(PatchHint::parse).transpose()
+    }
+
+    /// Identity of the alert: NEXUS re-sending the same alert gives the same fingerprint.
+    pub fn fingerprint(&self) -> String {
+        let mut hasher = Sha256::new();
+        for part in [
+            self.source.as_str(),
+            self.category.as_str(),
+            self.id.as_str(),
+        ] {
+            hasher.update(part.as_bytes());
+            hasher.update([0]);
+        }
+        hex::encode(hasher.finalize())
+    }
+
+    /// PatchPlan name for this alert: `<category>-<fingerprint prefix>`, a DNS-1123 subdomain.
+    pub fn plan_name(&self) -> String {
+        let category: String = self
+            .category
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(40)
+            .collect();
+        let category = category.trim_matches('-');
+        let prefix = if category.is_empty() {
+            "alert"
+        } else {
+            category
+        };
+        format!("{prefix}-{}", &self.fingerprint()[..16])
+    }
+}
+
+/// Identifier-like fields: printable ASCII, no whitespace, bounded.
+fn token(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("{field} is missing or empty"));
+    }
+    if value.len() > max {
+        return Err(format!("{field} is {} bytes (max {max})", value.len()));
+    }
+    if !value.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(format!(
+            "{field} {value:?} must be printable ASCII without spaces"
+        ));
+    }
+    Ok(())
+}
+
+/// A parsed `patch_hint`: `restart:T`, `reload_flask:T` or `edit_env:T:KEY=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchHint {
+    pub action: ActionType,
+    pub target: String,
+    pub env: Option<(String, String)>,
+}
+
+impl PatchHint {
+    /// Strict: unknown actions, bad target names, bad keys and multi-line values are errors.
+    pub fn parse(hint: &str) -> Result<Self, String> {
+        let (action, rest) = hint
+            .split_once(':')
+            .ok_or_else(|| format!("patch_hint {hint:?}: expected ACTION:TARGET"))?;
+        let action = match action {
+            "restart" => ActionType::Restart,
+            "reload_flask" => ActionType::ReloadFlask,
+            "edit_env" => ActionType::EditEnv,
+            other => {
+                return Err(format!(
+                    "patch_hint: unknown action {other:?} (restart, edit_env, reload_flask)"
+                ));
+            }
+        };
+        let (target, env) = if action == ActionType::EditEnv {
+            let (target, assignment) = rest.split_once(':').ok_or_else(|| {
+                format!("patch_hint {hint:?}: expected edit_env:TARGET:KEY=VALUE")
+            })?;
+            let (key, value) = assignment.split_once('=').ok_or_else(|| {
+                format!("patch_hint {hint:?}: expected KEY=VALUE after the target")
+            })?;
+            validate::env_key(key).map_err(|e| format!("patch_hint: {e}"))?;
+            validate::env_value(value).map_err(|e| format!("patch_hint: {e}"))?;
+            (target, Some((key.to_string(), value.to_string())))
+        } else {
+            (rest, None)
+        };
+        validate::logical_name(target).map_err(|e| format!("patch_hint: {e}"))?;
+        Ok(PatchHint {
+            action,
+            target: target.to_string(),
+            env,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"{"id":"a1","source":"NEXUS","category":"heartbeat","severity":"high","msg":"Pulse missed: VAEL_Core","patch_hint":"restart:VAEL_Core","ts":"2025-05-30T12:34:56Z"}"#;
+
+    #[test]
+    fn the_design_example_parses() {
+        let alert = ThreatAlert::from_json(EXAMPLE).expect("valid");
+        assert_eq!(alert.severity, Severity::High);
+        let hint = alert.hint().expect("valid hint").expect("has hint");
+        assert_eq!(
+            (hint.action, hint.target.as_str()),
+            (ActionType::Restart, "VAEL_Core")
+        );
+    }
+
+    #[test]
+    fn bad_alerts_are_refused_with_a_reason() {
+        let cases: &[(&str, &str)] = &[
+            ("{", "malformed"),
+            (
+                r#"{"source":"N","category":"c","severity":"high"}"#,
+                "missing field `id`",
+            ),
+            (
+                r#"{"id":"","source":"N","category":"c","severity":"high"}"#,
+                "id is missing",
+            ),
+            (
+                r#"{"id":"a","source":"N","category":"c","severity":"urgent"}"#,
+                "unknown variant",
+            ),
+            (
+                r#"{"id":"a b","source":"N","category":"c","severity":"high"}"#,
+                "printable ASCII",
+            ),
+            (
+                r#"{"id":"a","source":"N","category":"c","severity":"high","ts":"yesterday"}"#,
+                "RFC 3339",
+            ),
+            (
+                r#"{"id":"a","source":"N","category":"c","severity":"high","extra":1}"#,
+                "unknown field",
+            ),
+            (
+                r#"{"id":1,"source":"N","category":"c","severity":"high"}"#,
+                "invalid type",
+            ),
+            (
+                r#"{"id":"a","source":"N","category":"c","severity":"high","patch_hint":"restart:../x"}"#,
+                "invalid target",
+            ),
+        ];
+        for (json, want) in cases {
+            let error = ThreatAlert::from_json(json).expect_err(json);
+            assert!(error.contains(want), "{json}: {error}");
+        }
+        let huge = format!(
+            r#"{{"id":"a","source":"N","category":"c","severity":"high","msg":"{}"}}"#,
+            "x".repeat(MAX_ALERT_BYTES)
+        );
+        assert!(
+            ThreatAlert::from_json(&huge)
+                .expect_err("oversize")
+                .contains("max")
+        );
+    }
+
+    #[test]
+    fn hints_are_strict() {
+        let ok: &[(&str, ActionType, &str, Option<(&str, &str)>)] = &[
+            ("restart:VAEL_Core", ActionType::Restart, "VAEL_Core", None),
+            (
+                "reload_flask:VAEL_UI",
+                ActionType::ReloadFlask,
+                "VAEL_UI",
+                None,
+            ),
+            (
+                "edit_env:VAEL_Core:LOG_LEVEL=debug",
+                ActionType::EditEnv,
+                "VAEL_Core",
+                Some(("LOG_LEVEL", "debug")),
+            ),
+            (
+                "edit_env:VAEL_Core:URL=http://x/?a=b",
+                ActionType::EditEnv,
+                "VAEL_Core",
+                Some(("URL", "http://x/?a=b")),
+            ),
+        ];
+        for (hint, action, target, env) in ok {
+            let parsed = PatchHint::parse(hint).expect(hint);
+            assert_eq!(parsed.action, *action);
+            assert_eq!(parsed.target, *target);
+            assert_eq!(
+                parsed.env.as_ref().map(|(k, v)| (k.as_str(), v.as_str())),
+                *env
+            );
+        }
+        let bad = [
+            "restart",
+            "restart:",
+            "restart:../x",
+            "restart:VAEL_Core;rm -rf /",
+            "reboot:VAEL_Core",
+            "edit_env:T:K=V\nX=Y",
+            "edit_env:T:1K=V",
+            "edit_env:T:KV",
+            "edit_env:T",
+            "edit_env:../T:K=V",
+            "restart:VAEL Core",
+        ];
+        for hint in bad {
+            assert!(
+                PatchHint::parse(hint).is_err(),
+                "{hint:?} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn fingerprint_is_the_alert_identity() {
+        let a = ThreatAlert::from_json(EXAMPLE).expect("valid");
+        let mut resent = a.clone();
+        resent.msg = "different text, same alert".into();
+        assert_eq!(a.fingerprint(), resent.fingerprint());
+        let mut other = a.clone();
+        other.id = "a2".into();
+        assert_ne!(a.fingerprint(), other.fingerprint());
+        let name = a.plan_name();
+        assert!(
+            name.starts_with("heartbeat-") && name.len() == "heartbeat-".len() + 16,
+            "{name}"
+        );
+        crate::validate::dns1123_subdomain(&name).expect("plan name is a valid Kubernetes name");
+    }
+
+    #[test]
+    fn severities_order_and_parse() {
+        assert!(Severity::Info < Severity::Warn && Severity::High < Severity::Critical);
+        assert_eq!("WARNING".parse::<Severity>(), Ok(Severity::Warn));
+        assert!("urgent".parse::<Severity>().is_err());
+    }
+}

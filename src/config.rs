@@ -1,0 +1,434 @@
+//! `antibody.yml`: whitelisted actions, logical targets, rules. Pure: no Kubernetes here.
+//!
+//! The seed format keeps working unchanged (`actions.restart` / `edit_env` / `reload_flask`
+//! lists of logical names, `severity_map`, `log_path`). A logical name without a `targets`
+//! entry maps to a Deployment named after it (`VAEL_Core` → `vael-core`) in the plan's namespace.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::alert::Severity;
+use crate::plan::ActionType;
+use crate::validate;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The whitelist: for each action, the logical targets it may touch.
+    #[serde(default)]
+    pub actions: Whitelist,
+    /// Fallback when no rule matches: severity → actions.
+    #[serde(default)]
+    pub severity_map: BTreeMap<Severity, Vec<String>>,
+    /// Audit log directory.
+    #[serde(default = "default_log_path")]
+    pub log_path: String,
+    /// Logical target name → Kubernetes objects.
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetSpec>,
+    /// Checked in order; the first match decides.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    #[serde(default)]
+    pub defaults: Defaults,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Whitelist {
+    #[serde(default)]
+    pub restart: Vec<String>,
+    #[serde(default)]
+    pub edit_env: Vec<String>,
+    #[serde(default)]
+    pub reload_flask: Vec<String>,
+}
+
+impl Whitelist {
+    pub fn allows(&self, action: ActionType, target: &str) -> bool {
+        let list = match action {
+            ActionType::Restart => &self.restart,
+            ActionType::EditEnv => &self.edit_env,
+            ActionType::ReloadFlask => &self.reload_flask,
+        };
+        list.iter().any(|t| t == target)
+    }
+
+    fn all(&self) -> impl Iterator<Item = (&'static str, &String)> {
+        self.restart
+            .iter()
+            .map(|t| ("restart", t))
+            .chain(self.edit_env.iter().map(|t| ("edit_env", t)))
+            .chain(self.reload_flask.iter().map(|t| ("reload_flask", t)))
+    }
+}
+
+/// How the workload consumes its ConfigMap, which decides what must follow an edit.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigMapMode {
+    /// `envFrom`/`valueFrom`: values are fixed at container start, so a restart must follow.
+    #[default]
+    Env,
+    /// Mounted as a file (`.env`): a reload picks it up once the kubelet synced the file.
+    File,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    /// Namespace of the objects; defaults to the PatchPlan's namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub deployment: String,
+    #[serde(default)]
+    pub config_map: Option<String>,
+    #[serde(default)]
+    pub config_map_mode: ConfigMapMode,
+    /// Container to exec into; defaults to the pod's first container.
+    #[serde(default)]
+    pub container: Option<String>,
+    /// argv sent through `pods/exec` by reload_flask. No shell is involved.
+    #[serde(default = "default_reload_command")]
+    pub reload_command: Vec<String>,
+    /// When set, editEnv may only set these keys.
+    #[serde(default)]
+    pub env_keys: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub name: String,
+    /// Alert category to match; any when absent.
+    #[serde(default)]
+    pub category: Option<String>,
+    /// Lowest severity that matches.
+    #[serde(default)]
+    pub min_severity: Option<Severity>,
+    /// `restart`, `reload_flask`, or `restart:Sentinel` for a fixed target. Empty: ignore.
+    #[serde(default)]
+    pub actions: Vec<String>,
+    /// Target for actions without one when the alert has no patch hint.
+    #[serde(default)]
+    pub target: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// A rollout not complete after this long fails the plan (`ProgressDeadlineExceeded`).
+    #[serde(default = "default_rollout_timeout")]
+    pub rollout_timeout_seconds: u64,
+    /// Namespace for PatchPlans created from alerts.
+    #[serde(default = "default_plan_namespace")]
+    pub plan_namespace: String,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            rollout_timeout_seconds: default_rollout_timeout(),
+            plan_namespace: default_plan_namespace(),
+        }
+    }
+}
+
+fn default_log_path() -> String {
+    "logs/antibody_patches/".into()
+}
+fn default_reload_command() -> Vec<String> {
+    vec!["kill".into(), "-HUP".into(), "1".into()]
+}
+fn default_rollout_timeout() -> u64 {
+    300
+}
+fn default_plan_namespace() -> String {
+    "antibody".into()
+}
+
+/// A logical target resolved to Kubernetes names, ready for an action.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedTarget {
+    pub name: String,
+    pub namespace: String,
+    pub deployment: String,
+    pub config_map: Option<String>,
+    pub config_map_mode: ConfigMapMode,
+    pub container: Option<String>,
+    pub reload_command: Vec<String>,
+    pub env_keys: Option<Vec<String>>,
+}
+
+/// A configuration problem, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> crate::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| crate::Error::Config {
+            path: path.display().to_string(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::from_yaml(&text).map_err(|e| crate::Error::Config {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Parse and validate. Errors name the offending field (`targets.VAEL_Core.deployment`).
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let deserializer = serde_yaml::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                "antibody.yml".to_string()
+            } else {
+                path
+            };
+            err(field, e.into_inner().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, target) in &self.targets {
+            let field = |f: &str| format!("targets.{name}.{f}");
+            validate::logical_name(name).map_err(|m| err(format!("targets.{name}"), m))?;
+            validate::dns1123_subdomain(&target.deployment)
+                .map_err(|m| err(field("deployment"), m))?;
+            if let Some(ns) = &target.namespace {
+                validate::dns1123_label(ns).map_err(|m| err(field("namespace"), m))?;
+            }
+            if let Some(cm) = &target.config_map {
+                validate::dns1123_subdomain(cm).map_err(|m| err(field("config_map"), m))?;
+            }
+            if let Some(c) = &target.container {
+                validate::dns1123_label(c).map_err(|m| err(field("container"), m))?;
+            }
+            if target.reload_command.is_empty() {
+                return Err(err(
+                    field("reload_command"),
+                    "must hold at least the program to run",
+                ));
+            }
+            if target
+                .reload_command
+                .iter()
+                .any(|a| a.is_empty() || a.contains(['\0', '\n']))
+            {
+                return Err(err(
+                    field("reload_command"),
+                    "arguments must be non-empty and hold no NUL or newline",
+                ));
+            }
+            for key in target.env_keys.iter().flatten() {
+                validate::env_key(key).map_err(|m| err(field("env_keys"), m))?;
+            }
+        }
+        for (action, target) in self.actions.all() {
+            validate::logical_name(target).map_err(|m| err(format!("actions.{action}"), m))?;
+            if !self.targets.is_empty() && !self.targets.contains_key(target) {
+                return Err(err(
+                    format!("actions.{action}"),
+                    format!("target {target:?} is not defined under targets"),
+                ));
+            }
+        }
+        for target in &self.actions.edit_env {
+            if self
+                .targets
+                .get(target)
+                .is_some_and(|t| t.config_map.is_none())
+                || self.targets.is_empty()
+            {
+                return Err(err(
+                    "actions.edit_env",
+                    format!("target {target:?} has no targets.{target}.config_map"),
+                ));
+            }
+        }
+        for (severity, actions) in &self.severity_map {
+            for action in actions {
+                ActionType::from_config_name(action).ok_or_else(|| {
+                    err(
+                        format!("severity_map.{severity}"),
+                        format!("unknown action {action:?} (restart, edit_env, reload_flask)"),
+                    )
+                })?;
+            }
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            let field = |f: &str| format!("rules[{i}].{f}");
+            if rule.name.trim().is_empty() {
+                return Err(err(field("name"), "must not be empty"));
+            }
+            for action in &rule.actions {
+                let (kind, target) = action
+                    .split_once(':')
+                    .map_or((action.as_str(), None), |(k, t)| (k, Some(t)));
+                let kind = ActionType::from_config_name(kind).ok_or_else(|| {
+                    err(
+                        field("actions"),
+                        format!("unknown action {kind:?} (restart, reload_flask)"),
+                    )
+                })?;
+                if kind == ActionType::EditEnv {
+                    return Err(err(
+                        field("actions"),
+                        "edit_env needs a key and value: it only comes from a patch hint",
+                    ));
+                }
+                if let Some(target) = target.or(rule.target.as_deref()) {
+                    self.resolve(target, "default")
+                        .map_err(|m| err(field("actions"), m))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolve a logical target; `plan_namespace` fills an unset namespace.
+    pub fn resolve(&self, name: &str, plan_namespace: &str) -> Result<ResolvedTarget, String> {
+        validate::logical_name(name)?;
+        if let Some(t) = self.targets.get(name) {
+            return Ok(ResolvedTarget {
+                name: name.to_string(),
+                namespace: t
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| plan_namespace.to_string()),
+                deployment: t.deployment.clone(),
+                config_map: t.config_map.clone(),
+                config_map_mode: t.config_map_mode,
+                container: t.container.clone(),
+                reload_command: t.reload_command.clone(),
+                env_keys: t.env_keys.clone(),
+            });
+        }
+        let known = self.actions.all().any(|(_, t)| t == name);
+        if !self.targets.is_empty() || !known {
+            return Err(format!("unknown target {name:?}: not in antibody.yml"));
+        }
+        // Seed format: the logical name is the Deployment, Kubernetes-spelled.
+        let deployment = name.to_ascii_lowercase().replace('_', "-");
+        validate::dns1123_subdomain(&deployment)?;
+        Ok(ResolvedTarget {
+            name: name.to_string(),
+            namespace: plan_namespace.to_string(),
+            deployment,
+            config_map: None,
+            config_map_mode: ConfigMapMode::Env,
+            container: None,
+            reload_command: default_reload_command(),
+            env_keys: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = r#"
+actions:
+  restart: [VAEL_Core, Sentinel]
+  edit_env: []
+  reload_flask: [VAEL_UI]
+severity_map:
+  critical: [restart, reload_flask]
+  high: [restart]
+  low: []
+log_path: logs/antibody_patches/
+"#;
+
+    #[test]
+    fn seed_format_loads_and_resolves_by_name() {
+        let config = Config::from_yaml(SEED).expect("seed format is valid");
+        assert!(config.actions.allows(ActionType::Restart, "VAEL_Core"));
+        assert!(!config.actions.allows(ActionType::ReloadFlask, "VAEL_Core"));
+        let target = config
+            .resolve("VAEL_Core", "vael")
+            .expect("seed target resolves");
+        assert_eq!(
+            (target.deployment.as_str(), target.namespace.as_str()),
+            ("vael-core", "vael")
+        );
+        assert_eq!(target.reload_command, ["kill", "-HUP", "1"]);
+        assert!(config.resolve("Unknown", "vael").is_err());
+    }
+
+    #[test]
+    fn the_shipped_antibody_yml_is_valid() {
+        let text = include_str!("../antibody.yml");
+        let config = Config::from_yaml(text).expect("antibody.yml is valid");
+        assert!(config.targets.contains_key("VAEL_Core"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "actions: {restart: [X]}\ntargets: {Y: {deployment: y}}",
+                "actions.restart",
+            ),
+            (
+                "targets: {X: {deployment: Bad_Name}}",
+                "targets.X.deployment",
+            ),
+            (
+                "targets: {X: {deployment: x, namespace: 'a b'}}",
+                "targets.X.namespace",
+            ),
+            (
+                "targets: {X: {deployment: x, reload_command: []}}",
+                "targets.X.reload_command",
+            ),
+            (
+                "targets: {X: {deployment: x, reload_command: ['kill', \"-HUP\\n\"]}}",
+                "targets.X.reload_command",
+            ),
+            (
+                "targets: {X: {deployment: x, env_keys: ['1BAD']}}",
+                "targets.X.env_keys",
+            ),
+            ("targets: {X: {deployment: x, colour: red}}", "targets.X"),
+            (
+                "targets: {X: {deployment: x}}\nactions: {edit_env: [X]}",
+                "actions.edit_env",
+            ),
+            ("severity_map: {high: [reboot]}", "severity_map.high"),
+            ("severity_map: {urgent: [restart]}", "severity_map"),
+            ("rules: [{name: r, actions: [explode]}]", "rules[0].actions"),
+            (
+                "rules: [{name: r, actions: ['restart:Nope']}]\ntargets: {X: {deployment: x}}",
+                "rules[0].actions",
+            ),
+            ("rules: [{name: '', actions: []}]", "rules[0].name"),
+            ("unknown_top: 1", "unknown_top"),
+        ];
+        for (yaml, field) in cases {
+            let error = Config::from_yaml(yaml).expect_err(yaml);
+            assert!(
+                error.field.starts_with(field),
+                "{yaml:?}: got field {:?} ({})",
+                error.field,
+                error.message
+            );
+        }
+    }
+}

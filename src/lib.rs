@@ -1,0 +1,47 @@
+//! Antibody: NEXUS `ThreatAlert`s → `PatchPlan` custom resources → safe, audited actions.
+//!
+//! Data flow, one module per stage:
+//! [`alert`] (envelope, validation, fingerprint) → [`policy`] (antibody.yml rules → plan spec,
+//! pure) → [`plan`] (the `PatchPlan` CRD) → [`reconcile`] (admission, step machine) →
+//! [`actions`] (restart, editEnv, reloadFlask) → [`report`] (conditions, Events).
+#![forbid(unsafe_code)]
+
+pub mod actions;
+pub mod alert;
+pub mod conditions;
+pub mod config;
+pub mod plan;
+pub mod policy;
+pub mod reconcile;
+pub mod report;
+pub mod telemetry;
+pub mod validate;
+
+/// Field manager for every server-side apply Antibody sends.
+pub const FIELD_MANAGER: &str = "antibody";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+
+    #[error("config {path}: {message}")]
+    Config { path: String, message: String },
+
+    #[error("invalid alert: {0}")]
+    InvalidAlert(String),
+
+    #[error("serialization: {0}")]
+    Serde(#[from] serde_json::Error),
+
+    #[error("yaml: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+
+    #[error("exec in pod {pod}: {message}")]
+    Exec { pod: String, message: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,291 @@
+//! Policy: a validated alert + antibody.yml → a plan, or a recorded decision not to act. Pure.
+//!
+//! Rules are checked in order (category, minimum severity); the first match decides. With no
+//! match, the seed's `severity_map` is the fallback. The alert's `patch_hint` names the target
+//! (and for `edit_env` carries the key and value); it never adds power: the result still passes
+//! [`admission::admit`], the same check the reconciler runs.
+
+use crate::alert::{PatchHint, ThreatAlert};
+use crate::config::{Config, ConfigMapMode};
+use crate::plan::{ActionType, AlertSummary, PatchPlan, PatchPlanSpec, PlanAction};
+use crate::reconcile::admission::{self, Refusal};
+
+/// What to do about one alert. Every alert ends in exactly one of these.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Create this plan (name derived from the alert fingerprint, so re-sends dedupe).
+    Plan {
+        rule: String,
+        name: String,
+        spec: PatchPlanSpec,
+    },
+    /// A rule (or the severity map) says: no action.
+    Ignore { rule: String },
+    /// The alert asked for something not allowed or impossible.
+    Refuse(Refusal),
+}
+
+pub const NO_TARGET: &str = "NoTarget";
+pub const INVALID_HINT: &str = "InvalidHint";
+
+pub fn decide(config: &Config, alert: &ThreatAlert, plan_namespace: &str) -> Decision {
+    let hint = match alert.hint() {
+        Ok(hint) => hint,
+        Err(message) => {
+            return Decision::Refuse(Refusal {
+                reason: INVALID_HINT,
+                message,
+            });
+        }
+    };
+    let matched = config.rules.iter().find(|rule| {
+        rule.category
+            .as_ref()
+            .is_none_or(|c| c.eq_ignore_ascii_case(&alert.category))
+            && rule.min_severity.is_none_or(|min| alert.severity >= min)
+    });
+    let (rule_name, action_names, rule_target) = match matched {
+        Some(rule) => (rule.name.clone(), rule.actions.clone(), rule.target.clone()),
+        None => match config.severity_map.get(&alert.severity) {
+            Some(actions) => (
+                format!("severity_map.{}", alert.severity),
+                actions.clone(),
+                None,
+            ),
+            None => {
+                return Decision::Ignore {
+                    rule: "no rule matched".into(),
+                };
+            }
+        },
+    };
+    if action_names.is_empty() {
+        return Decision::Ignore { rule: rule_name };
+    }
+    let default_target = hint.as_ref().map(|h| h.target.clone()).or(rule_target);
+
+    let mut actions: Vec<PlanAction> = Vec::new();
+    if let Some(PatchHint {
+        target,
+        env: Some((key, value)),
+        ..
+    }) = &hint
+    {
+        actions.push(PlanAction::edit_env(
+            target.clone(),
+            key.clone(),
+            value.clone(),
+        ));
+        // Env is read at container start: an env-consumed ConfigMap needs a restart, a mounted
+        // file a reload. The follow-up is part of the plan so it is ordered and audited.
+        let follow_up = match config
+            .resolve(target, plan_namespace)
+            .map(|t| t.config_map_mode)
+        {
+            Ok(ConfigMapMode::File) => ActionType::ReloadFlask,
+            _ => ActionType::Restart,
+        };
+        actions.push(PlanAction::new(follow_up, target.clone()));
+    }
+    for name in &action_names {
+        let (kind, fixed_target) = name
+            .split_once(':')
+            .map_or((name.as_str(), None), |(k, t)| (k, Some(t.to_string())));
+        let Some(kind) = ActionType::from_config_name(kind) else {
+            return Decision::Refuse(Refusal {
+                reason: admission::INVALID_SPEC,
+                message: format!("rule {rule_name}: unknown action {kind:?}"),
+            });
+        };
+        let Some(target) = fixed_target.or_else(|| default_target.clone()) else {
+            return Decision::Refuse(Refusal {
+                reason: NO_TARGET,
+                message: format!(
+                    "rule {rule_name} wants {name} but the alert has no patch_hint and the rule no target"
+                ),
+            });
+        };
+        let action = PlanAction::new(kind, target);
+        if !actions.contains(&action) {
+            actions.push(action);
+        }
+    }
+
+    let spec = PatchPlanSpec {
+        alert: Some(AlertSummary {
+            id: alert.id.clone(),
+            source: alert.source.clone(),
+            category: alert.category.clone(),
+            severity: alert.severity.to_string(),
+            message: alert.msg.clone(),
+            fingerprint: alert.fingerprint(),
+        }),
+        actions,
+        dry_run: false,
+    };
+    match admission::admit(config, &spec, plan_namespace) {
+        Ok(_) => Decision::Plan {
+            rule: rule_name,
+            name: alert.plan_name(),
+            spec,
+        },
+        Err(refusal) => Decision::Refuse(refusal),
+    }
+}
+
+/// The PatchPlan object for a decision, as it would be applied.
+pub fn plan_object(name: &str, namespace: &str, rule: &str, spec: PatchPlanSpec) -> PatchPlan {
+    let mut plan = PatchPlan::new(name, spec);
+    plan.metadata.namespace = Some(namespace.to_string());
+    plan.metadata.labels = Some(
+        [(
+            "app.kubernetes.io/managed-by".to_string(),
+            "antibody".to_string(),
+        )]
+        .into(),
+    );
+    plan.metadata.annotations =
+        Some([("antibody.vael.io/rule".to_string(), rule.to_string())].into());
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::Severity;
+
+    const CONFIG: &str = include_str!("../antibody.yml");
+
+    fn alert(category: &str, severity: Severity, hint: Option<&str>) -> ThreatAlert {
+        ThreatAlert {
+            id: format!("{category}-{severity}"),
+            source: "NEXUS".into(),
+            category: category.into(),
+            severity,
+            msg: String::new(),
+            patch_hint: hint.map(Into::into),
+            ts: None,
+        }
+    }
+
+    fn actions(decision: &Decision) -> Vec<String> {
+        match decision {
+            Decision::Plan { spec, .. } => spec.actions.iter().map(PlanAction::describe).collect(),
+            Decision::Ignore { .. } => vec!["ignore".into()],
+            Decision::Refuse(r) => vec![format!("refuse:{}", r.reason)],
+        }
+    }
+
+    /// The original testing matrix, plus the edges around it.
+    #[test]
+    fn matrix() {
+        let config = Config::from_yaml(CONFIG).expect("antibody.yml is valid");
+        let cases: &[(&str, Severity, Option<&str>, &[&str])] = &[
+            (
+                "heartbeat",
+                Severity::High,
+                Some("restart:VAEL_Core"),
+                &["restart:VAEL_Core"],
+            ),
+            (
+                "policy",
+                Severity::High,
+                Some("reload_flask:VAEL_UI"),
+                &["reloadFlask:VAEL_UI"],
+            ),
+            (
+                "kernel",
+                Severity::Critical,
+                Some("restart:VAEL_Core"),
+                &["restart:VAEL_Core", "reloadFlask:VAEL_Core"],
+            ),
+            (
+                "heartbeat",
+                Severity::Info,
+                Some("restart:VAEL_Core"),
+                &["ignore"],
+            ),
+            (
+                "policy",
+                Severity::Warn,
+                Some("reload_flask:VAEL_UI"),
+                &["ignore"],
+            ),
+            (
+                "heartbeat",
+                Severity::Critical,
+                Some("restart:VAEL_Core"),
+                &["restart:VAEL_Core", "reloadFlask:VAEL_Core"],
+            ),
+            // Edit hints bring their follow-up: env-consumed → restart.
+            (
+                "config",
+                Severity::High,
+                Some("edit_env:VAEL_Core:LOG_LEVEL=debug"),
+                &["editEnv:VAEL_Core:LOG_LEVEL", "restart:VAEL_Core"],
+            ),
+            // Hints never add power.
+            (
+                "heartbeat",
+                Severity::High,
+                Some("restart:Intruder"),
+                &["refuse:NotAllowed"],
+            ),
+            ("heartbeat", Severity::High, None, &["restart:VAEL_Core"]),
+            ("policy", Severity::High, None, &["refuse:NoTarget"]),
+            (
+                "heartbeat",
+                Severity::High,
+                Some("restart:../x"),
+                &["refuse:InvalidHint"],
+            ),
+        ];
+        for (category, severity, hint, want) in cases {
+            let decision = decide(&config, &alert(category, *severity, *hint), "vael");
+            assert_eq!(actions(&decision), *want, "{category}/{severity} {hint:?}");
+        }
+    }
+
+    #[test]
+    fn severity_map_is_the_fallback() {
+        let config = Config::from_yaml(
+            "actions: {restart: [VAEL_Core]}\nseverity_map: {high: [restart], low: []}",
+        )
+        .expect("valid");
+        let high = decide(
+            &config,
+            &alert("anything", Severity::High, Some("restart:VAEL_Core")),
+            "ns",
+        );
+        assert!(
+            matches!(&high, Decision::Plan { rule, .. } if rule == "severity_map.high"),
+            "{high:?}"
+        );
+        assert_eq!(
+            decide(&config, &alert("x", Severity::Low, None), "ns"),
+            Decision::Ignore {
+                rule: "severity_map.low".into()
+            }
+        );
+        assert_eq!(
+            decide(&config, &alert("x", Severity::Info, None), "ns"),
+            Decision::Ignore {
+                rule: "no rule matched".into()
+            }
+        );
+    }
+
+    #[test]
+    fn same_alert_same_plan_name() {
+        let config = Config::from_yaml(CONFIG).expect("valid");
+        let a = alert("heartbeat", Severity::High, Some("restart:VAEL_Core"));
+        let name = |d: Decision| match d {
+            Decision::Plan { name, .. } => name,
+            other => panic!("expected a plan, got {other:?}"),
+        };
+        assert_eq!(
+            name(decide(&config, &a, "vael")),
+            name(decide(&config, &a, "vael"))
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! Admission: may this plan run at all? Pure, and the same check whether the plan came from an
+//! alert, `kubectl apply`, GitOps or REST — a hand-written plan gets no more power than an alert.
+
+use crate::config::{Config, ResolvedTarget};
+use crate::plan::{ActionType, PatchPlanSpec};
+use crate::validate;
+
+/// Why a plan was refused; `reason` becomes the condition reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+pub const NOT_ALLOWED: &str = "NotAllowed";
+pub const INVALID_SPEC: &str = "InvalidSpec";
+pub const MAX_ACTIONS: usize = 16;
+
+fn refuse(reason: &'static str, message: String) -> Refusal {
+    Refusal { reason, message }
+}
+
+/// Check every action against the whitelist and input rules; on success, the resolved targets
+/// in action order.
+pub fn admit(
+    config: &Config,
+    spec: &PatchPlanSpec,
+    plan_namespace: &str,
+) -> Result<Vec<ResolvedTarget>, Refusal> {
+    if spec.actions.is_empty() || spec.actions.len() > MAX_ACTIONS {
+        return Err(refuse(
+            INVALID_SPEC,
+            format!(
+                "a plan holds 1 to {MAX_ACTIONS} actions, not {}",
+                spec.actions.len()
+            ),
+        ));
+    }
+    spec.actions
+        .iter()
+        .enumerate()
+        .map(|(i, action)| {
+            let at = format!("actions[{i}] {}", action.describe());
+            let target = config
+                .resolve(&action.target, plan_namespace)
+                .map_err(|e| refuse(NOT_ALLOWED, format!("{at}: {e}")))?;
+            if !config.actions.allows(action.action, &action.target) {
+                return Err(refuse(
+                    NOT_ALLOWED,
+                    format!(
+                        "{at}: antibody.yml does not whitelist {} for target {}",
+                        action.action.config_name(),
+                        action.target
+                    ),
+                ));
+            }
+            match action.action {
+                ActionType::EditEnv => {
+                    let (Some(key), Some(value)) = (&action.key, &action.value) else {
+                        return Err(refuse(
+                            INVALID_SPEC,
+                            format!("{at}: editEnv needs key and value"),
+                        ));
+                    };
+                    validate::env_key(key)
+                        .map_err(|e| refuse(INVALID_SPEC, format!("{at}: {e}")))?;
+                    validate::env_value(value)
+                        .map_err(|e| refuse(INVALID_SPEC, format!("{at}: {e}")))?;
+                    if target.config_map.is_none() {
+                        return Err(refuse(
+                            NOT_ALLOWED,
+                            format!("{at}: target {} has no config_map", action.target),
+                        ));
+                    }
+                    if target
+                        .env_keys
+                        .as_ref()
+                        .is_some_and(|keys| !keys.contains(key))
+                    {
+                        return Err(refuse(
+                            NOT_ALLOWED,
+                            format!(
+                                "{at}: key {key} is not in targets.{}.env_keys",
+                                action.target
+                            ),
+                        ));
+                    }
+                }
+                ActionType::Restart | ActionType::ReloadFlask => {
+                    if action.key.is_some() || action.value.is_some() {
+                        return Err(refuse(
+                            INVALID_SPEC,
+                            format!("{at}: only editEnv takes key and value"),
+                        ));
+                    }
+                }
+            }
+            Ok(target)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::PlanAction;
+
+    const CONFIG: &str = r#"
+actions:
+  restart: [VAEL_Core]
+  edit_env: [VAEL_Core, Locked]
+  reload_flask: [VAEL_UI]
+targets:
+  VAEL_Core: {deployment: vael-core, config_map: vael-core-env}
+  VAEL_UI: {deployment: vael-ui, namespace: ui}
+  Locked: {deployment: locked, config_map: locked-env, env_keys: [LOG_LEVEL]}
+  Sentinel: {deployment: sentinel}
+"#;
+
+    fn spec(actions: Vec<PlanAction>) -> PatchPlanSpec {
+        PatchPlanSpec {
+            actions,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn table() {
+        let config = Config::from_yaml(CONFIG).expect("valid config");
+        let with = |mut a: PlanAction, key: Option<&str>, value: Option<&str>| {
+            a.key = key.map(Into::into);
+            a.value = value.map(Into::into);
+            a
+        };
+        let cases: Vec<(&str, Vec<PlanAction>, Result<(), &str>)> = vec![
+            (
+                "restart whitelisted",
+                vec![PlanAction::new(ActionType::Restart, "VAEL_Core")],
+                Ok(()),
+            ),
+            (
+                "reload whitelisted",
+                vec![PlanAction::new(ActionType::ReloadFlask, "VAEL_UI")],
+                Ok(()),
+            ),
+            (
+                "edit then restart",
+                vec![
+                    PlanAction::edit_env("VAEL_Core", "LOG_LEVEL", "debug"),
+                    PlanAction::new(ActionType::Restart, "VAEL_Core"),
+                ],
+                Ok(()),
+            ),
+            (
+                "restart not whitelisted for target",
+                vec![PlanAction::new(ActionType::Restart, "Sentinel")],
+                Err(NOT_ALLOWED),
+            ),
+            (
+                "reload not whitelisted",
+                vec![PlanAction::new(ActionType::ReloadFlask, "VAEL_Core")],
+                Err(NOT_ALLOWED),
+            ),
+            (
+                "unknown target",
+                vec![PlanAction::new(ActionType::Restart, "Nope")],
+                Err(NOT_ALLOWED),
+            ),
+            (
+                "hostile target",
+                vec![PlanAction::new(ActionType::Restart, "../etc")],
+                Err(NOT_ALLOWED),
+            ),
+            (
+                "second action refused refuses all",
+                vec![
+                    PlanAction::new(ActionType::Restart, "VAEL_Core"),
+                    PlanAction::new(ActionType::Restart, "Sentinel"),
+                ],
+                Err(NOT_ALLOWED),
+            ),
+            (
+                "key outside env_keys",
+                vec![PlanAction::edit_env("Locked", "SECRET", "x")],
+                Err(NOT_ALLOWED),
+            ),
+            (
+                "key inside env_keys",
+                vec![PlanAction::edit_env("Locked", "LOG_LEVEL", "x")],
+                Ok(()),
+            ),
+            (
+                "newline in value",
+                vec![PlanAction::edit_env("VAEL_Core", "K", "V\nX=Y")],
+                Err(INVALID_SPEC),
+            ),
+            (
+                "bad key",
+                vec![PlanAction::edit_env("VAEL_Core", "A-B", "v")],
+                Err(INVALID_SPEC),
+            ),
+            (
+                "editEnv without value",
+                vec![with(
+                    PlanAction::new(ActionType::EditEnv, "VAEL_Core"),
+                    Some("K"),
+                    None,
+                )],
+                Err(INVALID_SPEC),
+            ),
+            (
+                "restart with key",
+                vec![with(
+                    PlanAction::new(ActionType::Restart, "VAEL_Core"),
+                    Some("K"),
+                    Some("v"),
+                )],
+                Err(INVALID_SPEC),
+            ),
+            ("no actions", vec![], Err(INVALID_SPEC)),
+            (
+                "too many actions",
+                vec![PlanAction::new(ActionType::Restart, "VAEL_Core"); MAX_ACTIONS + 1],
+                Err(INVALID_SPEC),
+            ),
+        ];
+        for (name, actions, want) in cases {
+            let got = admit(&config, &spec(actions), "plans")
+                .map(|_| ())
+                .map_err(|r| r.reason);
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn targets_resolve_with_plan_namespace_default() {
+        let config = Config::from_yaml(CONFIG).expect("valid config");
+        let plan = spec(vec![
+            PlanAction::new(ActionType::Restart, "VAEL_Core"),
+            PlanAction::new(ActionType::ReloadFlask, "VAEL_UI"),
+        ]);
+        let targets = admit(&config, &plan, "plans").expect("admitted");
+        assert_eq!(targets[0].namespace, "plans");
+        assert_eq!(targets[1].namespace, "ui");
+    }
+}
