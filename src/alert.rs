@@ -271,7 +271,8 @@ mod tests {
 
     #[test]
     fn hints_are_strict() {
-        let ok: &[(&str, ActionType, &str, Option<(&str, &str)>)] = &[
+        type Case<'a> = (&'a str, ActionType, &'a str, Option<(&'a str, &'a str)>);
+        let ok: &[Case] = &[
             ("restart:VAEL_Core", ActionType::Restart, "VAEL_Core", None),
             (
                 "reload_flask:VAEL_UI",

@@ -27,27 +27,11 @@ pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
     shortname = "pp",
     category = "antibody",
     doc = "A remediation: ordered, whitelisted actions on logical targets, driven to PatchApplied.",
-    printcolumn(
-        name = "Severity",
-        type_ = "string",
-        json_path = ".spec.alert.severity"
-    ),
-    printcolumn(name = "Actions", type_ = "string", json_path = ".status.summary"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Severity","type":"string","jsonPath":".spec.alert.severity"}"#,
+    printcolumn = r#"{"name":"Actions","type":"string","jsonPath":".status.summary"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: create a new PatchPlan to retry"))]
 #[serde(rename_all = "camelCase")]

@@ -89,7 +89,8 @@ mod tests {
 
     #[test]
     fn table() {
-        let cases: &[(fn(&str) -> Result<(), String>, &str, bool)] = &[
+        type Check = fn(&str) -> Result<(), String>;
+        let cases: &[(Check, &str, bool)] = &[
             (logical_name, "VAEL_Core", true),
             (logical_name, "Sentinel", true),
             (logical_name, "../x", false),

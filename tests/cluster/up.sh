@@ -14,7 +14,10 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/env.sh"
 
-t_start=$SECONDS
+# Milliseconds since the epoch, for progress output.
+now_ms() { local t=${EPOCHREALTIME/./}; echo $((10#$t / 1000)); }
+secs_since() { local d=$(($(now_ms) - $1)); printf '%d.%02d s' $((d / 1000)) $((d % 1000 / 10)); }
+t_start=$(now_ms)
 UP_TIMEOUT="${CLUSTER_UP_TIMEOUT:-120}"
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 PKI="$CLUSTER_DIR/pki"
@@ -71,7 +74,7 @@ deadline=0
 # wait_for WHAT "LOGS TO SHOW" CMD...: poll CMD every 0.2 s until it succeeds or the deadline.
 wait_for() {
   local what=$1 logs; read -ra logs <<<"$2"; shift 2
-  local t0=$SECONDS
+  local t0; t0=$(now_ms)
   log "waiting for $what…"
   until "$@" >/dev/null 2>&1; do
     local c
@@ -81,7 +84,7 @@ wait_for() {
     ((SECONDS < deadline)) || fail_wait "$what" "${logs[@]}"
     sleep 0.2
   done
-  log "$what: ok ($((SECONDS - t0)) s)"
+  log "$what: ok ($(secs_since "$t0"))"
 }
 
 # ---------------------------------------------------------------- already up?
@@ -318,5 +321,5 @@ wait_for "node $NODE_NAME Ready" kwok node_ready
 wait_for "node $NODE_NAME schedulable (no taints)" "kube-controller-manager kwok" node_untainted
 wait_for "ServiceAccount default/default" kube-controller-manager k get serviceaccount default -n default
 
-log "cluster up in $((SECONDS - t_start)) s (state and logs in $CLUSTER_DIR)"
+log "cluster up in $(secs_since "$t_start") (state and logs in $CLUSTER_DIR)"
 echo "export KUBECONFIG=$KUBECONFIG_PATH"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create (or reuse) the Python environment for the test peers, outside the repo.
+# It lives under /opt so the unprivileged uid that kwok's exec runs as can read it.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+venv="${ANTIBODY_PYENV:-/opt/antibody-py}"
+stamp="$venv/.requirements.sha256"
+want="$(sha256sum "$here/requirements.txt" | cut -d' ' -f1)"
+if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+  echo "[peers] python env ready in $venv" >&2
+  exit 0
+fi
+python=/usr/bin/python3
+[[ -x $python ]] || python="$(command -v python3)"
+echo "[peers] creating python env in $venv from $python" >&2
+mkdir -p "$(dirname "$venv")"
+"$python" -m venv "$venv"
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+chmod -R a+rX "$venv"
+echo "$want" > "$stamp"
+echo "[peers] python env ready in $venv" >&2

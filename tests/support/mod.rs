@@ -1,0 +1,478 @@
+//! Shared support for integration tests against the local control plane (tests/cluster/up.sh).
+//!
+//! Every test gets its own namespace, deleted when the guard drops. Nothing is skipped: if the
+//! cluster is not up, the test fails and says how to start it.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, PodSpec, PodTemplateSpec};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{Condition, await_condition, conditions};
+use kube::{Client, CustomResourceExt, Resource};
+
+use antibody::plan::PatchPlan;
+
+/// The kubeconfig `tests/cluster/up.sh` writes (override with ANTIBODY_KUBECONFIG).
+pub fn kubeconfig_path() -> PathBuf {
+    if let Ok(path) = std::env::var("ANTIBODY_KUBECONFIG") {
+        return PathBuf::from(path);
+    }
+    let dir = std::env::var("CLUSTER_DIR").unwrap_or_else(|_| {
+        format!(
+            "{}/antibody-cluster",
+            std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into())
+        )
+    });
+    Path::new(&dir).join("kubeconfig")
+}
+
+const HOW_TO_START: &str = "start the local control plane first: `tests/cluster/up.sh` (or run everything with `tests/run.sh`)";
+
+/// A client for the local cluster; fails the test with instructions when it is not up.
+pub async fn client() -> Client {
+    let path = kubeconfig_path();
+    let kubeconfig = Kubeconfig::read_from(&path)
+        .unwrap_or_else(|e| panic!("no kubeconfig at {} ({e}): {HOW_TO_START}", path.display()));
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("bad kubeconfig {}: {e}", path.display()));
+    let client = Client::try_from(config).expect("client from kubeconfig");
+    if let Err(e) = client.apiserver_version().await {
+        panic!(
+            "the API server in {} does not answer ({e}): {HOW_TO_START}",
+            path.display()
+        );
+    }
+    client
+}
+
+/// A unique name: `<prefix>-<pid>-<counter>-<nanos>` cut to a DNS label.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let name = format!("{prefix}-{}-{n}-{:x}", std::process::id(), nanos);
+    name.chars()
+        .take(63)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_string()
+}
+
+/// A namespace for one test; deleted (in the background of the API server) on drop.
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub async fn new(client: &Client, prefix: &str) -> Self {
+        let name = unique(prefix);
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create test namespace");
+        // The controller-manager creates the default ServiceAccount; pods need it.
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), &name);
+        await_condition(sa, "default", conditions::is_created())
+            .await
+            .expect("default ServiceAccount");
+        Self { name }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if std::env::var("ANTIBODY_KEEP_NAMESPACES").is_ok() {
+            eprintln!("keeping namespace {}", self.name);
+            return;
+        }
+        let name = self.name.clone();
+        // Drop cannot await, and the test's runtime may be shutting down: use a fresh one.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(kubeconfig) = Kubeconfig::read_from(kubeconfig_path()) else {
+                    return;
+                };
+                let Ok(config) =
+                    kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                        .await
+                else {
+                    return;
+                };
+                let Ok(client) = Client::try_from(config) else {
+                    return;
+                };
+                let _ = Api::<Namespace>::all(client)
+                    .delete(&name, &DeleteParams::background())
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
+/// Install (or update) the PatchPlan CRD from the Rust types and wait until it is served.
+pub async fn install_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = PatchPlan::crd();
+    let name = crd.metadata.name.clone().expect("crd name");
+    crds.patch(
+        &name,
+        &PatchParams::apply("antibody-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("apply CRD");
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        await_condition(crds, &name, conditions::is_crd_established()),
+    )
+    .await
+    .expect("CRD established in 30s")
+    .expect("watch CRD");
+}
+
+/// A Deployment of `replicas` pods labelled `app=<name>`, on the kwok node.
+pub fn deployment(name: &str, replicas: i32, env_from_config_map: Option<&str>) -> Deployment {
+    let labels = BTreeMap::from([("app".to_string(), name.to_string())]);
+    let env_from = env_from_config_map.map(|cm| {
+        vec![k8s_openapi::api::core::v1::EnvFromSource {
+            config_map_ref: Some(k8s_openapi::api::core::v1::ConfigMapEnvSource {
+                name: cm.to_string(),
+                optional: None,
+            }),
+            ..Default::default()
+        }]
+    });
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: "app".into(),
+                        image: Some("vael/app:test".into()),
+                        env_from,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub async fn create_deployment(client: &Client, ns: &str, deployment: &Deployment) -> Deployment {
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), deployment)
+        .await
+        .expect("create deployment")
+}
+
+pub async fn create_config_map(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    data: &[(&str, &str)],
+) -> ConfigMap {
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("create configmap")
+}
+
+/// Wait (by watch) until `condition` holds for the named object, at most `timeout`.
+pub async fn wait_for<K>(
+    api: Api<K>,
+    name: &str,
+    timeout: Duration,
+    condition: impl Condition<K>,
+) -> K
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    match tokio::time::timeout(timeout, await_condition(api, name, condition)).await {
+        Ok(Ok(Some(object))) => object,
+        Ok(Ok(None)) => panic!("{name} was deleted while waiting"),
+        Ok(Err(e)) => panic!("watching {name}: {e}"),
+        Err(_) => panic!("{name}: condition not met within {timeout:?}"),
+    }
+}
+
+/// A Deployment rollout is complete exactly as `kubectl rollout status` decides.
+pub fn rollout_complete(min_generation: i64) -> impl Condition<Deployment> {
+    move |d: Option<&Deployment>| {
+        d.is_some_and(|d| {
+            antibody::reconcile::rollout::rollout_state(d, min_generation)
+                == antibody::reconcile::rollout::RolloutState::Complete
+        })
+    }
+}
+
+/// A plan has condition `type_` with `status`.
+pub fn plan_condition(type_: &'static str, status: &'static str) -> impl Condition<PatchPlan> {
+    move |p: Option<&PatchPlan>| {
+        p.and_then(|p| p.condition(type_))
+            .is_some_and(|c| c.status == status)
+    }
+}
+
+/// A plan reached a terminal phase.
+pub fn plan_finished() -> impl Condition<PatchPlan> {
+    |p: Option<&PatchPlan>| p.is_some_and(|p| p.phase().is_terminal())
+}
+
+/// The `antibody` controller binary, run as a child process of this test (we own its pid).
+pub struct ControllerProcess {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl ControllerProcess {
+    pub fn start(config_yaml: &str, namespace: &str, extra: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join("antibody-tests");
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let config = dir.join(format!("{namespace}.yml"));
+        std::fs::write(&config, config_yaml).expect("write test config");
+        let log = dir.join(format!("{namespace}-{}.log", unique("controller")));
+        let log_file = std::fs::File::create(&log).expect("controller log");
+        let child = Command::new(env!("CARGO_BIN_EXE_antibody"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .args([
+                "--namespace",
+                namespace,
+                "--log-level",
+                "info,antibody=debug,kube=warn",
+            ])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig_path())
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log fd"))
+            .stderr(log_file)
+            .spawn()
+            .expect("start the antibody controller");
+        Self { child, log }
+    }
+
+    /// SIGKILL our own child: a crash, not a shutdown.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- controller log {} ---\n{}",
+                self.log.display(),
+                self.logs()
+            );
+        }
+    }
+}
+
+/// A Flask app under gunicorn, started by this test as uid 65534 (the uid kwok's exec runs as),
+/// so a `kill -HUP <its pid>` sent through `pods/exec` reaches it and nothing else.
+pub struct Gunicorn {
+    child: Child,
+    pub pid: u32,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+pub fn python_env() -> PathBuf {
+    PathBuf::from(std::env::var("ANTIBODY_PYENV").unwrap_or_else(|_| "/opt/antibody-py".into()))
+}
+
+impl Gunicorn {
+    pub fn start() -> Self {
+        let gunicorn = python_env().join("bin/gunicorn");
+        assert!(
+            gunicorn.exists(),
+            "{} missing: run tests/peers/setup.sh",
+            gunicorn.display()
+        );
+        let dir = std::env::temp_dir()
+            .join("antibody-tests")
+            .join(unique("gunicorn"));
+        std::fs::create_dir_all(&dir).expect("gunicorn dir");
+        std::fs::write(
+            dir.join("flask_app.py"),
+            include_str!("../peers/flask_app.py"),
+        )
+        .expect("app");
+        // The unprivileged user must write its pid and log here.
+        let _ = Command::new("chmod").args(["0777"]).arg(&dir).status();
+        let _ = Command::new("chmod")
+            .args(["0755"])
+            .arg(dir.parent().expect("parent"))
+            .status();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let child = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&gunicorn)
+            .args([
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--workers",
+                "1",
+                "--chdir",
+            ])
+            .arg(&dir)
+            .arg("--pid")
+            .arg(dir.join("gunicorn.pid"))
+            .arg("--error-logfile")
+            .arg(dir.join("gunicorn.log"))
+            .arg("flask_app:app")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start gunicorn under setpriv");
+        let pid = child.id();
+        let server = Self {
+            child,
+            pid,
+            port,
+            dir,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while server.worker_pid().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gunicorn did not answer: {}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let from_file =
+            std::fs::read_to_string(server.dir.join("gunicorn.pid")).unwrap_or_default();
+        assert_eq!(
+            from_file.trim(),
+            pid.to_string(),
+            "the pidfile names the master we started"
+        );
+        server
+    }
+
+    /// The pid of the worker answering HTTP (changes when the master reloads its workers).
+    pub fn worker_pid(&self) -> Option<u32> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream
+            .write_all(b"GET /pid HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let body = response.split("\r\n\r\n").nth(1)?;
+        let json: serde_json::Value = serde_json::from_str(body).ok()?;
+        json.get("pid")?.as_u64().map(|p| p as u32)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("gunicorn.log")).unwrap_or_default()
+    }
+
+    /// How many SIGHUPs the master handled, from its own log.
+    pub fn hup_count(&self) -> usize {
+        self.log().matches("Handling signal: hup").count()
+    }
+
+    /// Wait until the worker pid differs from `old` (the reload finished).
+    pub fn wait_new_worker(&self, old: u32) -> u32 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(pid) = self.worker_pid().filter(|p| *p != old) {
+                return pid;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "worker {old} was not replaced: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Gunicorn {
+    fn drop(&mut self) {
+        // SIGTERM to the master we started (our own child), so it stops its workers too.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
