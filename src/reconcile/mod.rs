@@ -393,6 +393,7 @@ pub async fn run(
         });
     }
     let deployments: Api<Deployment> = Api::all(client);
+    let scope = ctx.settings.namespace.clone();
     let restarted =
         watcher::Config::default().labels(&format!("{}=true", actions::restart::RESTARTED_LABEL));
     info!(
@@ -401,7 +402,10 @@ pub async fn run(
         "controller starting"
     );
     Controller::new(plans, watcher::Config::default())
-        .watches(deployments, restarted, plan_of_deployment)
+        .watches(deployments, restarted, move |deployment| {
+            // A namespaced controller ignores plans of other instances.
+            plan_of_deployment(deployment).filter(|plan| scope.is_none() || plan.namespace == scope)
+        })
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(

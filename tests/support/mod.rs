@@ -476,3 +476,38 @@ impl Drop for Gunicorn {
         let _ = self.child.wait();
     }
 }
+
+/// The kubectl built with the control plane (matches the server version).
+pub fn kubectl() -> Command {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            &format!("source {root}/tests/cluster/env.sh && echo \"$CLUSTER_BIN/kubectl\""),
+        ])
+        .output()
+        .expect("read tests/cluster/env.sh");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mut cmd = Command::new(if Path::new(&path).exists() {
+        path
+    } else {
+        "kubectl".into()
+    });
+    cmd.env("KUBECONFIG", kubeconfig_path());
+    cmd
+}
+
+/// Apply a plan as `kubectl apply --server-side` would.
+pub async fn apply_plan(client: &Client, ns: &str, plan: &PatchPlan) -> PatchPlan {
+    let mut plan = plan.clone();
+    plan.metadata.namespace = Some(ns.to_string());
+    let name = plan.metadata.name.clone().expect("plan name");
+    Api::<PatchPlan>::namespaced(client.clone(), ns)
+        .patch(
+            &name,
+            &PatchParams::apply("kubectl").force(),
+            &Patch::Apply(&plan),
+        )
+        .await
+        .expect("apply PatchPlan")
+}
