@@ -44,9 +44,8 @@ impl std::fmt::Display for Severity {
 impl std::str::FromStr for Severity {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase())).map_err(|_| {
-            format!("unknown severity {s:?} (info, low, warn, medium, high, critical)")
-        })
+        serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase()))
+            .map_err(|_| format!("unknown severity {s:?} (info, low, warn, medium, high, critical)"))
     }
 }
 
@@ -73,13 +72,9 @@ impl ThreatAlert {
     /// Parse a JSON envelope and validate every field.
     pub fn from_json(text: &str) -> Result<Self, String> {
         if text.len() > MAX_ALERT_BYTES {
-            return Err(format!(
-                "alert is {} bytes (max {MAX_ALERT_BYTES})",
-                text.len()
-            ));
+            return Err(format!("alert is {} bytes (max {MAX_ALERT_BYTES})", text.len()));
         }
-        let alert: ThreatAlert =
-            serde_json::from_str(text).map_err(|e| format!("malformed alert JSON: {e}"))?;
+        let alert: ThreatAlert = serde_json::from_str(text).map_err(|e| format!("malformed alert JSON: {e}"))?;
         alert.validate()?;
         Ok(alert)
     }
@@ -92,8 +87,7 @@ impl ThreatAlert {
             return Err(format!("msg is {} bytes (max {MAX_MSG})", self.msg.len()));
         }
         if let Some(ts) = &self.ts {
-            ts.parse::<jiff::Timestamp>()
-                .map_err(|e| format!("ts {ts:?} is not an RFC 3339 timestamp: {e}"))?;
+            ts.parse::<jiff::Timestamp>().map_err(|e| format!("ts {ts:?} is not an RFC 3339 timestamp: {e}"))?;
         }
         if let Some(hint) = &self.patch_hint {
             PatchHint::parse(hint)?;
@@ -108,11 +102,7 @@ impl ThreatAlert {
     /// Identity of the alert: NEXUS re-sending the same alert gives the same fingerprint.
     pub fn fingerprint(&self) -> String {
         let mut hasher = Sha256::new();
-        for part in [
-            self.source.as_str(),
-            self.category.as_str(),
-            self.id.as_str(),
-        ] {
+        for part in [self.source.as_str(), self.category.as_str(), self.id.as_str()] {
             hasher.update(part.as_bytes());
             hasher.update([0]);
         }
@@ -129,11 +119,7 @@ impl ThreatAlert {
             .take(40)
             .collect();
         let category = category.trim_matches('-');
-        let prefix = if category.is_empty() {
-            "alert"
-        } else {
-            category
-        };
+        let prefix = if category.is_empty() { "alert" } else { category };
         format!("{prefix}-{}", &self.fingerprint()[..16])
     }
 }
@@ -147,9 +133,7 @@ fn token(field: &str, value: &str, max: usize) -> Result<(), String> {
         return Err(format!("{field} is {} bytes (max {max})", value.len()));
     }
     if !value.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(format!(
-            "{field} {value:?} must be printable ASCII without spaces"
-        ));
+        return Err(format!("{field} {value:?} must be printable ASCII without spaces"));
     }
     Ok(())
 }
@@ -165,26 +149,23 @@ pub struct PatchHint {
 impl PatchHint {
     /// Strict: unknown actions, bad target names, bad keys and multi-line values are errors.
     pub fn parse(hint: &str) -> Result<Self, String> {
-        let (action, rest) = hint
-            .split_once(':')
-            .ok_or_else(|| format!("patch_hint {hint:?}: expected ACTION:TARGET"))?;
+        let (action, rest) =
+            hint.split_once(':').ok_or_else(|| format!("patch_hint {hint:?}: expected ACTION:TARGET"))?;
         let action = match action {
             "restart" => ActionType::Restart,
             "reload_flask" => ActionType::ReloadFlask,
             "edit_env" => ActionType::EditEnv,
             other => {
-                return Err(format!(
-                    "patch_hint: unknown action {other:?} (restart, edit_env, reload_flask)"
-                ));
+                return Err(format!("patch_hint: unknown action {other:?} (restart, edit_env, reload_flask)"));
             }
         };
         let (target, env) = if action == ActionType::EditEnv {
-            let (target, assignment) = rest.split_once(':').ok_or_else(|| {
-                format!("patch_hint {hint:?}: expected edit_env:TARGET:KEY=VALUE")
-            })?;
-            let (key, value) = assignment.split_once('=').ok_or_else(|| {
-                format!("patch_hint {hint:?}: expected KEY=VALUE after the target")
-            })?;
+            let (target, assignment) = rest
+                .split_once(':')
+                .ok_or_else(|| format!("patch_hint {hint:?}: expected edit_env:TARGET:KEY=VALUE"))?;
+            let (key, value) = assignment
+                .split_once('=')
+                .ok_or_else(|| format!("patch_hint {hint:?}: expected KEY=VALUE after the target"))?;
             validate::env_key(key).map_err(|e| format!("patch_hint: {e}"))?;
             validate::env_value(value).map_err(|e| format!("patch_hint: {e}"))?;
             (target, Some((key.to_string(), value.to_string())))
@@ -192,11 +173,7 @@ impl PatchHint {
             (rest, None)
         };
         validate::logical_name(target).map_err(|e| format!("patch_hint: {e}"))?;
-        Ok(PatchHint {
-            action,
-            target: target.to_string(),
-            env,
-        })
+        Ok(PatchHint { action, target: target.to_string(), env })
     }
 }
 
@@ -211,44 +188,20 @@ mod tests {
         let alert = ThreatAlert::from_json(EXAMPLE).expect("valid");
         assert_eq!(alert.severity, Severity::High);
         let hint = alert.hint().expect("valid hint").expect("has hint");
-        assert_eq!(
-            (hint.action, hint.target.as_str()),
-            (ActionType::Restart, "VAEL_Core")
-        );
+        assert_eq!((hint.action, hint.target.as_str()), (ActionType::Restart, "VAEL_Core"));
     }
 
     #[test]
     fn bad_alerts_are_refused_with_a_reason() {
         let cases: &[(&str, &str)] = &[
             ("{", "malformed"),
-            (
-                r#"{"source":"N","category":"c","severity":"high"}"#,
-                "missing field `id`",
-            ),
-            (
-                r#"{"id":"","source":"N","category":"c","severity":"high"}"#,
-                "id is missing",
-            ),
-            (
-                r#"{"id":"a","source":"N","category":"c","severity":"urgent"}"#,
-                "unknown variant",
-            ),
-            (
-                r#"{"id":"a b","source":"N","category":"c","severity":"high"}"#,
-                "printable ASCII",
-            ),
-            (
-                r#"{"id":"a","source":"N","category":"c","severity":"high","ts":"yesterday"}"#,
-                "RFC 3339",
-            ),
-            (
-                r#"{"id":"a","source":"N","category":"c","severity":"high","extra":1}"#,
-                "unknown field",
-            ),
-            (
-                r#"{"id":1,"source":"N","category":"c","severity":"high"}"#,
-                "invalid type",
-            ),
+            (r#"{"source":"N","category":"c","severity":"high"}"#, "missing field `id`"),
+            (r#"{"id":"","source":"N","category":"c","severity":"high"}"#, "id is missing"),
+            (r#"{"id":"a","source":"N","category":"c","severity":"urgent"}"#, "unknown variant"),
+            (r#"{"id":"a b","source":"N","category":"c","severity":"high"}"#, "printable ASCII"),
+            (r#"{"id":"a","source":"N","category":"c","severity":"high","ts":"yesterday"}"#, "RFC 3339"),
+            (r#"{"id":"a","source":"N","category":"c","severity":"high","extra":1}"#, "unknown field"),
+            (r#"{"id":1,"source":"N","category":"c","severity":"high"}"#, "invalid type"),
             (
                 r#"{"id":"a","source":"N","category":"c","severity":"high","patch_hint":"restart:../x"}"#,
                 "invalid target",
@@ -262,11 +215,7 @@ mod tests {
             r#"{{"id":"a","source":"N","category":"c","severity":"high","msg":"{}"}}"#,
             "x".repeat(MAX_ALERT_BYTES)
         );
-        assert!(
-            ThreatAlert::from_json(&huge)
-                .expect_err("oversize")
-                .contains("max")
-        );
+        assert!(ThreatAlert::from_json(&huge).expect_err("oversize").contains("max"));
     }
 
     #[test]
@@ -274,33 +223,15 @@ mod tests {
         type Case<'a> = (&'a str, ActionType, &'a str, Option<(&'a str, &'a str)>);
         let ok: &[Case] = &[
             ("restart:VAEL_Core", ActionType::Restart, "VAEL_Core", None),
-            (
-                "reload_flask:VAEL_UI",
-                ActionType::ReloadFlask,
-                "VAEL_UI",
-                None,
-            ),
-            (
-                "edit_env:VAEL_Core:LOG_LEVEL=debug",
-                ActionType::EditEnv,
-                "VAEL_Core",
-                Some(("LOG_LEVEL", "debug")),
-            ),
-            (
-                "edit_env:VAEL_Core:URL=http://x/?a=b",
-                ActionType::EditEnv,
-                "VAEL_Core",
-                Some(("URL", "http://x/?a=b")),
-            ),
+            ("reload_flask:VAEL_UI", ActionType::ReloadFlask, "VAEL_UI", None),
+            ("edit_env:VAEL_Core:LOG_LEVEL=debug", ActionType::EditEnv, "VAEL_Core", Some(("LOG_LEVEL", "debug"))),
+            ("edit_env:VAEL_Core:URL=http://x/?a=b", ActionType::EditEnv, "VAEL_Core", Some(("URL", "http://x/?a=b"))),
         ];
         for (hint, action, target, env) in ok {
             let parsed = PatchHint::parse(hint).expect(hint);
             assert_eq!(parsed.action, *action);
             assert_eq!(parsed.target, *target);
-            assert_eq!(
-                parsed.env.as_ref().map(|(k, v)| (k.as_str(), v.as_str())),
-                *env
-            );
+            assert_eq!(parsed.env.as_ref().map(|(k, v)| (k.as_str(), v.as_str())), *env);
         }
         let bad = [
             "restart",
@@ -316,10 +247,7 @@ mod tests {
             "restart:VAEL Core",
         ];
         for hint in bad {
-            assert!(
-                PatchHint::parse(hint).is_err(),
-                "{hint:?} should be refused"
-            );
+            assert!(PatchHint::parse(hint).is_err(), "{hint:?} should be refused");
         }
     }
 
@@ -333,10 +261,7 @@ mod tests {
         other.id = "a2".into();
         assert_ne!(a.fingerprint(), other.fingerprint());
         let name = a.plan_name();
-        assert!(
-            name.starts_with("heartbeat-") && name.len() == "heartbeat-".len() + 16,
-            "{name}"
-        );
+        assert!(name.starts_with("heartbeat-") && name.len() == "heartbeat-".len() + 16, "{name}");
         crate::validate::dns1123_subdomain(&name).expect("plan name is a valid Kubernetes name");
     }
 

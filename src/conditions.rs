@@ -27,62 +27,42 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn in_progress(reason: &str, message: impl Into<String>) -> Self {
-        Outcome::InProgress {
-            reason: reason.into(),
-            message: message.into(),
-        }
+        Outcome::InProgress { reason: reason.into(), message: message.into() }
     }
 
     pub fn failed(reason: &str, message: impl Into<String>) -> Self {
-        Outcome::Failed {
-            reason: reason.into(),
-            message: message.into(),
-        }
+        Outcome::Failed { reason: reason.into(), message: message.into() }
     }
 }
 
 /// The four conditions for `outcome`, reusing `lastTransitionTime` from `previous` where the
 /// status did not change.
-pub fn compute(
-    outcome: &Outcome,
-    generation: Option<i64>,
-    now: &Time,
-    previous: &[Condition],
-) -> Vec<Condition> {
+pub fn compute(outcome: &Outcome, generation: Option<i64>, now: &Time, previous: &[Condition]) -> Vec<Condition> {
     let (ready, applied, reconciling, stalled, reason, message) = match outcome {
-        Outcome::InProgress { reason, message } => {
-            (false, false, true, false, reason.as_str(), message.as_str())
-        }
+        Outcome::InProgress { reason, message } => (false, false, true, false, reason.as_str(), message.as_str()),
         Outcome::Applied { message } => (true, true, false, false, "Applied", message.as_str()),
         Outcome::DryRun { message } => (true, false, false, false, "DryRun", message.as_str()),
-        Outcome::Failed { reason, message } => {
-            (false, false, false, true, reason.as_str(), message.as_str())
-        }
+        Outcome::Failed { reason, message } => (false, false, false, true, reason.as_str(), message.as_str()),
     };
-    [
-        (READY, ready),
-        (PATCH_APPLIED, applied),
-        (RECONCILING, reconciling),
-        (STALLED, stalled),
-    ]
-    .into_iter()
-    .map(|(type_, value)| {
-        let status = if value { "True" } else { "False" }.to_string();
-        let last_transition_time = previous
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or_else(|| now.clone());
-        Condition {
-            type_: type_.to_string(),
-            status,
-            reason: reason.to_string(),
-            message: message.to_string(),
-            observed_generation: generation,
-            last_transition_time,
-        }
-    })
-    .collect()
+    [(READY, ready), (PATCH_APPLIED, applied), (RECONCILING, reconciling), (STALLED, stalled)]
+        .into_iter()
+        .map(|(type_, value)| {
+            let status = if value { "True" } else { "False" }.to_string();
+            let last_transition_time = previous
+                .iter()
+                .find(|c| c.type_ == type_ && c.status == status)
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or_else(|| now.clone());
+            Condition {
+                type_: type_.to_string(),
+                status,
+                reason: reason.to_string(),
+                message: message.to_string(),
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -94,10 +74,7 @@ mod tests {
     }
 
     fn get<'a>(conditions: &'a [Condition], type_: &str) -> &'a Condition {
-        conditions
-            .iter()
-            .find(|c| c.type_ == type_)
-            .expect("condition present")
+        conditions.iter().find(|c| c.type_ == type_).expect("condition present")
     }
 
     #[test]
@@ -120,9 +97,7 @@ mod tests {
                 reason: "RolloutInProgress",
             },
             Case {
-                outcome: Outcome::Applied {
-                    message: "ok".into(),
-                },
+                outcome: Outcome::Applied { message: "ok".into() },
                 ready: "True",
                 applied: "True",
                 reconciling: "False",
@@ -130,9 +105,7 @@ mod tests {
                 reason: "Applied",
             },
             Case {
-                outcome: Outcome::DryRun {
-                    message: "would".into(),
-                },
+                outcome: Outcome::DryRun { message: "would".into() },
                 ready: "True",
                 applied: "False",
                 reconciling: "False",
@@ -151,86 +124,24 @@ mod tests {
         for case in cases {
             let conditions = compute(&case.outcome, Some(3), &at(10), &[]);
             assert_eq!(conditions.len(), 4);
-            assert_eq!(
-                get(&conditions, READY).status,
-                case.ready,
-                "{:?}",
-                case.outcome
-            );
-            assert_eq!(
-                get(&conditions, PATCH_APPLIED).status,
-                case.applied,
-                "{:?}",
-                case.outcome
-            );
-            assert_eq!(
-                get(&conditions, RECONCILING).status,
-                case.reconciling,
-                "{:?}",
-                case.outcome
-            );
-            assert_eq!(
-                get(&conditions, STALLED).status,
-                case.stalled,
-                "{:?}",
-                case.outcome
-            );
-            assert!(
-                conditions
-                    .iter()
-                    .all(|c| c.reason == case.reason && c.observed_generation == Some(3))
-            );
+            assert_eq!(get(&conditions, READY).status, case.ready, "{:?}", case.outcome);
+            assert_eq!(get(&conditions, PATCH_APPLIED).status, case.applied, "{:?}", case.outcome);
+            assert_eq!(get(&conditions, RECONCILING).status, case.reconciling, "{:?}", case.outcome);
+            assert_eq!(get(&conditions, STALLED).status, case.stalled, "{:?}", case.outcome);
+            assert!(conditions.iter().all(|c| c.reason == case.reason && c.observed_generation == Some(3)));
         }
     }
 
     #[test]
     fn transition_time_moves_only_when_status_flips() {
         let first = compute(&Outcome::in_progress("Started", "a"), Some(1), &at(10), &[]);
-        let again = compute(
-            &Outcome::in_progress("RolloutInProgress", "b"),
-            Some(1),
-            &at(20),
-            &first,
-        );
-        assert_eq!(
-            get(&again, READY).last_transition_time,
-            at(10),
-            "Ready stayed False"
-        );
-        assert_eq!(
-            get(&again, RECONCILING).last_transition_time,
-            at(10),
-            "Reconciling stayed True"
-        );
-        let done = compute(
-            &Outcome::Applied {
-                message: "c".into(),
-            },
-            Some(1),
-            &at(30),
-            &again,
-        );
-        assert_eq!(
-            get(&done, READY).last_transition_time,
-            at(30),
-            "Ready flipped"
-        );
-        assert_eq!(
-            get(&done, STALLED).last_transition_time,
-            at(10),
-            "Stalled stayed False"
-        );
+        let again = compute(&Outcome::in_progress("RolloutInProgress", "b"), Some(1), &at(20), &first);
+        assert_eq!(get(&again, READY).last_transition_time, at(10), "Ready stayed False");
+        assert_eq!(get(&again, RECONCILING).last_transition_time, at(10), "Reconciling stayed True");
+        let done = compute(&Outcome::Applied { message: "c".into() }, Some(1), &at(30), &again);
+        assert_eq!(get(&done, READY).last_transition_time, at(30), "Ready flipped");
+        assert_eq!(get(&done, STALLED).last_transition_time, at(10), "Stalled stayed False");
         // Same outcome twice: identical output, so a status write is a no-op.
-        assert_eq!(
-            compute(
-                &Outcome::Applied {
-                    message: "c".into()
-                },
-                Some(1),
-                &at(40),
-                &done
-            ),
-            done
-        );
+        assert_eq!(compute(&Outcome::Applied { message: "c".into() }, Some(1), &at(40), &done), done);
     }
 }

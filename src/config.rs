@@ -129,10 +129,7 @@ pub struct Defaults {
 
 impl Default for Defaults {
     fn default() -> Self {
-        Self {
-            rollout_timeout_seconds: default_rollout_timeout(),
-            plan_namespace: default_plan_namespace(),
-        }
+        Self { rollout_timeout_seconds: default_rollout_timeout(), plan_namespace: default_plan_namespace() }
     }
 }
 
@@ -171,10 +168,7 @@ pub struct ConfigError {
 }
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        message: message.into(),
-    }
+    ConfigError { field: field.into(), message: message.into() }
 }
 
 impl Config {
@@ -183,10 +177,8 @@ impl Config {
             path: path.display().to_string(),
             message: format!("cannot read: {e}"),
         })?;
-        Self::from_yaml(&text).map_err(|e| crate::Error::Config {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })
+        Self::from_yaml(&text)
+            .map_err(|e| crate::Error::Config { path: path.display().to_string(), message: e.to_string() })
     }
 
     /// Parse and validate. Errors name the offending field (`targets.VAEL_Core.deployment`).
@@ -194,11 +186,7 @@ impl Config {
         let deserializer = serde_yaml::Deserializer::from_str(text);
         let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." {
-                "antibody.yml".to_string()
-            } else {
-                path
-            };
+            let field = if path == "." { "antibody.yml".to_string() } else { path };
             err(field, e.into_inner().to_string())
         })?;
         config.validate()?;
@@ -209,8 +197,7 @@ impl Config {
         for (name, target) in &self.targets {
             let field = |f: &str| format!("targets.{name}.{f}");
             validate::logical_name(name).map_err(|m| err(format!("targets.{name}"), m))?;
-            validate::dns1123_subdomain(&target.deployment)
-                .map_err(|m| err(field("deployment"), m))?;
+            validate::dns1123_subdomain(&target.deployment).map_err(|m| err(field("deployment"), m))?;
             if let Some(ns) = &target.namespace {
                 validate::dns1123_label(ns).map_err(|m| err(field("namespace"), m))?;
             }
@@ -221,20 +208,10 @@ impl Config {
                 validate::dns1123_label(c).map_err(|m| err(field("container"), m))?;
             }
             if target.reload_command.is_empty() {
-                return Err(err(
-                    field("reload_command"),
-                    "must hold at least the program to run",
-                ));
+                return Err(err(field("reload_command"), "must hold at least the program to run"));
             }
-            if target
-                .reload_command
-                .iter()
-                .any(|a| a.is_empty() || a.contains(['\0', '\n']))
-            {
-                return Err(err(
-                    field("reload_command"),
-                    "arguments must be non-empty and hold no NUL or newline",
-                ));
+            if target.reload_command.iter().any(|a| a.is_empty() || a.contains(['\0', '\n'])) {
+                return Err(err(field("reload_command"), "arguments must be non-empty and hold no NUL or newline"));
             }
             for key in target.env_keys.iter().flatten() {
                 validate::env_key(key).map_err(|m| err(field("env_keys"), m))?;
@@ -250,16 +227,8 @@ impl Config {
             }
         }
         for target in &self.actions.edit_env {
-            if self
-                .targets
-                .get(target)
-                .is_some_and(|t| t.config_map.is_none())
-                || self.targets.is_empty()
-            {
-                return Err(err(
-                    "actions.edit_env",
-                    format!("target {target:?} has no targets.{target}.config_map"),
-                ));
+            if self.targets.get(target).is_some_and(|t| t.config_map.is_none()) || self.targets.is_empty() {
+                return Err(err("actions.edit_env", format!("target {target:?} has no targets.{target}.config_map")));
             }
         }
         for (severity, actions) in &self.severity_map {
@@ -278,15 +247,9 @@ impl Config {
                 return Err(err(field("name"), "must not be empty"));
             }
             for action in &rule.actions {
-                let (kind, target) = action
-                    .split_once(':')
-                    .map_or((action.as_str(), None), |(k, t)| (k, Some(t)));
-                let kind = ActionType::from_config_name(kind).ok_or_else(|| {
-                    err(
-                        field("actions"),
-                        format!("unknown action {kind:?} (restart, reload_flask)"),
-                    )
-                })?;
+                let (kind, target) = action.split_once(':').map_or((action.as_str(), None), |(k, t)| (k, Some(t)));
+                let kind = ActionType::from_config_name(kind)
+                    .ok_or_else(|| err(field("actions"), format!("unknown action {kind:?} (restart, reload_flask)")))?;
                 if kind == ActionType::EditEnv {
                     return Err(err(
                         field("actions"),
@@ -294,8 +257,7 @@ impl Config {
                     ));
                 }
                 if let Some(target) = target.or(rule.target.as_deref()) {
-                    self.resolve(target, "default")
-                        .map_err(|m| err(field("actions"), m))?;
+                    self.resolve(target, "default").map_err(|m| err(field("actions"), m))?;
                 }
             }
         }
@@ -308,10 +270,7 @@ impl Config {
         if let Some(t) = self.targets.get(name) {
             return Ok(ResolvedTarget {
                 name: name.to_string(),
-                namespace: t
-                    .namespace
-                    .clone()
-                    .unwrap_or_else(|| plan_namespace.to_string()),
+                namespace: t.namespace.clone().unwrap_or_else(|| plan_namespace.to_string()),
                 deployment: t.deployment.clone(),
                 config_map: t.config_map.clone(),
                 config_map_mode: t.config_map_mode,
@@ -361,13 +320,8 @@ log_path: logs/antibody_patches/
         let config = Config::from_yaml(SEED).expect("seed format is valid");
         assert!(config.actions.allows(ActionType::Restart, "VAEL_Core"));
         assert!(!config.actions.allows(ActionType::ReloadFlask, "VAEL_Core"));
-        let target = config
-            .resolve("VAEL_Core", "vael")
-            .expect("seed target resolves");
-        assert_eq!(
-            (target.deployment.as_str(), target.namespace.as_str()),
-            ("vael-core", "vael")
-        );
+        let target = config.resolve("VAEL_Core", "vael").expect("seed target resolves");
+        assert_eq!((target.deployment.as_str(), target.namespace.as_str()), ("vael-core", "vael"));
         assert_eq!(target.reload_command, ["kill", "-HUP", "1"]);
         assert!(config.resolve("Unknown", "vael").is_err());
     }
@@ -382,53 +336,45 @@ log_path: logs/antibody_patches/
     #[test]
     fn errors_name_the_field() {
         let cases: &[(&str, &str)] = &[
-            (
-                "actions: {restart: [X]}\ntargets: {Y: {deployment: y}}",
-                "actions.restart",
-            ),
-            (
-                "targets: {X: {deployment: Bad_Name}}",
-                "targets.X.deployment",
-            ),
-            (
-                "targets: {X: {deployment: x, namespace: 'a b'}}",
-                "targets.X.namespace",
-            ),
-            (
-                "targets: {X: {deployment: x, reload_command: []}}",
-                "targets.X.reload_command",
-            ),
-            (
-                "targets: {X: {deployment: x, reload_command: ['kill', \"-HUP\\n\"]}}",
-                "targets.X.reload_command",
-            ),
-            (
-                "targets: {X: {deployment: x, env_keys: ['1BAD']}}",
-                "targets.X.env_keys",
-            ),
+            ("actions: {restart: [X]}\ntargets: {Y: {deployment: y}}", "actions.restart"),
+            ("targets: {X: {deployment: Bad_Name}}", "targets.X.deployment"),
+            ("targets: {X: {deployment: x, namespace: 'a b'}}", "targets.X.namespace"),
+            ("targets: {X: {deployment: x, reload_command: []}}", "targets.X.reload_command"),
+            ("targets: {X: {deployment: x, reload_command: ['kill', \"-HUP\\n\"]}}", "targets.X.reload_command"),
+            ("targets: {X: {deployment: x, env_keys: ['1BAD']}}", "targets.X.env_keys"),
             ("targets: {X: {deployment: x, colour: red}}", "targets.X"),
-            (
-                "targets: {X: {deployment: x}}\nactions: {edit_env: [X]}",
-                "actions.edit_env",
-            ),
+            ("targets: {X: {deployment: x}}\nactions: {edit_env: [X]}", "actions.edit_env"),
             ("severity_map: {high: [reboot]}", "severity_map.high"),
             ("severity_map: {urgent: [restart]}", "severity_map"),
             ("rules: [{name: r, actions: [explode]}]", "rules[0].actions"),
-            (
-                "rules: [{name: r, actions: ['restart:Nope']}]\ntargets: {X: {deployment: x}}",
-                "rules[0].actions",
-            ),
+            ("rules: [{name: r, actions: ['restart:Nope']}]\ntargets: {X: {deployment: x}}", "rules[0].actions"),
             ("rules: [{name: '', actions: []}]", "rules[0].name"),
             ("unknown_top: 1", "unknown_top"),
         ];
         for (yaml, field) in cases {
             let error = Config::from_yaml(yaml).expect_err(yaml);
-            assert!(
-                error.field.starts_with(field),
-                "{yaml:?}: got field {:?} ({})",
-                error.field,
-                error.message
-            );
+            assert!(error.field.starts_with(field), "{yaml:?}: got field {:?} ({})", error.field, error.message);
+        }
+    }
+}
+
+/// The live configuration, swapped whole on reload; readers take a cheap `Arc` snapshot.
+#[derive(Debug, Default)]
+pub struct SharedConfig(std::sync::RwLock<std::sync::Arc<Config>>);
+
+impl SharedConfig {
+    pub fn new(config: Config) -> Self {
+        Self(std::sync::RwLock::new(std::sync::Arc::new(config)))
+    }
+
+    pub fn get(&self) -> std::sync::Arc<Config> {
+        self.0.read().map(|c| c.clone()).unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    pub fn set(&self, config: Config) {
+        match self.0.write() {
+            Ok(mut slot) => *slot = std::sync::Arc::new(config),
+            Err(poisoned) => *poisoned.into_inner() = std::sync::Arc::new(config),
         }
     }
 }

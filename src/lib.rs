@@ -14,6 +14,7 @@ pub mod plan;
 pub mod policy;
 pub mod reconcile;
 pub mod report;
+pub mod server;
 pub mod telemetry;
 pub mod validate;
 

@@ -7,11 +7,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use antibody::alert::ThreatAlert;
-use antibody::config::Config;
+use antibody::config::{Config, SharedConfig};
 use antibody::policy::{self, Decision};
 use antibody::reconcile::{self, Context, Settings};
+use antibody::report::http::Health;
+use antibody::report::{Metrics, Reporter};
+use antibody::server;
 use antibody::telemetry::{self, LogFormat};
 use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +43,9 @@ enum Command {
         /// Reconciles in flight at once.
         #[arg(long, default_value_t = 16)]
         concurrency: u16,
+        /// HTTP listener: REST ingest, /metrics, /livez, /readyz, Socket.IO.
+        #[arg(long, env = "ANTIBODY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+        http_addr: std::net::SocketAddr,
         #[arg(long, value_enum, env = "ANTIBODY_LOG_FORMAT", default_value = "text")]
         log_format: LogFormat,
         #[arg(long, env = "ANTIBODY_LOG_LEVEL", default_value = "info,kube=warn")]
@@ -87,29 +94,18 @@ fn main() -> ExitCode {
             Err(e) => fail(&e.to_string()),
         },
         Command::Plan { config, namespace } => plan_offline(&config, namespace),
-        Command::Run {
-            config,
-            namespace,
-            dry_run,
-            concurrency,
-            log_format,
-            log_level,
-        } => {
+        Command::Run { config, namespace, dry_run, concurrency, http_addr, log_format, log_level } => {
             telemetry::init(log_format, &log_level);
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => return fail(&e.to_string()),
             };
-            let settings = Settings {
-                dry_run,
-                namespace,
-                concurrency,
-            };
+            let settings = Settings { dry_run, namespace, concurrency };
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
             };
-            match runtime.block_on(run(config, settings)) {
+            match runtime.block_on(run(config, settings, http_addr)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e.to_string()),
             }
@@ -117,12 +113,36 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config, settings: Settings) -> antibody::Result<()> {
+async fn run(config: Config, settings: Settings, http_addr: std::net::SocketAddr) -> antibody::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown requested");
+            shutdown.cancel();
+        }
+    });
     let client = kube::Client::try_default().await?;
-    let instance =
-        std::env::var("POD_NAME").unwrap_or_else(|_| format!("antibody-{}", std::process::id()));
-    let ctx = Arc::new(Context::new(client, config, settings, instance));
-    reconcile::run(ctx, shutdown_signal()).await
+    let instance = std::env::var("POD_NAME").unwrap_or_else(|_| format!("antibody-{}", std::process::id()));
+    let metrics = Arc::new(Metrics::new());
+    let reporter = Arc::new(Reporter::new(client.clone(), instance, metrics.clone()));
+    let config = Arc::new(SharedConfig::new(config));
+    let health = Arc::new(Health::default());
+    health.config_loaded.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let router = antibody::report::http::router(health.clone(), metrics.clone());
+    let http = tokio::spawn(server::serve(http_addr, router, shutdown.clone()));
+
+    let ctx = Arc::new(Context::new(client, config, settings, reporter));
+    let result = reconcile::run(ctx, health, shutdown.clone()).await;
+    shutdown.cancel();
+    match http.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "http server"),
+        Err(e) => tracing::warn!(error = %e, "http task"),
+        Ok(Ok(())) => {}
+    }
+    result
 }
 
 /// SIGTERM or Ctrl-C: stop taking new work, let reconciles in flight finish.
@@ -152,10 +172,7 @@ fn plan_offline(config: &std::path::Path, namespace: Option<String>) -> ExitCode
         Err(e) => return fail(&e.to_string()),
     };
     let mut input = String::new();
-    if let Err(e) = std::io::stdin()
-        .take(antibody::alert::MAX_ALERT_BYTES as u64 + 1)
-        .read_to_string(&mut input)
-    {
+    if let Err(e) = std::io::stdin().take(antibody::alert::MAX_ALERT_BYTES as u64 + 1).read_to_string(&mut input) {
         return fail(&format!("cannot read stdin: {e}"));
     }
     let alert = match ThreatAlert::from_json(input.trim()) {
@@ -177,10 +194,7 @@ fn plan_offline(config: &std::path::Path, namespace: Option<String>) -> ExitCode
             println!("# alert {}: no action ({rule})", alert.id);
             ExitCode::SUCCESS
         }
-        Decision::Refuse(refusal) => fail(&format!(
-            "refused ({}): {}",
-            refusal.reason, refusal.message
-        )),
+        Decision::Refuse(refusal) => fail(&format!("refused ({}): {}", refusal.reason, refusal.message)),
     }
 }
 

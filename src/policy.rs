@@ -14,11 +14,7 @@ use crate::reconcile::admission::{self, Refusal};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// Create this plan (name derived from the alert fingerprint, so re-sends dedupe).
-    Plan {
-        rule: String,
-        name: String,
-        spec: PatchPlanSpec,
-    },
+    Plan { rule: String, name: String, spec: PatchPlanSpec },
     /// A rule (or the severity map) says: no action.
     Ignore { rule: String },
     /// The alert asked for something not allowed or impossible.
@@ -32,30 +28,19 @@ pub fn decide(config: &Config, alert: &ThreatAlert, plan_namespace: &str) -> Dec
     let hint = match alert.hint() {
         Ok(hint) => hint,
         Err(message) => {
-            return Decision::Refuse(Refusal {
-                reason: INVALID_HINT,
-                message,
-            });
+            return Decision::Refuse(Refusal { reason: INVALID_HINT, message });
         }
     };
     let matched = config.rules.iter().find(|rule| {
-        rule.category
-            .as_ref()
-            .is_none_or(|c| c.eq_ignore_ascii_case(&alert.category))
+        rule.category.as_ref().is_none_or(|c| c.eq_ignore_ascii_case(&alert.category))
             && rule.min_severity.is_none_or(|min| alert.severity >= min)
     });
     let (rule_name, action_names, rule_target) = match matched {
         Some(rule) => (rule.name.clone(), rule.actions.clone(), rule.target.clone()),
         None => match config.severity_map.get(&alert.severity) {
-            Some(actions) => (
-                format!("severity_map.{}", alert.severity),
-                actions.clone(),
-                None,
-            ),
+            Some(actions) => (format!("severity_map.{}", alert.severity), actions.clone(), None),
             None => {
-                return Decision::Ignore {
-                    rule: "no rule matched".into(),
-                };
+                return Decision::Ignore { rule: "no rule matched".into() };
             }
         },
     };
@@ -65,32 +50,19 @@ pub fn decide(config: &Config, alert: &ThreatAlert, plan_namespace: &str) -> Dec
     let default_target = hint.as_ref().map(|h| h.target.clone()).or(rule_target);
 
     let mut actions: Vec<PlanAction> = Vec::new();
-    if let Some(PatchHint {
-        target,
-        env: Some((key, value)),
-        ..
-    }) = &hint
-    {
-        actions.push(PlanAction::edit_env(
-            target.clone(),
-            key.clone(),
-            value.clone(),
-        ));
+    if let Some(PatchHint { target, env: Some((key, value)), .. }) = &hint {
+        actions.push(PlanAction::edit_env(target.clone(), key.clone(), value.clone()));
         // Env is read at container start: an env-consumed ConfigMap needs a restart, a mounted
         // file a reload. The follow-up is part of the plan so it is ordered and audited.
-        let follow_up = match config
-            .resolve(target, plan_namespace)
-            .map(|t| t.config_map_mode)
-        {
+        let follow_up = match config.resolve(target, plan_namespace).map(|t| t.config_map_mode) {
             Ok(ConfigMapMode::File) => ActionType::ReloadFlask,
             _ => ActionType::Restart,
         };
         actions.push(PlanAction::new(follow_up, target.clone()));
     }
     for name in &action_names {
-        let (kind, fixed_target) = name
-            .split_once(':')
-            .map_or((name.as_str(), None), |(k, t)| (k, Some(t.to_string())));
+        let (kind, fixed_target) =
+            name.split_once(':').map_or((name.as_str(), None), |(k, t)| (k, Some(t.to_string())));
         let Some(kind) = ActionType::from_config_name(kind) else {
             return Decision::Refuse(Refusal {
                 reason: admission::INVALID_SPEC,
@@ -124,11 +96,7 @@ pub fn decide(config: &Config, alert: &ThreatAlert, plan_namespace: &str) -> Dec
         dry_run: false,
     };
     match admission::admit(config, &spec, plan_namespace) {
-        Ok(_) => Decision::Plan {
-            rule: rule_name,
-            name: alert.plan_name(),
-            spec,
-        },
+        Ok(_) => Decision::Plan { rule: rule_name, name: alert.plan_name(), spec },
         Err(refusal) => Decision::Refuse(refusal),
     }
 }
@@ -137,15 +105,8 @@ pub fn decide(config: &Config, alert: &ThreatAlert, plan_namespace: &str) -> Dec
 pub fn plan_object(name: &str, namespace: &str, rule: &str, spec: PatchPlanSpec) -> PatchPlan {
     let mut plan = PatchPlan::new(name, spec);
     plan.metadata.namespace = Some(namespace.to_string());
-    plan.metadata.labels = Some(
-        [(
-            "app.kubernetes.io/managed-by".to_string(),
-            "antibody".to_string(),
-        )]
-        .into(),
-    );
-    plan.metadata.annotations =
-        Some([("antibody.vael.io/rule".to_string(), rule.to_string())].into());
+    plan.metadata.labels = Some([("app.kubernetes.io/managed-by".to_string(), "antibody".to_string())].into());
+    plan.metadata.annotations = Some([("antibody.vael.io/rule".to_string(), rule.to_string())].into());
     plan
 }
 
@@ -181,36 +142,11 @@ mod tests {
     fn matrix() {
         let config = Config::from_yaml(CONFIG).expect("antibody.yml is valid");
         let cases: &[(&str, Severity, Option<&str>, &[&str])] = &[
-            (
-                "heartbeat",
-                Severity::High,
-                Some("restart:VAEL_Core"),
-                &["restart:VAEL_Core"],
-            ),
-            (
-                "policy",
-                Severity::High,
-                Some("reload_flask:VAEL_UI"),
-                &["reloadFlask:VAEL_UI"],
-            ),
-            (
-                "kernel",
-                Severity::Critical,
-                Some("restart:VAEL_Core"),
-                &["restart:VAEL_Core", "reloadFlask:VAEL_Core"],
-            ),
-            (
-                "heartbeat",
-                Severity::Info,
-                Some("restart:VAEL_Core"),
-                &["ignore"],
-            ),
-            (
-                "policy",
-                Severity::Warn,
-                Some("reload_flask:VAEL_UI"),
-                &["ignore"],
-            ),
+            ("heartbeat", Severity::High, Some("restart:VAEL_Core"), &["restart:VAEL_Core"]),
+            ("policy", Severity::High, Some("reload_flask:VAEL_UI"), &["reloadFlask:VAEL_UI"]),
+            ("kernel", Severity::Critical, Some("restart:VAEL_Core"), &["restart:VAEL_Core", "reloadFlask:VAEL_Core"]),
+            ("heartbeat", Severity::Info, Some("restart:VAEL_Core"), &["ignore"]),
+            ("policy", Severity::Warn, Some("reload_flask:VAEL_UI"), &["ignore"]),
             (
                 "heartbeat",
                 Severity::Critical,
@@ -225,20 +161,10 @@ mod tests {
                 &["editEnv:VAEL_Core:LOG_LEVEL", "restart:VAEL_Core"],
             ),
             // Hints never add power.
-            (
-                "heartbeat",
-                Severity::High,
-                Some("restart:Intruder"),
-                &["refuse:NotAllowed"],
-            ),
+            ("heartbeat", Severity::High, Some("restart:Intruder"), &["refuse:NotAllowed"]),
             ("heartbeat", Severity::High, None, &["restart:VAEL_Core"]),
             ("policy", Severity::High, None, &["refuse:NoTarget"]),
-            (
-                "heartbeat",
-                Severity::High,
-                Some("restart:../x"),
-                &["refuse:InvalidHint"],
-            ),
+            ("heartbeat", Severity::High, Some("restart:../x"), &["refuse:InvalidHint"]),
         ];
         for (category, severity, hint, want) in cases {
             let decision = decide(&config, &alert(category, *severity, *hint), "vael");
@@ -248,30 +174,17 @@ mod tests {
 
     #[test]
     fn severity_map_is_the_fallback() {
-        let config = Config::from_yaml(
-            "actions: {restart: [VAEL_Core]}\nseverity_map: {high: [restart], low: []}",
-        )
-        .expect("valid");
-        let high = decide(
-            &config,
-            &alert("anything", Severity::High, Some("restart:VAEL_Core")),
-            "ns",
-        );
-        assert!(
-            matches!(&high, Decision::Plan { rule, .. } if rule == "severity_map.high"),
-            "{high:?}"
-        );
+        let config = Config::from_yaml("actions: {restart: [VAEL_Core]}\nseverity_map: {high: [restart], low: []}")
+            .expect("valid");
+        let high = decide(&config, &alert("anything", Severity::High, Some("restart:VAEL_Core")), "ns");
+        assert!(matches!(&high, Decision::Plan { rule, .. } if rule == "severity_map.high"), "{high:?}");
         assert_eq!(
             decide(&config, &alert("x", Severity::Low, None), "ns"),
-            Decision::Ignore {
-                rule: "severity_map.low".into()
-            }
+            Decision::Ignore { rule: "severity_map.low".into() }
         );
         assert_eq!(
             decide(&config, &alert("x", Severity::Info, None), "ns"),
-            Decision::Ignore {
-                rule: "no rule matched".into()
-            }
+            Decision::Ignore { rule: "no rule matched".into() }
         );
     }
 
@@ -283,9 +196,6 @@ mod tests {
             Decision::Plan { name, .. } => name,
             other => panic!("expected a plan, got {other:?}"),
         };
-        assert_eq!(
-            name(decide(&config, &a, "vael")),
-            name(decide(&config, &a, "vael"))
-        );
+        assert_eq!(name(decide(&config, &a, "vael")), name(decide(&config, &a, "vael")));
     }
 }

@@ -5,12 +5,7 @@
 pub fn logical_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
-    if !first_ok
-        || name.len() > 63
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
+    if !first_ok || name.len() > 63 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         return Err(format!(
             "invalid target name {name:?}: 1-63 characters, a letter first, then letters, digits, '_' or '-'"
         ));
@@ -22,46 +17,34 @@ pub fn logical_name(name: &str) -> Result<(), String> {
 pub fn dns1123_label(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "invalid name {name:?}: must be a DNS-1123 label (lowercase letters, digits, '-', ≤ 63)"
-        ))
+        Err(format!("invalid name {name:?}: must be a DNS-1123 label (lowercase letters, digits, '-', ≤ 63)"))
     }
 }
 
 /// RFC 1123 subdomain (Deployments, ConfigMaps): labels joined by '.', ≤ 253.
 pub fn dns1123_subdomain(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| dns1123_label(label).is_ok());
+    let ok = !name.is_empty() && name.len() <= 253 && name.split('.').all(|label| dns1123_label(label).is_ok());
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "invalid name {name:?}: must be a DNS-1123 subdomain (lowercase letters, digits, '-', '.')"
-        ))
+        Err(format!("invalid name {name:?}: must be a DNS-1123 subdomain (lowercase letters, digits, '-', '.')"))
     }
 }
 
 /// Environment variable / ConfigMap key for env use: `[A-Za-z_][A-Za-z0-9_]*`, ≤ 253.
 pub fn env_key(key: &str) -> Result<(), String> {
     let mut chars = key.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     if first_ok && key.len() <= 253 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
         Ok(())
     } else {
-        Err(format!(
-            "invalid env key {key:?}: must match [A-Za-z_][A-Za-z0-9_]*"
-        ))
+        Err(format!("invalid env key {key:?}: must match [A-Za-z_][A-Za-z0-9_]*"))
     }
 }
 
@@ -70,15 +53,10 @@ pub const MAX_ENV_VALUE: usize = 4096;
 /// An env value: one line, no control characters, bounded.
 pub fn env_value(value: &str) -> Result<(), String> {
     if value.len() > MAX_ENV_VALUE {
-        return Err(format!(
-            "env value too long: {} bytes (max {MAX_ENV_VALUE})",
-            value.len()
-        ));
+        return Err(format!("env value too long: {} bytes (max {MAX_ENV_VALUE})", value.len()));
     }
     if let Some(c) = value.chars().find(|c| c.is_control()) {
-        return Err(format!(
-            "env value holds control character {c:?}: one line of printable text only"
-        ));
+        return Err(format!("env value holds control character {c:?}: one line of printable text only"));
     }
     Ok(())
 }

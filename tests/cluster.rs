@@ -23,55 +23,27 @@ async fn deployment_rollout_and_exec_on_the_local_control_plane() {
 
     // 1. Two replicas → two Running pods.
     support::create_deployment(&client, &ns.name, &support::deployment("web", 2, None)).await;
-    support::wait_for(
-        deployments.clone(),
-        "web",
-        Duration::from_secs(60),
-        support::rollout_complete(1),
-    )
-    .await;
+    support::wait_for(deployments.clone(), "web", Duration::from_secs(60), support::rollout_complete(1)).await;
     let running = pods.list(&selector).await.expect("list pods").items;
-    let running: Vec<_> = running
-        .iter()
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        .collect();
+    let running: Vec<_> =
+        running.iter().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).collect();
     assert_eq!(running.len(), 2, "two pods Running");
 
     // 2. Patch the template as `kubectl rollout restart` does → a new ReplicaSet, rolled out.
     let patch = json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "2026-11-25T00:00:00Z"}}}}});
-    let patched = deployments
-        .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("patch template");
+    let patched =
+        deployments.patch("web", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch template");
     let generation = patched.metadata.generation.expect("generation");
     assert_eq!(generation, 2, "the template change bumped the generation");
-    let done = support::wait_for(
-        deployments.clone(),
-        "web",
-        Duration::from_secs(60),
-        support::rollout_complete(generation),
-    )
-    .await;
+    let done =
+        support::wait_for(deployments.clone(), "web", Duration::from_secs(60), support::rollout_complete(generation))
+            .await;
     let status = done.status.expect("status");
-    assert_eq!(
-        (status.updated_replicas, status.available_replicas),
-        (Some(2), Some(2))
-    );
-    let sets = replicasets
-        .list(&selector)
-        .await
-        .expect("list replicasets")
-        .items;
+    assert_eq!((status.updated_replicas, status.available_replicas), (Some(2), Some(2)));
+    let sets = replicasets.list(&selector).await.expect("list replicasets").items;
     assert_eq!(sets.len(), 2, "old and new ReplicaSet");
-    let current: Vec<_> = sets
-        .iter()
-        .filter(|rs| rs.spec.as_ref().and_then(|s| s.replicas) == Some(2))
-        .collect();
-    assert_eq!(
-        current.len(),
-        1,
-        "exactly one ReplicaSet holds the two replicas"
-    );
+    let current: Vec<_> = sets.iter().filter(|rs| rs.spec.as_ref().and_then(|s| s.replicas) == Some(2)).collect();
+    assert_eq!(current.len(), 1, "exactly one ReplicaSet holds the two replicas");
 
     // 3. pods/exec through kube-rs (ws): output and exit status come back.
     let pod = pods
@@ -84,18 +56,10 @@ async fn deployment_rollout_and_exec_on_the_local_control_plane() {
         .and_then(|p| p.metadata.name)
         .expect("a live pod");
     let argv = |args: &[&str]| args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let output = exec(&pods, &pod, None, &argv(&["id", "-u"]))
-        .await
-        .expect("exec id -u");
+    let output = exec(&pods, &pod, None, &argv(&["id", "-u"])).await.expect("exec id -u");
     assert_eq!(output.trim(), "65534", "exec runs as the unprivileged user");
-    let output = exec(&pods, &pod, None, &argv(&["echo", "hello from", "exec"]))
-        .await
-        .expect("exec echo");
-    assert_eq!(
-        output.trim(),
-        "hello from exec",
-        "argv passes through without a shell"
-    );
+    let output = exec(&pods, &pod, None, &argv(&["echo", "hello from", "exec"])).await.expect("exec echo");
+    assert_eq!(output.trim(), "hello from exec", "argv passes through without a shell");
     match exec(&pods, &pod, None, &argv(&["sh", "-c", "exit 3"])).await {
         Err(ExecError::NonZero { code, .. }) => assert_eq!(code, Some(3)),
         other => panic!("expected exit code 3, got {other:?}"),

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use antibody::alert::{Severity, ThreatAlert};
 use antibody::config::Config;
-use antibody::plan::{
-    ActionType, PatchPlan, PatchPlanSpec, PlanAction, RESTARTED_AT_ANNOTATION, StepState,
-};
+use antibody::plan::{ActionType, PatchPlan, PatchPlanSpec, PlanAction, RESTARTED_AT_ANNOTATION, StepState};
 use antibody::policy::{self, Decision};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -23,8 +21,7 @@ const PLAN_TIMEOUT: Duration = Duration::from_secs(60);
 /// antibody.yml with every target moved into the test namespace and reloads aimed at the
 /// gunicorn master this test started (never at PID 1 of this host).
 fn test_config(ns: &str, gunicorn_pid: Option<u32>) -> String {
-    let mut config =
-        Config::from_yaml(include_str!("../antibody.yml")).expect("antibody.yml is valid");
+    let mut config = Config::from_yaml(include_str!("../antibody.yml")).expect("antibody.yml is valid");
     for target in config.targets.values_mut() {
         target.namespace = Some(ns.to_string());
         target.container = Some("app".into());
@@ -60,26 +57,13 @@ fn plan_for(config_yaml: &str, ns: &str, alert: &ThreatAlert) -> Option<PatchPla
 }
 
 fn manual_plan(name: &str, actions: Vec<PlanAction>) -> PatchPlan {
-    PatchPlan::new(
-        name,
-        PatchPlanSpec {
-            alert: None,
-            actions,
-            dry_run: false,
-        },
-    )
+    PatchPlan::new(name, PatchPlanSpec { alert: None, actions, dry_run: false })
 }
 
 async fn setup(client: &Client, ns: &str, with_config_map: bool) {
     support::install_crd(client).await;
     if with_config_map {
-        support::create_config_map(
-            client,
-            ns,
-            "vael-core-env",
-            &[("LOG_LEVEL", "info"), ("MODE", "normal")],
-        )
-        .await;
+        support::create_config_map(client, ns, "vael-core-env", &[("LOG_LEVEL", "info"), ("MODE", "normal")]).await;
     }
     let core = support::deployment("vael-core", 2, with_config_map.then_some("vael-core-env"));
     support::create_deployment(client, ns, &core).await;
@@ -87,13 +71,7 @@ async fn setup(client: &Client, ns: &str, with_config_map: bool) {
     support::create_deployment(client, ns, &support::deployment("sentinel", 1, None)).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     for name in ["vael-core", "vael-ui", "sentinel"] {
-        support::wait_for(
-            deployments.clone(),
-            name,
-            Duration::from_secs(60),
-            support::rollout_complete(1),
-        )
-        .await;
+        support::wait_for(deployments.clone(), name, Duration::from_secs(60), support::rollout_complete(1)).await;
     }
 }
 
@@ -101,67 +79,30 @@ async fn wait_ready(client: &Client, ns: &str, name: &str) -> PatchPlan {
     let plans: Api<PatchPlan> = Api::namespaced(client.clone(), ns);
     let plan = support::wait_for(plans, name, PLAN_TIMEOUT, support::plan_finished()).await;
     let ready = plan.condition("Ready").expect("Ready condition");
-    assert_eq!(
-        ready.status, "True",
-        "plan {name} not Ready: {} — {}",
-        ready.reason, ready.message
-    );
-    assert_eq!(
-        plan.condition("PatchApplied").map(|c| c.status.as_str()),
-        Some("True"),
-        "PatchApplied"
-    );
-    assert_eq!(
-        plan.condition("Reconciling").map(|c| c.status.as_str()),
-        Some("False")
-    );
-    assert_eq!(
-        plan.condition("Stalled").map(|c| c.status.as_str()),
-        Some("False")
-    );
+    assert_eq!(ready.status, "True", "plan {name} not Ready: {} — {}", ready.reason, ready.message);
+    assert_eq!(plan.condition("PatchApplied").map(|c| c.status.as_str()), Some("True"), "PatchApplied");
+    assert_eq!(plan.condition("Reconciling").map(|c| c.status.as_str()), Some("False"));
+    assert_eq!(plan.condition("Stalled").map(|c| c.status.as_str()), Some("False"));
     plan
 }
 
 async fn replicasets(client: &Client, ns: &str, app: &str) -> usize {
     let api: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
-    api.list(&ListParams::default().labels(&format!("app={app}")))
-        .await
-        .expect("list rs")
-        .items
-        .len()
+    api.list(&ListParams::default().labels(&format!("app={app}"))).await.expect("list rs").items.len()
 }
 
 async fn restarted_at(client: &Client, ns: &str, name: &str) -> Option<String> {
-    let d = Api::<Deployment>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .expect("get deployment");
-    d.spec?
-        .template
-        .metadata?
-        .annotations?
-        .get(RESTARTED_AT_ANNOTATION)
-        .cloned()
+    let d = Api::<Deployment>::namespaced(client.clone(), ns).get(name).await.expect("get deployment");
+    d.spec?.template.metadata?.annotations?.get(RESTARTED_AT_ANNOTATION).cloned()
 }
 
 /// `kubectl wait --for=condition=Ready` returns for a finished plan.
 fn kubectl_wait_ready(ns: &str, name: &str) {
     let out = support::kubectl()
-        .args([
-            "wait",
-            "--for=condition=Ready",
-            &format!("patchplan/{name}"),
-            "-n",
-            ns,
-            "--timeout=30s",
-        ])
+        .args(["wait", "--for=condition=Ready", &format!("patchplan/{name}"), "-n", ns, "--timeout=30s"])
         .output()
         .expect("run kubectl wait");
-    assert!(
-        out.status.success(),
-        "kubectl wait failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "kubectl wait failed: {}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("condition met"));
 }
 
@@ -174,63 +115,28 @@ async fn matrix_heartbeat_restarts_and_info_does_nothing() {
     let _controller = ControllerProcess::start(&config, &ns.name, &[]);
 
     // heartbeat/high → VAEL_Core rollout restarted and complete.
-    let plan = plan_for(
-        &config,
-        &ns.name,
-        &alert("hb1", "heartbeat", Severity::High, "restart:VAEL_Core"),
-    )
-    .expect("a plan");
+    let plan =
+        plan_for(&config, &ns.name, &alert("hb1", "heartbeat", Severity::High, "restart:VAEL_Core")).expect("a plan");
     assert_eq!(plan.summary(), "restart:VAEL_Core");
     support::apply_plan(&client, &ns.name, &plan).await;
     let done = wait_ready(&client, &ns.name, &plan.name_any()).await;
     kubectl_wait_ready(&ns.name, &plan.name_any());
-    let stored = done
-        .status
-        .as_ref()
-        .and_then(|s| s.actions[0].restarted_at.clone())
-        .expect("restartedAt in status");
-    assert_eq!(
-        restarted_at(&client, &ns.name, "vael-core").await,
-        Some(stored),
-        "the value from status was written"
-    );
+    let stored = done.status.as_ref().and_then(|s| s.actions[0].restarted_at.clone()).expect("restartedAt in status");
+    assert_eq!(restarted_at(&client, &ns.name, "vael-core").await, Some(stored), "the value from status was written");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let core = deployments.get("vael-core").await.expect("get");
     assert_eq!(
         antibody::reconcile::rollout::rollout_state(&core, core.metadata.generation.unwrap_or(0)),
         antibody::reconcile::rollout::RolloutState::Complete
     );
-    assert_eq!(
-        replicasets(&client, &ns.name, "vael-core").await,
-        2,
-        "exactly one rollout"
-    );
+    assert_eq!(replicasets(&client, &ns.name, "vael-core").await, 2, "exactly one rollout");
 
     // info → no plan, no action.
-    assert!(
-        plan_for(
-            &config,
-            &ns.name,
-            &alert("i1", "heartbeat", Severity::Info, "restart:VAEL_Core")
-        )
-        .is_none()
-    );
-    assert!(
-        plan_for(
-            &config,
-            &ns.name,
-            &alert("w1", "policy", Severity::Warn, "reload_flask:VAEL_UI")
-        )
-        .is_none()
-    );
+    assert!(plan_for(&config, &ns.name, &alert("i1", "heartbeat", Severity::Info, "restart:VAEL_Core")).is_none());
+    assert!(plan_for(&config, &ns.name, &alert("w1", "policy", Severity::Warn, "reload_flask:VAEL_UI")).is_none());
     let plans: Api<PatchPlan> = Api::namespaced(client.clone(), &ns.name);
     assert_eq!(
-        plans
-            .list(&ListParams::default())
-            .await
-            .expect("list")
-            .items
-            .len(),
+        plans.list(&ListParams::default()).await.expect("list").items.len(),
         1,
         "only the heartbeat plan exists"
     );
@@ -249,44 +155,22 @@ async fn matrix_policy_reloads_flask_and_critical_restarts_then_reloads() {
 
     // policy/high → the Flask pod's reload command runs: gunicorn's workers change.
     let worker = gunicorn.worker_pid().expect("worker");
-    let plan = plan_for(
-        &config,
-        &ns.name,
-        &alert("p1", "policy", Severity::High, "reload_flask:VAEL_UI"),
-    )
-    .expect("a plan");
+    let plan =
+        plan_for(&config, &ns.name, &alert("p1", "policy", Severity::High, "reload_flask:VAEL_UI")).expect("a plan");
     assert_eq!(plan.summary(), "reloadFlask:VAEL_UI");
     support::apply_plan(&client, &ns.name, &plan).await;
     let done = wait_ready(&client, &ns.name, &plan.name_any()).await;
     let new_worker = gunicorn.wait_new_worker(worker);
     assert_ne!(worker, new_worker);
-    assert_eq!(
-        gunicorn.hup_count(),
-        1,
-        "one ready pod → one SIGHUP: {}",
-        gunicorn.log()
-    );
+    assert_eq!(gunicorn.hup_count(), 1, "one ready pod → one SIGHUP: {}", gunicorn.log());
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let ui_pod = pods
-        .list(&ListParams::default().labels("app=vael-ui"))
-        .await
-        .expect("pods")
-        .items
-        .remove(0);
+    let ui_pod = pods.list(&ListParams::default().labels("app=vael-ui")).await.expect("pods").items.remove(0);
     let signalled = &done.status.as_ref().expect("status").actions[0].signalled_pods;
-    assert_eq!(
-        signalled,
-        &vec![ui_pod.uid().expect("uid")],
-        "the pod UID is recorded"
-    );
+    assert_eq!(signalled, &vec![ui_pod.uid().expect("uid")], "the pod UID is recorded");
 
     // critical → restart, then reload, in that order.
-    let plan = plan_for(
-        &config,
-        &ns.name,
-        &alert("c1", "kernel", Severity::Critical, "restart:VAEL_Core"),
-    )
-    .expect("a plan");
+    let plan =
+        plan_for(&config, &ns.name, &alert("c1", "kernel", Severity::Critical, "restart:VAEL_Core")).expect("a plan");
     assert_eq!(plan.summary(), "restart:VAEL_Core, reloadFlask:VAEL_Core");
     support::apply_plan(&client, &ns.name, &plan).await;
     let done = wait_ready(&client, &ns.name, &plan.name_any()).await;
@@ -294,16 +178,9 @@ async fn matrix_policy_reloads_flask_and_critical_restarts_then_reloads() {
     assert!(actions.iter().all(|a| a.state == StepState::Succeeded));
     let restart_done = actions[0].finished_at.as_ref().expect("restart finished").0;
     let reload_started = actions[1].started_at.as_ref().expect("reload started").0;
-    assert!(
-        restart_done <= reload_started,
-        "reload started only after the rollout completed"
-    );
+    assert!(restart_done <= reload_started, "reload started only after the rollout completed");
     assert_eq!(replicasets(&client, &ns.name, "vael-core").await, 2);
-    assert_eq!(
-        actions[1].signalled_pods.len(),
-        2,
-        "both new vael-core pods signalled"
-    );
+    assert_eq!(actions[1].signalled_pods.len(), 2, "both new vael-core pods signalled");
     // Both pods' reload commands reach the same test gunicorn.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while gunicorn.hup_count() < 3 && std::time::Instant::now() < deadline {
@@ -329,17 +206,9 @@ async fn edit_env_backs_up_then_restart_rolls_new_pods() {
         .filter_map(|p| p.uid())
         .collect();
 
-    let plan = plan_for(
-        &config,
-        &ns.name,
-        &alert(
-            "e1",
-            "config",
-            Severity::High,
-            "edit_env:VAEL_Core:LOG_LEVEL=debug",
-        ),
-    )
-    .expect("a plan");
+    let plan =
+        plan_for(&config, &ns.name, &alert("e1", "config", Severity::High, "edit_env:VAEL_Core:LOG_LEVEL=debug"))
+            .expect("a plan");
     assert_eq!(
         plan.summary(),
         "editEnv:VAEL_Core:LOG_LEVEL, restart:VAEL_Core",
@@ -352,73 +221,30 @@ async fn edit_env_backs_up_then_restart_rolls_new_pods() {
     let cm = config_maps.get("vael-core-env").await.expect("configmap");
     let data = cm.data.clone().expect("data");
     assert_eq!(data.get("LOG_LEVEL").map(String::as_str), Some("debug"));
-    assert_eq!(
-        data.get("MODE").map(String::as_str),
-        Some("normal"),
-        "other keys untouched"
-    );
-    let owner = cm
-        .managed_fields()
-        .iter()
-        .find(|m| m.manager.as_deref() == Some("antibody"))
-        .expect("antibody field manager");
-    assert_eq!(
-        owner.operation.as_deref(),
-        Some("Apply"),
-        "server-side apply"
-    );
+    assert_eq!(data.get("MODE").map(String::as_str), Some("normal"), "other keys untouched");
+    let owner =
+        cm.managed_fields().iter().find(|m| m.manager.as_deref() == Some("antibody")).expect("antibody field manager");
+    assert_eq!(owner.operation.as_deref(), Some("Apply"), "server-side apply");
 
     let status = done.status.expect("status");
-    let backup_name = status.actions[0]
-        .backup_name
-        .clone()
-        .expect("backup recorded");
+    let backup_name = status.actions[0].backup_name.clone().expect("backup recorded");
     let backup = config_maps.get(&backup_name).await.expect("backup exists");
     assert_eq!(
-        backup
-            .data
-            .as_ref()
-            .and_then(|d| d.get("LOG_LEVEL"))
-            .map(String::as_str),
+        backup.data.as_ref().and_then(|d| d.get("LOG_LEVEL")).map(String::as_str),
         Some("info"),
         "backup holds the old value"
     );
-    assert_eq!(
-        backup
-            .labels()
-            .get("antibody.vael.io/backup-of")
-            .map(String::as_str),
-        Some("vael-core-env")
-    );
+    assert_eq!(backup.labels().get("antibody.vael.io/backup-of").map(String::as_str), Some("vael-core-env"));
 
     // The restart replaced every pod after the edit: envFrom is read at container start.
-    let edited_at = status.actions[0]
-        .finished_at
-        .as_ref()
-        .expect("edit finished")
-        .0;
-    let new_pods = pods
-        .list(&ListParams::default().labels("app=vael-core"))
-        .await
-        .expect("pods")
-        .items;
-    let live: Vec<_> = new_pods
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect();
+    let edited_at = status.actions[0].finished_at.as_ref().expect("edit finished").0;
+    let new_pods = pods.list(&ListParams::default().labels("app=vael-core")).await.expect("pods").items;
+    let live: Vec<_> = new_pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
     assert_eq!(live.len(), 2);
     for pod in live {
-        assert!(
-            !old_pods.contains(&pod.uid().expect("uid")),
-            "pod {} predates the edit",
-            pod.name_any()
-        );
+        assert!(!old_pods.contains(&pod.uid().expect("uid")), "pod {} predates the edit", pod.name_any());
         let created = pod.metadata.creation_timestamp.as_ref().expect("created").0;
-        assert!(
-            created.as_second() >= edited_at.as_second(),
-            "pod {} created after the edit",
-            pod.name_any()
-        );
+        assert!(created.as_second() >= edited_at.as_second(), "pod {} created after the edit", pod.name_any());
     }
 }
 
@@ -430,70 +256,35 @@ async fn controller_killed_mid_plan_resumes_without_repeating() {
     // More replicas with surge 1: a rollout that takes long enough to crash in the middle of.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let slow = serde_json::json!({"spec": {"replicas": 6, "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}}});
-    deployments
-        .patch("vael-core", &PatchParams::default(), &Patch::Merge(&slow))
-        .await
-        .expect("scale");
-    support::wait_for(
-        deployments.clone(),
-        "vael-core",
-        Duration::from_secs(60),
-        support::rollout_complete(2),
-    )
-    .await;
+    deployments.patch("vael-core", &PatchParams::default(), &Patch::Merge(&slow)).await.expect("scale");
+    support::wait_for(deployments.clone(), "vael-core", Duration::from_secs(60), support::rollout_complete(2)).await;
     let gunicorn = Gunicorn::start();
     let config = test_config(&ns.name, Some(gunicorn.pid));
     let mut controller = ControllerProcess::start(&config, &ns.name, &[]);
 
     let plan = manual_plan(
         "crash-restart-reload",
-        vec![
-            PlanAction::new(ActionType::Restart, "VAEL_Core"),
-            PlanAction::new(ActionType::ReloadFlask, "VAEL_UI"),
-        ],
+        vec![PlanAction::new(ActionType::Restart, "VAEL_Core"), PlanAction::new(ActionType::ReloadFlask, "VAEL_UI")],
     );
     support::apply_plan(&client, &ns.name, &plan).await;
     // Crash right after the restartedAt value is saved, while the rollout is in flight.
     let plans: Api<PatchPlan> = Api::namespaced(client.clone(), &ns.name);
-    let in_flight = support::wait_for(
-        plans.clone(),
-        &plan.name_any(),
-        PLAN_TIMEOUT,
-        |p: Option<&PatchPlan>| {
-            p.and_then(|p| p.status.as_ref())
-                .is_some_and(|s| s.actions.first().is_some_and(|a| a.restarted_at.is_some()))
-        },
-    )
+    let in_flight = support::wait_for(plans.clone(), &plan.name_any(), PLAN_TIMEOUT, |p: Option<&PatchPlan>| {
+        p.and_then(|p| p.status.as_ref()).is_some_and(|s| s.actions.first().is_some_and(|a| a.restarted_at.is_some()))
+    })
     .await;
     controller.kill();
     let after_kill = plans.get(&plan.name_any()).await.expect("get plan");
-    assert!(
-        !after_kill.phase().is_terminal(),
-        "the controller died mid-plan: {:?}",
-        after_kill.status
-    );
-    let stored = in_flight
-        .status
-        .as_ref()
-        .and_then(|s| s.actions[0].restarted_at.clone());
+    assert!(!after_kill.phase().is_terminal(), "the controller died mid-plan: {:?}", after_kill.status);
+    let stored = in_flight.status.as_ref().and_then(|s| s.actions[0].restarted_at.clone());
 
     // Let the rollout progress while nobody watches, then restart the controller.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _controller = ControllerProcess::start(&config, &ns.name, &[]);
     let done = wait_ready(&client, &ns.name, &plan.name_any()).await;
-    assert_eq!(
-        done.status
-            .as_ref()
-            .and_then(|s| s.actions[0].restarted_at.clone()),
-        stored,
-        "same restartedAt"
-    );
+    assert_eq!(done.status.as_ref().and_then(|s| s.actions[0].restarted_at.clone()), stored, "same restartedAt");
     assert_eq!(restarted_at(&client, &ns.name, "vael-core").await, stored);
-    assert_eq!(
-        replicasets(&client, &ns.name, "vael-core").await,
-        2,
-        "one rollout, not two"
-    );
+    assert_eq!(replicasets(&client, &ns.name, "vael-core").await, 2, "one rollout, not two");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(gunicorn.hup_count(), 1, "one HUP: {}", gunicorn.log());
 
@@ -514,44 +305,18 @@ async fn refusals_change_nothing() {
     let plans: Api<PatchPlan> = Api::namespaced(client.clone(), &ns.name);
 
     let cases = [
-        (
-            "not-whitelisted",
-            PlanAction::new(ActionType::ReloadFlask, "Sentinel"),
-            "NotAllowed",
-        ),
-        (
-            "unknown-target",
-            PlanAction::new(ActionType::Restart, "Intruder"),
-            "NotAllowed",
-        ),
-        (
-            "bad-value",
-            PlanAction::edit_env("VAEL_Core", "LOG_LEVEL", "x\nEVIL=1"),
-            "InvalidSpec",
-        ),
+        ("not-whitelisted", PlanAction::new(ActionType::ReloadFlask, "Sentinel"), "NotAllowed"),
+        ("unknown-target", PlanAction::new(ActionType::Restart, "Intruder"), "NotAllowed"),
+        ("bad-value", PlanAction::edit_env("VAEL_Core", "LOG_LEVEL", "x\nEVIL=1"), "InvalidSpec"),
     ];
     for (name, action, reason) in cases {
         support::apply_plan(&client, &ns.name, &manual_plan(name, vec![action])).await;
-        let plan =
-            support::wait_for(plans.clone(), name, PLAN_TIMEOUT, support::plan_finished()).await;
+        let plan = support::wait_for(plans.clone(), name, PLAN_TIMEOUT, support::plan_finished()).await;
         let stalled = plan.condition("Stalled").expect("Stalled");
-        assert_eq!(
-            (stalled.status.as_str(), stalled.reason.as_str()),
-            ("True", reason),
-            "{name}: {}",
-            stalled.message
-        );
-        assert_eq!(
-            plan.condition("Ready").map(|c| c.status.as_str()),
-            Some("False")
-        );
+        assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", reason), "{name}: {}", stalled.message);
+        assert_eq!(plan.condition("Ready").map(|c| c.status.as_str()), Some("False"));
         assert!(
-            plan.status
-                .as_ref()
-                .expect("status")
-                .actions
-                .iter()
-                .all(|a| a.state == StepState::Pending),
+            plan.status.as_ref().expect("status").actions.iter().all(|a| a.state == StepState::Pending),
             "{name}: nothing ran"
         );
     }
@@ -561,84 +326,38 @@ async fn refusals_change_nothing() {
         &ns.name,
         &manual_plan(
             "half-allowed",
-            vec![
-                PlanAction::new(ActionType::Restart, "VAEL_Core"),
-                PlanAction::new(ActionType::Restart, "Sentinel2"),
-            ],
+            vec![PlanAction::new(ActionType::Restart, "VAEL_Core"), PlanAction::new(ActionType::Restart, "Sentinel2")],
         ),
     )
     .await;
-    let plan = support::wait_for(
-        plans.clone(),
-        "half-allowed",
-        PLAN_TIMEOUT,
-        support::plan_finished(),
-    )
-    .await;
-    assert_eq!(
-        plan.condition("Stalled").map(|c| c.reason.as_str()),
-        Some("NotAllowed")
-    );
+    let plan = support::wait_for(plans.clone(), "half-allowed", PLAN_TIMEOUT, support::plan_finished()).await;
+    assert_eq!(plan.condition("Stalled").map(|c| c.reason.as_str()), Some("NotAllowed"));
 
     // Paused Deployments are refused; missing ones reported.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     deployments
-        .patch(
-            "sentinel",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"paused": true}})),
-        )
+        .patch("sentinel", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"paused": true}})))
         .await
         .expect("pause");
     support::apply_plan(
         &client,
         &ns.name,
-        &manual_plan(
-            "paused",
-            vec![PlanAction::new(ActionType::Restart, "Sentinel")],
-        ),
+        &manual_plan("paused", vec![PlanAction::new(ActionType::Restart, "Sentinel")]),
     )
     .await;
-    let plan = support::wait_for(
-        plans.clone(),
-        "paused",
-        PLAN_TIMEOUT,
-        support::plan_finished(),
-    )
-    .await;
-    assert_eq!(
-        plan.condition("Stalled").map(|c| c.reason.as_str()),
-        Some("DeploymentPaused")
-    );
+    let plan = support::wait_for(plans.clone(), "paused", PLAN_TIMEOUT, support::plan_finished()).await;
+    assert_eq!(plan.condition("Stalled").map(|c| c.reason.as_str()), Some("DeploymentPaused"));
 
     for name in ["vael-core", "sentinel", "vael-ui"] {
-        assert_eq!(
-            restarted_at(&client, &ns.name, name).await,
-            None,
-            "{name} untouched"
-        );
-        assert_eq!(
-            replicasets(&client, &ns.name, name).await,
-            1,
-            "{name} not rolled"
-        );
+        assert_eq!(restarted_at(&client, &ns.name, name).await, None, "{name} untouched");
+        assert_eq!(replicasets(&client, &ns.name, name).await, 1, "{name} not rolled");
     }
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns.name)
-        .get("vael-core-env")
-        .await
-        .expect("cm");
-    assert_eq!(
-        cm.data.and_then(|d| d.get("LOG_LEVEL").cloned()).as_deref(),
-        Some("info")
-    );
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns.name).get("vael-core-env").await.expect("cm");
+    assert_eq!(cm.data.and_then(|d| d.get("LOG_LEVEL").cloned()).as_deref(), Some("info"));
 
     // Spec is immutable.
     let err = plans
-        .patch(
-            "paused",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"dryRun": true}})),
-        )
+        .patch("paused", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"dryRun": true}})))
         .await
         .expect_err("spec change refused");
     assert!(err.to_string().contains("immutable"), "{err}");
@@ -663,51 +382,19 @@ async fn dry_run_proves_and_changes_nothing() {
     let plans: Api<PatchPlan> = Api::namespaced(client.clone(), &ns.name);
     let done = support::wait_for(plans, "shadow", PLAN_TIMEOUT, support::plan_finished()).await;
     let ready = done.condition("Ready").expect("Ready");
-    assert_eq!(
-        (ready.status.as_str(), ready.reason.as_str()),
-        ("True", "DryRun")
-    );
-    assert_eq!(
-        done.condition("PatchApplied").map(|c| c.status.as_str()),
-        Some("False"),
-        "nothing applied"
-    );
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "DryRun"));
+    assert_eq!(done.condition("PatchApplied").map(|c| c.status.as_str()), Some("False"), "nothing applied");
     let actions = done.status.expect("status").actions;
-    assert!(
-        actions[0]
-            .diff
-            .as_deref()
-            .is_some_and(|d| d.contains("\"info\" → \"debug\"")),
-        "{:?}",
-        actions[0].diff
-    );
-    assert!(
-        actions[1]
-            .diff
-            .as_deref()
-            .is_some_and(|d| d.contains("starts a rollout")),
-        "{:?}",
-        actions[1].diff
-    );
+    assert!(actions[0].diff.as_deref().is_some_and(|d| d.contains("\"info\" → \"debug\"")), "{:?}", actions[0].diff);
+    assert!(actions[1].diff.as_deref().is_some_and(|d| d.contains("starts a rollout")), "{:?}", actions[1].diff);
     assert_eq!(restarted_at(&client, &ns.name, "vael-core").await, None);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
     assert_eq!(
-        config_maps
-            .get("vael-core-env")
-            .await
-            .expect("cm")
-            .data
-            .and_then(|d| d.get("LOG_LEVEL").cloned())
-            .as_deref(),
+        config_maps.get("vael-core-env").await.expect("cm").data.and_then(|d| d.get("LOG_LEVEL").cloned()).as_deref(),
         Some("info")
     );
     assert_eq!(
-        config_maps
-            .list(&ListParams::default())
-            .await
-            .expect("list")
-            .items
-            .len(),
+        config_maps.list(&ListParams::default()).await.expect("list").items.len(),
         2,
         "no backup created (plus kube-root-ca.crt)"
     );

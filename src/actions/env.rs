@@ -27,25 +27,17 @@ pub fn backup_name(config_map: &str, plan_uid: &str, index: usize) -> String {
 }
 
 pub async fn run(ctx: &ActionContext<'_>, status: &mut ActionStatus) -> crate::Result<Step> {
-    let (Some(key), Some(value)) = (
-        &ctx.plan.spec.actions[ctx.index].key,
-        &ctx.plan.spec.actions[ctx.index].value,
-    ) else {
+    let (Some(key), Some(value)) = (&ctx.plan.spec.actions[ctx.index].key, &ctx.plan.spec.actions[ctx.index].value)
+    else {
         return Ok(Step::failed("InvalidSpec", "editEnv needs key and value"));
     };
     let Some(cm_name) = &ctx.target.config_map else {
-        return Ok(Step::failed(
-            "NotAllowed",
-            format!("target {} has no config_map", ctx.target.name),
-        ));
+        return Ok(Step::failed("NotAllowed", format!("target {} has no config_map", ctx.target.name)));
     };
     let ns = &ctx.target.namespace;
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let Some(current) = not_found(config_maps.get(cm_name).await)? else {
-        return Ok(Step::failed(
-            TARGET_NOT_FOUND,
-            format!("ConfigMap {ns}/{cm_name} not found"),
-        ));
+        return Ok(Step::failed(TARGET_NOT_FOUND, format!("ConfigMap {ns}/{cm_name} not found")));
     };
     status.state = StepState::Running;
     status.started_at.get_or_insert_with(|| ctx.now.clone());
@@ -53,10 +45,7 @@ pub async fn run(ctx: &ActionContext<'_>, status: &mut ActionStatus) -> crate::R
     let backup = backup_name(cm_name, ctx.plan_uid(), ctx.index);
 
     let mut params = PatchParams::apply(FIELD_MANAGER).force();
-    let mut post = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
+    let mut post = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
     if ctx.dry_run {
         params = params.dry_run();
         post.dry_run = true;
@@ -68,25 +57,15 @@ pub async fn run(ctx: &ActionContext<'_>, status: &mut ActionStatus) -> crate::R
             namespace: Some(ns.clone()),
             labels: Some(BTreeMap::from([
                 (BACKUP_OF_LABEL.to_string(), cm_name.clone()),
-                (
-                    PLAN_LABEL.to_string(),
-                    ctx.plan.metadata.name.clone().unwrap_or_default(),
-                ),
-                (
-                    "app.kubernetes.io/managed-by".to_string(),
-                    FIELD_MANAGER.to_string(),
-                ),
+                (PLAN_LABEL.to_string(), ctx.plan.metadata.name.clone().unwrap_or_default()),
+                ("app.kubernetes.io/managed-by".to_string(), FIELD_MANAGER.to_string()),
             ])),
             annotations: Some(BTreeMap::from([
                 ("antibody.vael.io/plan".to_string(), ctx.plan_ref()),
                 ("antibody.vael.io/key".to_string(), key.clone()),
                 (
                     "antibody.vael.io/resource-version".to_string(),
-                    current
-                        .metadata
-                        .resource_version
-                        .clone()
-                        .unwrap_or_default(),
+                    current.metadata.resource_version.clone().unwrap_or_default(),
                 ),
             ])),
             ..Default::default()
@@ -109,28 +88,18 @@ pub async fn run(ctx: &ActionContext<'_>, status: &mut ActionStatus) -> crate::R
         "metadata": { "name": cm_name, "namespace": ns },
         "data": { key: value },
     });
-    config_maps
-        .patch(cm_name, &params, &Patch::Apply(&apply))
-        .await?;
+    config_maps.patch(cm_name, &params, &Patch::Apply(&apply)).await?;
 
-    let was = old
-        .as_ref()
-        .map_or("unset".to_string(), |o| format!("{o:?}"));
+    let was = old.as_ref().map_or("unset".to_string(), |o| format!("{o:?}"));
     let follow = match ctx.target.config_map_mode {
         ConfigMapMode::Env => "consumed as env: takes effect after a restart",
         ConfigMapMode::File => "mounted as a file: takes effect after a reload",
     };
     if ctx.dry_run {
-        status.diff = Some(format!(
-            "ConfigMap {ns}/{cm_name}: data[{key}]: {was} → {value:?}"
-        ));
-        return Ok(Step::Done(format!(
-            "dry run: would set {key} in ConfigMap {ns}/{cm_name} (backup {backup})"
-        )));
+        status.diff = Some(format!("ConfigMap {ns}/{cm_name}: data[{key}]: {was} → {value:?}"));
+        return Ok(Step::Done(format!("dry run: would set {key} in ConfigMap {ns}/{cm_name} (backup {backup})")));
     }
-    Ok(Step::Done(format!(
-        "set {key} in ConfigMap {ns}/{cm_name} (was {was}); backup {backup}; {follow}"
-    )))
+    Ok(Step::Done(format!("set {key} in ConfigMap {ns}/{cm_name} (was {was}); backup {backup}; {follow}")))
 }
 
 #[cfg(test)]

@@ -21,18 +21,12 @@ pub enum Step {
     /// Not yet: wait for a watch event, or at most `requeue`.
     Wait { message: String, requeue: Duration },
     /// Gave up; terminal for the plan.
-    Failed {
-        reason: &'static str,
-        message: String,
-    },
+    Failed { reason: &'static str, message: String },
 }
 
 impl Step {
     pub fn failed(reason: &'static str, message: impl Into<String>) -> Self {
-        Step::Failed {
-            reason,
-            message: message.into(),
-        }
+        Step::Failed { reason, message: message.into() }
     }
 }
 

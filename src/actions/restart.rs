@@ -25,27 +25,16 @@ pub async fn run(
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ctx.target.namespace);
     let name = &ctx.target.deployment;
     let Some(deployment) = not_found(deployments.get(name).await)? else {
-        return Ok(Step::failed(
-            TARGET_NOT_FOUND,
-            format!("Deployment {}/{name} not found", ctx.target.namespace),
-        ));
+        return Ok(Step::failed(TARGET_NOT_FOUND, format!("Deployment {}/{name} not found", ctx.target.namespace)));
     };
 
     let restarted_at = match &status.restarted_at {
         Some(value) => value.clone(),
         None => {
-            if deployment
-                .spec
-                .as_ref()
-                .and_then(|s| s.paused)
-                .unwrap_or(false)
-            {
+            if deployment.spec.as_ref().and_then(|s| s.paused).unwrap_or(false) {
                 return Ok(Step::failed(
                     DEPLOYMENT_PAUSED,
-                    format!(
-                        "Deployment {}/{name} is paused: refusing to restart it",
-                        ctx.target.namespace
-                    ),
+                    format!("Deployment {}/{name} is paused: refusing to restart it", ctx.target.namespace),
                 ));
             }
             let value = ctx.now.0.to_string();
@@ -76,9 +65,7 @@ pub async fn run(
             .and_then(|m| m.annotations.as_ref())
             .and_then(|a| a.get(RESTARTED_AT_ANNOTATION))
             .cloned();
-        let patched = deployments
-            .patch(name, &params, &Patch::Merge(&patch))
-            .await?;
+        let patched = deployments.patch(name, &params, &Patch::Merge(&patch)).await?;
         let rollout = patched.metadata.generation != deployment.metadata.generation;
         status.diff = Some(format!(
             "Deployment {}/{name}: spec.template.metadata.annotations[{RESTARTED_AT_ANNOTATION}]: {} → {restarted_at:?}{}",
@@ -86,19 +73,14 @@ pub async fn run(
             before.map_or("(unset)".to_string(), |b| format!("{b:?}")),
             if rollout { " (starts a rollout)" } else { "" }
         ));
-        return Ok(Step::Done(format!(
-            "dry run: would restart Deployment {}/{name}",
-            ctx.target.namespace
-        )));
+        return Ok(Step::Done(format!("dry run: would restart Deployment {}/{name}", ctx.target.namespace)));
     }
 
     // Same value on a retry → the API server sees no change and the generation stays put.
     let (generation, current) = match status.rollout_generation {
         Some(generation) => (generation, deployment),
         None => {
-            let patched = deployments
-                .patch(name, &params, &Patch::Merge(&patch))
-                .await?;
+            let patched = deployments.patch(name, &params, &Patch::Merge(&patch)).await?;
             let generation = patched.metadata.generation.unwrap_or(0);
             status.rollout_generation = Some(generation);
             (generation, patched)
@@ -125,10 +107,7 @@ pub async fn run(
                 ));
             }
             // The Deployment watch wakes us on progress; the requeue only enforces the timeout.
-            Ok(Step::Wait {
-                message,
-                requeue: ctx.rollout_timeout - waited,
-            })
+            Ok(Step::Wait { message, requeue: ctx.rollout_timeout - waited })
         }
     }
 }

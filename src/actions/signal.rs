@@ -33,10 +33,7 @@ pub async fn run(
     let name = &ctx.target.deployment;
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let Some(deployment) = not_found(deployments.get(name).await)? else {
-        return Ok(Step::failed(
-            TARGET_NOT_FOUND,
-            format!("Deployment {ns}/{name} not found"),
-        ));
+        return Ok(Step::failed(TARGET_NOT_FOUND, format!("Deployment {ns}/{name} not found")));
     };
     status.state = StepState::Running;
     status.started_at.get_or_insert_with(|| ctx.now.clone());
@@ -47,10 +44,7 @@ pub async fn run(
         if waited >= ctx.rollout_timeout {
             return Ok(Step::failed(
                 NO_READY_PODS,
-                format!(
-                    "no ready pod of Deployment {ns}/{name} after {}s",
-                    waited.as_secs()
-                ),
+                format!("no ready pod of Deployment {ns}/{name} after {}s", waited.as_secs()),
             ));
         }
         return Ok(Step::Wait {
@@ -61,17 +55,9 @@ pub async fn run(
 
     let command = &ctx.target.reload_command;
     if ctx.dry_run {
-        let names: Vec<&str> = pods
-            .iter()
-            .filter_map(|p| p.metadata.name.as_deref())
-            .collect();
-        status.diff = Some(format!(
-            "would exec {command:?} in pods {names:?} of {ns}/{name}"
-        ));
-        return Ok(Step::Done(format!(
-            "dry run: would reload {} pod(s) of {ns}/{name}",
-            names.len()
-        )));
+        let names: Vec<&str> = pods.iter().filter_map(|p| p.metadata.name.as_deref()).collect();
+        status.diff = Some(format!("would exec {command:?} in pods {names:?} of {ns}/{name}"));
+        return Ok(Step::Done(format!("dry run: would reload {} pod(s) of {ns}/{name}", names.len())));
     }
 
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
@@ -85,12 +71,11 @@ pub async fn run(
         }
         status.signalled_pods.push(uid.clone());
         saver.checkpoint(status).await?;
-        let container = ctx.target.container.clone().or_else(|| {
-            pod.spec
-                .as_ref()
-                .and_then(|s| s.containers.first())
-                .map(|c| c.name.clone())
-        });
+        let container = ctx
+            .target
+            .container
+            .clone()
+            .or_else(|| pod.spec.as_ref().and_then(|s| s.containers.first()).map(|c| c.name.clone()));
         match exec(&api, pod_name, container.as_deref(), command).await {
             Ok(_) => sent += 1,
             Err(ExecError::NonZero { code, output }) => {
@@ -103,59 +88,29 @@ pub async fn run(
                 ));
             }
             Err(ExecError::Transport(message)) => {
-                return Ok(Step::failed(
-                    EXEC_FAILED,
-                    format!("exec in pod {ns}/{pod_name}: {message}"),
-                ));
+                return Ok(Step::failed(EXEC_FAILED, format!("exec in pod {ns}/{pod_name}: {message}")));
             }
         }
     }
-    Ok(Step::Done(format!(
-        "sent {command:?} to {sent} pod(s) of {ns}/{name} ({} in all)",
-        status.signalled_pods.len()
-    )))
+    Ok(Step::Done(format!("sent {command:?} to {sent} pod(s) of {ns}/{name} ({} in all)", status.signalled_pods.len())))
 }
 
 /// Ready, not terminating pods owned by the ReplicaSet of the Deployment's current revision.
-async fn ready_pods_of_current_replicaset(
-    ctx: &ActionContext<'_>,
-    deployment: &Deployment,
-) -> crate::Result<Vec<Pod>> {
+async fn ready_pods_of_current_replicaset(ctx: &ActionContext<'_>, deployment: &Deployment) -> crate::Result<Vec<Pod>> {
     let ns = &ctx.target.namespace;
     let selector = deployment
         .spec
         .as_ref()
         .and_then(|s| s.selector.match_labels.as_ref())
-        .map(|labels| {
-            labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
+        .map(|labels| labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
         .unwrap_or_default();
     let list = ListParams::default().labels(&selector);
-    let revision = deployment
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(REVISION_ANNOTATION));
+    let revision = deployment.metadata.annotations.as_ref().and_then(|a| a.get(REVISION_ANNOTATION));
     let deployment_uid = deployment.metadata.uid.as_deref();
     let replicasets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
     let current = replicasets.list(&list).await?.items.into_iter().find(|rs| {
-        let owned = rs
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|o| Some(o.uid.as_str()) == deployment_uid);
-        owned
-            && rs
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(REVISION_ANNOTATION))
-                == revision
+        let owned = rs.metadata.owner_references.iter().flatten().any(|o| Some(o.uid.as_str()) == deployment_uid);
+        owned && rs.metadata.annotations.as_ref().and_then(|a| a.get(REVISION_ANNOTATION)) == revision
     });
     let Some(current) = current else {
         return Ok(Vec::new());
@@ -168,13 +123,7 @@ async fn ready_pods_of_current_replicaset(
         .items
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            p.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| Some(o.uid.as_str()) == rs_uid)
-        })
+        .filter(|p| p.metadata.owner_references.iter().flatten().any(|o| Some(o.uid.as_str()) == rs_uid))
         .filter(|p| {
             p.status
                 .as_ref()
@@ -193,73 +142,44 @@ pub enum ExecError {
 }
 
 /// Run `command` in the pod, drain its output, and read its exit status.
-pub async fn exec(
-    api: &Api<Pod>,
-    pod: &str,
-    container: Option<&str>,
-    command: &[String],
-) -> Result<String, ExecError> {
-    let mut params = AttachParams::default()
-        .stdin(false)
-        .stdout(true)
-        .stderr(true);
+pub async fn exec(api: &Api<Pod>, pod: &str, container: Option<&str>, command: &[String]) -> Result<String, ExecError> {
+    let mut params = AttachParams::default().stdin(false).stdout(true).stderr(true);
     if let Some(container) = container {
         params = params.container(container);
     }
     let run = async {
-        let mut process = api
-            .exec(pod, command.to_vec(), &params)
-            .await
-            .map_err(|e| ExecError::Transport(e.to_string()))?;
-        let status = process
-            .take_status()
-            .ok_or_else(|| ExecError::Transport("no status channel".into()))?;
+        let mut process =
+            api.exec(pod, command.to_vec(), &params).await.map_err(|e| ExecError::Transport(e.to_string()))?;
+        let status = process.take_status().ok_or_else(|| ExecError::Transport("no status channel".into()))?;
         let read = |stream: Option<tokio::io::ReadHalf<tokio::io::SimplexStream>>| async move {
             let mut text = Vec::new();
             if let Some(stream) = stream {
                 let mut limited = stream.take(OUTPUT_LIMIT);
                 limited.read_to_end(&mut text).await.ok();
                 // Keep draining past the limit so the remote side never blocks on a full pipe.
-                tokio::io::copy(&mut limited.into_inner(), &mut tokio::io::sink())
-                    .await
-                    .ok();
+                tokio::io::copy(&mut limited.into_inner(), &mut tokio::io::sink()).await.ok();
             }
             String::from_utf8_lossy(&text).into_owned()
         };
-        let (stdout, stderr, status) =
-            tokio::join!(read(process.stdout()), read(process.stderr()), status);
-        process
-            .join()
-            .map_err(|e| ExecError::Transport(e.to_string()))
-            .await?;
+        let (stdout, stderr, status) = tokio::join!(read(process.stdout()), read(process.stderr()), status);
+        process.join().map_err(|e| ExecError::Transport(e.to_string())).await?;
         let output = format!(
             "{}{}",
             stdout.trim_end(),
-            if stderr.trim().is_empty() {
-                String::new()
-            } else {
-                format!(" (stderr: {})", stderr.trim_end())
-            }
+            if stderr.trim().is_empty() { String::new() } else { format!(" (stderr: {})", stderr.trim_end()) }
         );
         match status.as_ref().map(exit_of) {
             Some(Ok(())) => Ok(output),
             Some(Err(code)) => Err(ExecError::NonZero {
                 code,
-                output: format!(
-                    "{output} {}",
-                    status.and_then(|s| s.message).unwrap_or_default()
-                )
-                .trim()
-                .to_string(),
+                output: format!("{output} {}", status.and_then(|s| s.message).unwrap_or_default()).trim().to_string(),
             }),
-            None => Err(ExecError::Transport(
-                "connection closed without an exit status".into(),
-            )),
+            None => Err(ExecError::Transport("connection closed without an exit status".into())),
         }
     };
-    tokio::time::timeout(EXEC_TIMEOUT, run).await.map_err(|_| {
-        ExecError::Transport(format!("no exit status within {}s", EXEC_TIMEOUT.as_secs()))
-    })?
+    tokio::time::timeout(EXEC_TIMEOUT, run)
+        .await
+        .map_err(|_| ExecError::Transport(format!("no exit status within {}s", EXEC_TIMEOUT.as_secs())))?
 }
 
 /// The exit code in an exec `Status`: `Ok` for `Success`; otherwise the code when known —
@@ -273,11 +193,7 @@ pub fn exit_of(status: &Status) -> Result<(), Option<i32>> {
         .details
         .as_ref()
         .and_then(|d| d.causes.as_ref())
-        .and_then(|causes| {
-            causes
-                .iter()
-                .find(|c| c.reason.as_deref() == Some("ExitCode"))
-        })
+        .and_then(|causes| causes.iter().find(|c| c.reason.as_deref() == Some("ExitCode")))
         .and_then(|c| c.message.as_deref())
         .and_then(|m| m.trim().parse().ok());
     let from_message = || {
@@ -298,9 +214,15 @@ mod tests {
         let kubelet = Status {
             status: Some("Failure".into()),
             reason: Some("NonZeroExitCode".into()),
-            message: Some("command terminated with non-zero exit code: error executing command [kill -HUP 1], exit code 1".into()),
+            message: Some(
+                "command terminated with non-zero exit code: error executing command [kill -HUP 1], exit code 1".into(),
+            ),
             details: Some(StatusDetails {
-                causes: Some(vec![StatusCause { reason: Some("ExitCode".into()), message: Some("1".into()), field: None }]),
+                causes: Some(vec![StatusCause {
+                    reason: Some("ExitCode".into()),
+                    message: Some("1".into()),
+                    field: None,
+                }]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -311,21 +233,9 @@ mod tests {
             message: Some("error executing command in container: exit status 3".into()),
             ..Default::default()
         };
-        let success = Status {
-            status: Some("Success".into()),
-            ..Default::default()
-        };
-        let unknown = Status {
-            status: Some("Failure".into()),
-            message: Some("boom".into()),
-            ..Default::default()
-        };
-        let cases = [
-            (success, Ok(())),
-            (kubelet, Err(Some(1))),
-            (kwok, Err(Some(3))),
-            (unknown, Err(None)),
-        ];
+        let success = Status { status: Some("Success".into()), ..Default::default() };
+        let unknown = Status { status: Some("Failure".into()), message: Some("boom".into()), ..Default::default() };
+        let cases = [(success, Ok(())), (kubelet, Err(Some(1))), (kwok, Err(Some(3))), (unknown, Err(None))];
         for (status, want) in cases {
             assert_eq!(exit_of(&status), want, "{status:?}");
         }

@@ -22,18 +22,11 @@ fn refuse(reason: &'static str, message: String) -> Refusal {
 
 /// Check every action against the whitelist and input rules; on success, the resolved targets
 /// in action order.
-pub fn admit(
-    config: &Config,
-    spec: &PatchPlanSpec,
-    plan_namespace: &str,
-) -> Result<Vec<ResolvedTarget>, Refusal> {
+pub fn admit(config: &Config, spec: &PatchPlanSpec, plan_namespace: &str) -> Result<Vec<ResolvedTarget>, Refusal> {
     if spec.actions.is_empty() || spec.actions.len() > MAX_ACTIONS {
         return Err(refuse(
             INVALID_SPEC,
-            format!(
-                "a plan holds 1 to {MAX_ACTIONS} actions, not {}",
-                spec.actions.len()
-            ),
+            format!("a plan holds 1 to {MAX_ACTIONS} actions, not {}", spec.actions.len()),
         ));
     }
     spec.actions
@@ -57,41 +50,23 @@ pub fn admit(
             match action.action {
                 ActionType::EditEnv => {
                     let (Some(key), Some(value)) = (&action.key, &action.value) else {
-                        return Err(refuse(
-                            INVALID_SPEC,
-                            format!("{at}: editEnv needs key and value"),
-                        ));
+                        return Err(refuse(INVALID_SPEC, format!("{at}: editEnv needs key and value")));
                     };
-                    validate::env_key(key)
-                        .map_err(|e| refuse(INVALID_SPEC, format!("{at}: {e}")))?;
-                    validate::env_value(value)
-                        .map_err(|e| refuse(INVALID_SPEC, format!("{at}: {e}")))?;
+                    validate::env_key(key).map_err(|e| refuse(INVALID_SPEC, format!("{at}: {e}")))?;
+                    validate::env_value(value).map_err(|e| refuse(INVALID_SPEC, format!("{at}: {e}")))?;
                     if target.config_map.is_none() {
-                        return Err(refuse(
-                            NOT_ALLOWED,
-                            format!("{at}: target {} has no config_map", action.target),
-                        ));
+                        return Err(refuse(NOT_ALLOWED, format!("{at}: target {} has no config_map", action.target)));
                     }
-                    if target
-                        .env_keys
-                        .as_ref()
-                        .is_some_and(|keys| !keys.contains(key))
-                    {
+                    if target.env_keys.as_ref().is_some_and(|keys| !keys.contains(key)) {
                         return Err(refuse(
                             NOT_ALLOWED,
-                            format!(
-                                "{at}: key {key} is not in targets.{}.env_keys",
-                                action.target
-                            ),
+                            format!("{at}: key {key} is not in targets.{}.env_keys", action.target),
                         ));
                     }
                 }
                 ActionType::Restart | ActionType::ReloadFlask => {
                     if action.key.is_some() || action.value.is_some() {
-                        return Err(refuse(
-                            INVALID_SPEC,
-                            format!("{at}: only editEnv takes key and value"),
-                        ));
+                        return Err(refuse(INVALID_SPEC, format!("{at}: only editEnv takes key and value")));
                     }
                 }
             }
@@ -118,10 +93,7 @@ targets:
 "#;
 
     fn spec(actions: Vec<PlanAction>) -> PatchPlanSpec {
-        PatchPlanSpec {
-            actions,
-            ..Default::default()
-        }
+        PatchPlanSpec { actions, ..Default::default() }
     }
 
     #[test]
@@ -133,16 +105,8 @@ targets:
             a
         };
         let cases: Vec<(&str, Vec<PlanAction>, Result<(), &str>)> = vec![
-            (
-                "restart whitelisted",
-                vec![PlanAction::new(ActionType::Restart, "VAEL_Core")],
-                Ok(()),
-            ),
-            (
-                "reload whitelisted",
-                vec![PlanAction::new(ActionType::ReloadFlask, "VAEL_UI")],
-                Ok(()),
-            ),
+            ("restart whitelisted", vec![PlanAction::new(ActionType::Restart, "VAEL_Core")], Ok(())),
+            ("reload whitelisted", vec![PlanAction::new(ActionType::ReloadFlask, "VAEL_UI")], Ok(())),
             (
                 "edit then restart",
                 vec![
@@ -156,21 +120,9 @@ targets:
                 vec![PlanAction::new(ActionType::Restart, "Sentinel")],
                 Err(NOT_ALLOWED),
             ),
-            (
-                "reload not whitelisted",
-                vec![PlanAction::new(ActionType::ReloadFlask, "VAEL_Core")],
-                Err(NOT_ALLOWED),
-            ),
-            (
-                "unknown target",
-                vec![PlanAction::new(ActionType::Restart, "Nope")],
-                Err(NOT_ALLOWED),
-            ),
-            (
-                "hostile target",
-                vec![PlanAction::new(ActionType::Restart, "../etc")],
-                Err(NOT_ALLOWED),
-            ),
+            ("reload not whitelisted", vec![PlanAction::new(ActionType::ReloadFlask, "VAEL_Core")], Err(NOT_ALLOWED)),
+            ("unknown target", vec![PlanAction::new(ActionType::Restart, "Nope")], Err(NOT_ALLOWED)),
+            ("hostile target", vec![PlanAction::new(ActionType::Restart, "../etc")], Err(NOT_ALLOWED)),
             (
                 "second action refused refuses all",
                 vec![
@@ -179,42 +131,18 @@ targets:
                 ],
                 Err(NOT_ALLOWED),
             ),
-            (
-                "key outside env_keys",
-                vec![PlanAction::edit_env("Locked", "SECRET", "x")],
-                Err(NOT_ALLOWED),
-            ),
-            (
-                "key inside env_keys",
-                vec![PlanAction::edit_env("Locked", "LOG_LEVEL", "x")],
-                Ok(()),
-            ),
-            (
-                "newline in value",
-                vec![PlanAction::edit_env("VAEL_Core", "K", "V\nX=Y")],
-                Err(INVALID_SPEC),
-            ),
-            (
-                "bad key",
-                vec![PlanAction::edit_env("VAEL_Core", "A-B", "v")],
-                Err(INVALID_SPEC),
-            ),
+            ("key outside env_keys", vec![PlanAction::edit_env("Locked", "SECRET", "x")], Err(NOT_ALLOWED)),
+            ("key inside env_keys", vec![PlanAction::edit_env("Locked", "LOG_LEVEL", "x")], Ok(())),
+            ("newline in value", vec![PlanAction::edit_env("VAEL_Core", "K", "V\nX=Y")], Err(INVALID_SPEC)),
+            ("bad key", vec![PlanAction::edit_env("VAEL_Core", "A-B", "v")], Err(INVALID_SPEC)),
             (
                 "editEnv without value",
-                vec![with(
-                    PlanAction::new(ActionType::EditEnv, "VAEL_Core"),
-                    Some("K"),
-                    None,
-                )],
+                vec![with(PlanAction::new(ActionType::EditEnv, "VAEL_Core"), Some("K"), None)],
                 Err(INVALID_SPEC),
             ),
             (
                 "restart with key",
-                vec![with(
-                    PlanAction::new(ActionType::Restart, "VAEL_Core"),
-                    Some("K"),
-                    Some("v"),
-                )],
+                vec![with(PlanAction::new(ActionType::Restart, "VAEL_Core"), Some("K"), Some("v"))],
                 Err(INVALID_SPEC),
             ),
             ("no actions", vec![], Err(INVALID_SPEC)),
@@ -225,9 +153,7 @@ targets:
             ),
         ];
         for (name, actions, want) in cases {
-            let got = admit(&config, &spec(actions), "plans")
-                .map(|_| ())
-                .map_err(|r| r.reason);
+            let got = admit(&config, &spec(actions), "plans").map(|_| ()).map_err(|r| r.reason);
             assert_eq!(got, want, "{name}");
         }
     }

@@ -8,7 +8,7 @@ pub mod admission;
 pub mod rollout;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -16,7 +16,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -25,11 +24,11 @@ use tracing::{info, warn};
 
 use crate::actions::{self, ActionContext, Checkpoint, Step};
 use crate::conditions::{self, Outcome};
-use crate::config::Config;
-use crate::plan::{
-    ActionStatus, ActionType, PLAN_ANNOTATION, PatchPlan, PatchPlanStatus, Phase, StepState,
-};
-use crate::report;
+use crate::config::SharedConfig;
+use crate::plan::{ActionStatus, ActionType, PLAN_ANNOTATION, PatchPlan, PatchPlanStatus, Phase, StepState};
+use crate::report::http::Health;
+use crate::report::{PlanTransition, Reporter, TransitionKind};
+use tokio_util::sync::CancellationToken;
 
 /// Process-wide settings for the controller.
 #[derive(Debug, Clone)]
@@ -44,51 +43,23 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self {
-            dry_run: false,
-            namespace: None,
-            concurrency: 16,
-        }
+        Self { dry_run: false, namespace: None, concurrency: 16 }
     }
 }
 
 /// Shared state of the reconciler.
 pub struct Context {
     pub client: Client,
-    config: RwLock<Arc<Config>>,
+    pub config: Arc<SharedConfig>,
     pub settings: Settings,
-    pub recorder: Recorder,
+    pub reporter: Arc<Reporter>,
     /// Consecutive failures per plan, for the error backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, config: Config, settings: Settings, instance: String) -> Self {
-        let reporter = Reporter {
-            controller: "antibody".into(),
-            instance: Some(instance),
-        };
-        Self {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            config: RwLock::new(Arc::new(config)),
-            settings,
-            failures: Mutex::default(),
-        }
-    }
-
-    pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .map(|c| c.clone())
-            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
-    }
-
-    pub fn set_config(&self, config: Config) {
-        match self.config.write() {
-            Ok(mut slot) => *slot = Arc::new(config),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(config),
-        }
+    pub fn new(client: Client, config: Arc<SharedConfig>, settings: Settings, reporter: Arc<Reporter>) -> Self {
+        Self { client, config, settings, reporter, failures: Mutex::default() }
     }
 
     fn failure_count(&self, key: &str, failed: bool) -> u32 {
@@ -120,17 +91,14 @@ impl StatusWriter {
             return Ok(());
         }
         let patch = json!({ "status": self.status });
-        self.api
-            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+        self.api.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
         self.saved = self.status.clone();
         Ok(())
     }
 
     fn set_outcome(&mut self, outcome: &Outcome, now: &Time) {
         self.status.observed_generation = self.generation;
-        self.status.conditions =
-            conditions::compute(outcome, self.generation, now, &self.status.conditions);
+        self.status.conditions = conditions::compute(outcome, self.generation, now, &self.status.conditions);
     }
 }
 
@@ -159,7 +127,7 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
     if current.phase.is_terminal() {
         return Ok(Action::await_change());
     }
-    let config = ctx.config();
+    let config = ctx.config.get();
     let now = Time(jiff::Timestamp::now());
     let mut writer = StatusWriter {
         api: Api::namespaced(ctx.client.clone(), &namespace),
@@ -180,11 +148,7 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
                 .spec
                 .actions
                 .iter()
-                .map(|a| ActionStatus {
-                    action: Some(a.action),
-                    target: a.target.clone(),
-                    ..Default::default()
-                })
+                .map(|a| ActionStatus { action: Some(a.action), target: a.target.clone(), ..Default::default() })
                 .collect(),
             ..Default::default()
         };
@@ -201,22 +165,12 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
     if first_sight {
         writer.status.phase = Phase::Running;
         writer.set_outcome(
-            &Outcome::in_progress(
-                "Started",
-                format!("running {total} action(s): {}", plan.summary()),
-            ),
+            &Outcome::in_progress("Started", format!("running {total} action(s): {}", plan.summary())),
             &now,
         );
         writer.save().await?;
-        report::events::publish(
-            &ctx.recorder,
-            &plan,
-            EventType::Normal,
-            "Started",
-            "Start",
-            format!("running {}", plan.summary()),
-        )
-        .await;
+        let message = format!("running {}", plan.summary());
+        report(&ctx, &plan, &writer, TransitionKind::Started, "Started", &message).await;
     }
 
     let dry_run = plan.spec.dry_run || ctx.settings.dry_run;
@@ -237,34 +191,24 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
         };
         let mut action_status = writer.status.actions[index].clone();
         let step = match action.action {
-            ActionType::Restart => {
-                actions::restart::run(&action_ctx, &mut action_status, &mut writer).await?
-            }
+            ActionType::Restart => actions::restart::run(&action_ctx, &mut action_status, &mut writer).await?,
             ActionType::EditEnv => actions::env::run(&action_ctx, &mut action_status).await?,
-            ActionType::ReloadFlask => {
-                actions::signal::run(&action_ctx, &mut action_status, &mut writer).await?
-            }
+            ActionType::ReloadFlask => actions::signal::run(&action_ctx, &mut action_status, &mut writer).await?,
         };
         action_status.started_at.get_or_insert_with(|| now.clone());
         match step {
             Step::Done(message) => {
                 info!(plan = %writer.name, action = %action.describe(), %message, "action done");
                 action_status.state = StepState::Succeeded;
-                action_status.finished_at = Some(now.clone());
+                action_status.finished_at = Some(Time(jiff::Timestamp::now()));
                 action_status.message = message.clone();
                 writer.status.actions[index] = action_status;
-                report::events::publish(
-                    &ctx.recorder,
-                    &plan,
-                    EventType::Normal,
-                    "ActionSucceeded",
-                    "Act",
-                    format!("{}: {message}", action.describe()),
-                )
-                .await;
                 if index + 1 < total {
                     writer.save().await?;
                 }
+                let message = format!("{}: {message}", action.describe());
+                report(&ctx, &plan, &writer, TransitionKind::ActionSucceeded { index }, "ActionSucceeded", &message)
+                    .await;
             }
             Step::Wait { message, requeue } => {
                 action_status.state = StepState::Running;
@@ -282,7 +226,7 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
             }
             Step::Failed { reason, message } => {
                 action_status.state = StepState::Failed;
-                action_status.finished_at = Some(now.clone());
+                action_status.finished_at = Some(Time(jiff::Timestamp::now()));
                 action_status.message = message.clone();
                 writer.status.actions[index] = action_status;
                 let outcome = Outcome::failed(reason, format!("{}: {message}", action.describe()));
@@ -291,13 +235,9 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
         }
     }
     let outcome = if dry_run {
-        Outcome::DryRun {
-            message: format!("proved {total} action(s) with dryRun=All; nothing changed"),
-        }
+        Outcome::DryRun { message: format!("proved {total} action(s) with dryRun=All; nothing changed") }
     } else {
-        Outcome::Applied {
-            message: format!("applied {total} action(s): {}", plan.summary()),
-        }
+        Outcome::Applied { message: format!("applied {total} action(s): {}", plan.summary()) }
     };
     finish(&ctx, &plan, &mut writer, outcome, &now).await
 }
@@ -310,49 +250,47 @@ async fn finish(
     outcome: Outcome,
     now: &Time,
 ) -> crate::Result<Action> {
-    let (phase, event_type, reason, note) = match &outcome {
-        Outcome::Applied { message } => (
-            Phase::Succeeded,
-            EventType::Normal,
-            "PatchApplied",
-            message.clone(),
-        ),
-        Outcome::DryRun { message } => (
-            Phase::Succeeded,
-            EventType::Normal,
-            "DryRun",
-            message.clone(),
-        ),
-        Outcome::Failed { reason, message } => (
-            Phase::Failed,
-            EventType::Warning,
-            reason.as_str(),
-            message.clone(),
-        ),
+    let (phase, kind, reason, message) = match &outcome {
+        Outcome::Applied { message } => (Phase::Succeeded, TransitionKind::Applied, "Applied", message.clone()),
+        Outcome::DryRun { message } => (Phase::Succeeded, TransitionKind::DryRun, "DryRun", message.clone()),
+        Outcome::Failed { reason, message } => {
+            (Phase::Failed, TransitionKind::Failed, reason.as_str(), message.clone())
+        }
         Outcome::InProgress { .. } => return Ok(Action::await_change()),
     };
     writer.status.phase = phase;
     writer.status.summary = plan.summary();
-    writer.status.finished_at.get_or_insert_with(|| now.clone());
+    writer.status.finished_at.get_or_insert_with(|| Time(jiff::Timestamp::now()));
     writer.status.started_at.get_or_insert_with(|| now.clone());
     writer.set_outcome(&outcome, now);
     writer.save().await?;
-    match event_type {
-        EventType::Normal => info!(plan = %writer.name, reason, %note, "plan finished"),
-        EventType::Warning => warn!(plan = %writer.name, reason, %note, "plan failed"),
+    match kind {
+        TransitionKind::Failed => warn!(plan = %writer.name, reason, %message, "plan failed"),
+        _ => info!(plan = %writer.name, reason, %message, "plan finished"),
     }
-    report::events::publish(&ctx.recorder, plan, event_type, reason, "Finish", note).await;
+    report(ctx, plan, writer, kind, reason, &message).await;
     Ok(Action::await_change())
+}
+
+/// Tell the reporter, with the plan as it now stands.
+async fn report(
+    ctx: &Context,
+    plan: &PatchPlan,
+    writer: &StatusWriter,
+    kind: TransitionKind,
+    reason: &str,
+    message: &str,
+) {
+    let mut snapshot = plan.clone();
+    snapshot.status = Some(writer.status.clone());
+    ctx.reporter.plan(PlanTransition { plan: &snapshot, kind, reason, message }).await;
 }
 
 /// Back off per plan: 0.5 s, 1 s, 2 s … capped at 60 s. Never a hot loop.
 pub fn error_policy(plan: Arc<PatchPlan>, error: &crate::Error, ctx: Arc<Context>) -> Action {
-    let key = format!(
-        "{}/{}",
-        plan.namespace().unwrap_or_default(),
-        plan.name_any()
-    );
+    let key = format!("{}/{}", plan.namespace().unwrap_or_default(), plan.name_any());
     let failures = ctx.failure_count(&key, true);
+    ctx.reporter.metrics.reconcile_errors.inc();
     let delay = backoff(failures);
     warn!(plan = %key, %error, failures, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
     Action::requeue(delay)
@@ -365,20 +303,13 @@ pub fn backoff(failures: u32) -> Duration {
 
 /// Deployment events → the plan that restarted it (annotation `antibody.vael.io/plan`).
 fn plan_of_deployment(deployment: Deployment) -> Option<ObjectRef<PatchPlan>> {
-    let value = deployment
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(PLAN_ANNOTATION)?;
+    let value = deployment.metadata.annotations.as_ref()?.get(PLAN_ANNOTATION)?;
     let (namespace, name) = value.split_once('/')?;
     Some(ObjectRef::new(name).within(namespace))
 }
 
-/// Run the controller until `shutdown` resolves.
-pub async fn run(
-    ctx: Arc<Context>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) -> crate::Result<()> {
+/// Run the controller until `shutdown` is cancelled; flips `health.watches_synced` once listed.
+pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationToken) -> crate::Result<()> {
     let client = ctx.client.clone();
     let plans: Api<PatchPlan> = match &ctx.settings.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -387,34 +318,35 @@ pub async fn run(
     if let Err(e) = plans.list(&ListParams::default().limit(1)).await {
         return Err(crate::Error::Config {
             path: "cluster".into(),
-            message: format!(
-                "cannot list PatchPlans ({e}); is the CRD installed? `antibody crd | kubectl apply -f -`"
-            ),
+            message: format!("cannot list PatchPlans ({e}); is the CRD installed? `antibody crd | kubectl apply -f -`"),
         });
     }
     let deployments: Api<Deployment> = Api::all(client);
     let scope = ctx.settings.namespace.clone();
-    let restarted =
-        watcher::Config::default().labels(&format!("{}=true", actions::restart::RESTARTED_LABEL));
+    let restarted = watcher::Config::default().labels(&format!("{}=true", actions::restart::RESTARTED_LABEL));
     info!(
         namespace = ctx.settings.namespace.as_deref().unwrap_or("*"),
         dry_run = ctx.settings.dry_run,
         "controller starting"
     );
-    Controller::new(plans, watcher::Config::default())
+    let controller = Controller::new(plans, watcher::Config::default());
+    let store = controller.store();
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            health.watches_synced.store(true, std::sync::atomic::Ordering::Relaxed);
+            info!("PatchPlan watch synced");
+        }
+    });
+    controller
         .watches(deployments, restarted, move |deployment| {
             // A namespaced controller ignores plans of other instances.
             plan_of_deployment(deployment).filter(|plan| scope.is_none() || plan.namespace == scope)
         })
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(
             |plan, ctx: Arc<Context>| async move {
-                let key = format!(
-                    "{}/{}",
-                    plan.namespace().unwrap_or_default(),
-                    plan.name_any()
-                );
+                let key = format!("{}/{}", plan.namespace().unwrap_or_default(), plan.name_any());
                 let result = reconcile(plan, ctx.clone()).await;
                 if result.is_ok() {
                     ctx.failure_count(&key, false);
@@ -440,10 +372,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        let delays: Vec<u64> = [1, 2, 3, 8, 50]
-            .iter()
-            .map(|&n| backoff(n).as_millis() as u64)
-            .collect();
+        let delays: Vec<u64> = [1, 2, 3, 8, 50].iter().map(|&n| backoff(n).as_millis() as u64).collect();
         assert_eq!(delays, [500, 1000, 2000, 60_000, 60_000]);
     }
 
@@ -451,11 +380,7 @@ mod tests {
     fn deployments_map_back_to_their_plan() {
         let mut d = Deployment::default();
         assert_eq!(plan_of_deployment(d.clone()), None);
-        d.metadata.annotations =
-            Some([(PLAN_ANNOTATION.to_string(), "ns1/plan-a".to_string())].into());
-        assert_eq!(
-            plan_of_deployment(d),
-            Some(ObjectRef::new("plan-a").within("ns1"))
-        );
+        d.metadata.annotations = Some([(PLAN_ANNOTATION.to_string(), "ns1/plan-a".to_string())].into());
+        assert_eq!(plan_of_deployment(d), Some(ObjectRef::new("plan-a").within("ns1")));
     }
 }

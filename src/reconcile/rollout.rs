@@ -15,46 +15,31 @@ pub enum RolloutState {
 pub fn rollout_state(deployment: &Deployment, min_generation: i64) -> RolloutState {
     let name = deployment.metadata.name.as_deref().unwrap_or("deployment");
     let Some(status) = &deployment.status else {
-        return RolloutState::InProgress(format!(
-            "waiting for deployment {name:?} to report status"
-        ));
+        return RolloutState::InProgress(format!("waiting for deployment {name:?} to report status"));
     };
     if status.observed_generation.unwrap_or(0) < min_generation {
-        return RolloutState::InProgress(format!(
-            "waiting for deployment {name:?} spec update to be observed"
-        ));
+        return RolloutState::InProgress(format!("waiting for deployment {name:?} spec update to be observed"));
     }
-    let deadline_exceeded = status.conditions.iter().flatten().any(|c| {
-        c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
-    });
+    let deadline_exceeded = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"));
     if deadline_exceeded {
-        return RolloutState::Failed(format!(
-            "deployment {name:?} exceeded its progress deadline"
-        ));
+        return RolloutState::Failed(format!("deployment {name:?} exceeded its progress deadline"));
     }
-    let wanted = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.replicas)
-        .unwrap_or(1);
+    let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let updated = status.updated_replicas.unwrap_or(0);
     let replicas = status.replicas.unwrap_or(0);
     let available = status.available_replicas.unwrap_or(0);
     if updated < wanted {
-        return RolloutState::InProgress(format!(
-            "{updated} out of {wanted} new replicas have been updated"
-        ));
+        return RolloutState::InProgress(format!("{updated} out of {wanted} new replicas have been updated"));
     }
     if replicas > updated {
-        return RolloutState::InProgress(format!(
-            "{} old replicas are pending termination",
-            replicas - updated
-        ));
+        return RolloutState::InProgress(format!("{} old replicas are pending termination", replicas - updated));
     }
     if available < updated {
-        return RolloutState::InProgress(format!(
-            "{available} of {updated} updated replicas are available"
-        ));
+        return RolloutState::InProgress(format!("{available} of {updated} updated replicas are available"));
     }
     RolloutState::Complete
 }
@@ -78,10 +63,7 @@ mod tests {
                 generation: Some(2),
                 ..Default::default()
             },
-            spec: Some(DeploymentSpec {
-                replicas: Some(wanted),
-                ..Default::default()
-            }),
+            spec: Some(DeploymentSpec { replicas: Some(wanted), ..Default::default() }),
             status: Some(DeploymentStatus {
                 observed_generation: Some(observed),
                 updated_replicas: Some(updated),
@@ -103,17 +85,11 @@ mod tests {
     #[test]
     fn table() {
         let cases = [
-            (
-                "complete",
-                deployment(2, 2, 2, 2, 2, false),
-                RolloutState::Complete,
-            ),
+            ("complete", deployment(2, 2, 2, 2, 2, false), RolloutState::Complete),
             (
                 "stale observation",
                 deployment(2, 1, 2, 2, 2, false),
-                RolloutState::InProgress(
-                    "waiting for deployment \"vael-core\" spec update to be observed".into(),
-                ),
+                RolloutState::InProgress("waiting for deployment \"vael-core\" spec update to be observed".into()),
             ),
             (
                 "updating",
@@ -133,24 +109,15 @@ mod tests {
             (
                 "deadline",
                 deployment(2, 2, 1, 3, 2, true),
-                RolloutState::Failed(
-                    "deployment \"vael-core\" exceeded its progress deadline".into(),
-                ),
+                RolloutState::Failed("deployment \"vael-core\" exceeded its progress deadline".into()),
             ),
-            (
-                "scaled to zero",
-                deployment(0, 2, 0, 0, 0, false),
-                RolloutState::Complete,
-            ),
+            ("scaled to zero", deployment(0, 2, 0, 0, 0, false), RolloutState::Complete),
         ];
         for (name, d, want) in cases {
             assert_eq!(rollout_state(&d, 2), want, "{name}");
         }
         let mut no_status = deployment(1, 1, 1, 1, 1, false);
         no_status.status = None;
-        assert!(matches!(
-            rollout_state(&no_status, 1),
-            RolloutState::InProgress(_)
-        ));
+        assert!(matches!(rollout_state(&no_status, 1), RolloutState::InProgress(_)));
     }
 }

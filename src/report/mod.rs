@@ -1,4 +1,149 @@
-//! Reporting: what happened to each plan, told to the people and systems around Antibody.
-//! Conditions are computed in [`crate::conditions`]; Events go out from here.
+//! Reporting: every plan transition and every alert decision, told to the people and systems
+//! around Antibody. Conditions are computed in [`crate::conditions`]; here they fan out to
+//! Kubernetes Events, metrics, and the hooks (audit log, broadcasts, notifiers).
+//!
+//! Hooks are synchronous and must not block: anything slow (network) enqueues and returns.
 
 pub mod events;
+pub mod http;
+pub mod metrics;
+
+use std::sync::{Arc, RwLock};
+
+use kube::Client;
+use kube::runtime::events::{EventType, Recorder, Reporter as EventReporter};
+
+use crate::plan::PatchPlan;
+pub use metrics::Metrics;
+
+/// What just happened to a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransitionKind {
+    /// First sight: admitted, `Reconciling=True`.
+    Started,
+    /// Action `index` finished successfully.
+    ActionSucceeded { index: usize },
+    /// Terminal: every action succeeded (`PatchApplied=True`).
+    Applied,
+    /// Terminal: proven with dryRun=All, nothing changed.
+    DryRun,
+    /// Terminal: refused or failed (`Stalled=True`).
+    Failed,
+}
+
+impl TransitionKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TransitionKind::Started => "started",
+            TransitionKind::ActionSucceeded { .. } => "action_succeeded",
+            TransitionKind::Applied => "patch_applied",
+            TransitionKind::DryRun => "dry_run",
+            TransitionKind::Failed => "patch_failed",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TransitionKind::Applied | TransitionKind::DryRun | TransitionKind::Failed)
+    }
+}
+
+/// A plan transition; `plan.status` is the status as just saved.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanTransition<'a> {
+    pub plan: &'a PatchPlan,
+    pub kind: TransitionKind,
+    /// Condition reason (`Applied`, `NotAllowed`, …) or the action's event reason.
+    pub reason: &'a str,
+    pub message: &'a str,
+}
+
+/// What became of one alert. Every accepted alert ends in exactly one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertOutcome {
+    PlanCreated { plan: String },
+    Deduplicated { plan: String },
+    CooledDown { target: String, plan: String },
+    Ignored { rule: String },
+    Refused { reason: String, message: String },
+}
+
+impl AlertOutcome {
+    pub fn name(&self) -> &'static str {
+        match self {
+            AlertOutcome::PlanCreated { .. } => "plan_created",
+            AlertOutcome::Deduplicated { .. } => "deduplicated",
+            AlertOutcome::CooledDown { .. } => "cooled_down",
+            AlertOutcome::Ignored { .. } => "ignored",
+            AlertOutcome::Refused { .. } => "refused",
+        }
+    }
+}
+
+/// One alert decision, for the audit log and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertRecord {
+    pub alert_id: String,
+    /// Where it came from: `grpc`, `ws`, `rest`, `alertmanager`.
+    pub feed: String,
+    /// Who asked: the alert's `source`, or the REST token name.
+    pub requester: String,
+    pub outcome: AlertOutcome,
+}
+
+/// Receives transitions and alert decisions (audit log, Socket.IO, Redis, webhooks).
+pub trait Hook: Send + Sync {
+    fn on_plan(&self, transition: &PlanTransition<'_>);
+    fn on_alert(&self, _record: &AlertRecord) {}
+}
+
+pub struct Reporter {
+    recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    hooks: RwLock<Vec<Arc<dyn Hook>>>,
+}
+
+impl Reporter {
+    pub fn new(client: Client, instance: String, metrics: Arc<Metrics>) -> Self {
+        let reporter = EventReporter { controller: "antibody".into(), instance: Some(instance) };
+        Self { recorder: Recorder::new(client, reporter), metrics, hooks: RwLock::default() }
+    }
+
+    pub fn add_hook(&self, hook: Arc<dyn Hook>) {
+        self.hooks.write().unwrap_or_else(|p| p.into_inner()).push(hook);
+    }
+
+    fn hooks(&self) -> Vec<Arc<dyn Hook>> {
+        self.hooks.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A plan transition: Event on the plan, metrics, hooks.
+    pub async fn plan(&self, transition: PlanTransition<'_>) {
+        let (type_, action) = match transition.kind {
+            TransitionKind::Failed => (EventType::Warning, "Finish"),
+            TransitionKind::Started => (EventType::Normal, "Start"),
+            TransitionKind::ActionSucceeded { .. } => (EventType::Normal, "Act"),
+            TransitionKind::Applied | TransitionKind::DryRun => (EventType::Normal, "Finish"),
+        };
+        events::publish(
+            &self.recorder,
+            transition.plan,
+            type_,
+            transition.reason,
+            action,
+            transition.message.to_string(),
+        )
+        .await;
+        self.metrics.plan_transition(&transition);
+        for hook in self.hooks() {
+            hook.on_plan(&transition);
+        }
+    }
+
+    /// An alert decision: metrics and hooks.
+    pub fn alert(&self, record: &AlertRecord) {
+        self.metrics.alert(&record.feed, record.outcome.name());
+        for hook in self.hooks() {
+            hook.on_alert(record);
+        }
+    }
+}

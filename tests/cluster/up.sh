@@ -260,6 +260,11 @@ start kube-controller-manager \
   --cluster-signing-cert-file="$PKI/ca.crt" \
   --cluster-signing-key-file="$PKI/ca.key" \
   --service-cluster-ip-range=10.96.0.0/16 \
+  --kube-api-qps=200 \
+  --kube-api-burst=400 \
+  --concurrent-deployment-syncs=10 \
+  --concurrent-replicaset-syncs=10 \
+  --node-monitor-grace-period=1h \
   --profiling=false
 
 start kube-scheduler \
@@ -269,12 +274,15 @@ start kube-scheduler \
   --bind-address=127.0.0.1 \
   --secure-port="$SCHED_PORT" \
   --leader-elect=false \
+  --kube-api-qps=200 \
+  --kube-api-burst=400 \
   --profiling=false
 
 start kwok \
   --kubeconfig="$KUBECONFIG_PATH" \
   --config="$CLUSTER_DIR/kwok.yaml" \
   --manage-all-nodes=true \
+  --node-lease-duration-seconds=40 \
   --node-ip=127.0.0.1 \
   --node-port="$KWOK_PORT" \
   --server-address="127.0.0.1:$KWOK_PORT" \

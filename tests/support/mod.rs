@@ -26,16 +26,13 @@ pub fn kubeconfig_path() -> PathBuf {
     if let Ok(path) = std::env::var("ANTIBODY_KUBECONFIG") {
         return PathBuf::from(path);
     }
-    let dir = std::env::var("CLUSTER_DIR").unwrap_or_else(|_| {
-        format!(
-            "{}/antibody-cluster",
-            std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into())
-        )
-    });
+    let dir = std::env::var("CLUSTER_DIR")
+        .unwrap_or_else(|_| format!("{}/antibody-cluster", std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into())));
     Path::new(&dir).join("kubeconfig")
 }
 
-const HOW_TO_START: &str = "start the local control plane first: `tests/cluster/up.sh` (or run everything with `tests/run.sh`)";
+const HOW_TO_START: &str =
+    "start the local control plane first: `tests/cluster/up.sh` (or run everything with `tests/run.sh`)";
 
 /// A client for the local cluster; fails the test with instructions when it is not up.
 pub async fn client() -> Client {
@@ -47,10 +44,7 @@ pub async fn client() -> Client {
         .unwrap_or_else(|e| panic!("bad kubeconfig {}: {e}", path.display()));
     let client = Client::try_from(config).expect("client from kubeconfig");
     if let Err(e) = client.apiserver_version().await {
-        panic!(
-            "the API server in {} does not answer ({e}): {HOW_TO_START}",
-            path.display()
-        );
+        panic!("the API server in {} does not answer ({e}): {HOW_TO_START}", path.display());
     }
     client
 }
@@ -59,16 +53,10 @@ pub async fn client() -> Client {
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let name = format!("{prefix}-{}-{n}-{:x}", std::process::id(), nanos);
-    name.chars()
-        .take(63)
-        .collect::<String>()
-        .trim_end_matches('-')
-        .to_string()
+    name.chars().take(63).collect::<String>().trim_end_matches('-').to_string()
 }
 
 /// A namespace for one test; deleted (in the background of the API server) on drop.
@@ -79,23 +67,12 @@ pub struct TestNamespace {
 impl TestNamespace {
     pub async fn new(client: &Client, prefix: &str) -> Self {
         let name = unique(prefix);
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .expect("create test namespace");
+        let ns =
+            Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create test namespace");
         // The controller-manager creates the default ServiceAccount; pods need it.
-        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-            Api::namespaced(client.clone(), &name);
-        await_condition(sa, "default", conditions::is_created())
-            .await
-            .expect("default ServiceAccount");
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &name);
+        await_condition(sa, "default", conditions::is_created()).await.expect("default ServiceAccount");
         Self { name }
     }
 }
@@ -109,28 +86,21 @@ impl Drop for TestNamespace {
         let name = self.name.clone();
         // Drop cannot await, and the test's runtime may be shutting down: use a fresh one.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             rt.block_on(async move {
                 let Ok(kubeconfig) = Kubeconfig::read_from(kubeconfig_path()) else {
                     return;
                 };
-                let Ok(config) =
-                    kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                        .await
+                let Ok(config) = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await
                 else {
                     return;
                 };
                 let Ok(client) = Client::try_from(config) else {
                     return;
                 };
-                let _ = Api::<Namespace>::all(client)
-                    .delete(&name, &DeleteParams::background())
-                    .await;
+                let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
             });
         })
         .join();
@@ -142,20 +112,11 @@ pub async fn install_crd(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = PatchPlan::crd();
     let name = crd.metadata.name.clone().expect("crd name");
-    crds.patch(
-        &name,
-        &PatchParams::apply("antibody-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("apply CRD");
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        await_condition(crds, &name, conditions::is_crd_established()),
-    )
-    .await
-    .expect("CRD established in 30s")
-    .expect("watch CRD");
+    crds.patch(&name, &PatchParams::apply("antibody-tests").force(), &Patch::Apply(&crd)).await.expect("apply CRD");
+    tokio::time::timeout(Duration::from_secs(30), await_condition(crds, &name, conditions::is_crd_established()))
+        .await
+        .expect("CRD established in 30s")
+        .expect("watch CRD");
 }
 
 /// A Deployment of `replicas` pods labelled `app=<name>`, on the kwok node.
@@ -171,21 +132,12 @@ pub fn deployment(name: &str, replicas: i32, env_from_config_map: Option<&str>) 
         }]
     });
     Deployment {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
+        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
         spec: Some(DeploymentSpec {
             replicas: Some(replicas),
-            selector: LabelSelector {
-                match_labels: Some(labels.clone()),
-                ..Default::default()
-            },
+            selector: LabelSelector { match_labels: Some(labels.clone()), ..Default::default() },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..Default::default()
-                }),
+                metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
                 spec: Some(PodSpec {
                     containers: vec![Container {
                         name: "app".into(),
@@ -209,22 +161,10 @@ pub async fn create_deployment(client: &Client, ns: &str, deployment: &Deploymen
         .expect("create deployment")
 }
 
-pub async fn create_config_map(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    data: &[(&str, &str)],
-) -> ConfigMap {
+pub async fn create_config_map(client: &Client, ns: &str, name: &str, data: &[(&str, &str)]) -> ConfigMap {
     let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        data: Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ),
+        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+        data: Some(data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
         ..Default::default()
     };
     Api::<ConfigMap>::namespaced(client.clone(), ns)
@@ -234,20 +174,20 @@ pub async fn create_config_map(
 }
 
 /// Wait (by watch) until `condition` holds for the named object, at most `timeout`.
-pub async fn wait_for<K>(
-    api: Api<K>,
-    name: &str,
-    timeout: Duration,
-    condition: impl Condition<K>,
-) -> K
+pub async fn wait_for<K>(api: Api<K>, name: &str, timeout: Duration, condition: impl Condition<K>) -> K
 where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize + Send + 'static,
 {
-    match tokio::time::timeout(timeout, await_condition(api, name, condition)).await {
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, condition)).await {
         Ok(Ok(Some(object))) => object,
         Ok(Ok(None)) => panic!("{name} was deleted while waiting"),
         Ok(Err(e)) => panic!("watching {name}: {e}"),
-        Err(_) => panic!("{name}: condition not met within {timeout:?}"),
+        Err(_) => {
+            let last = api.get(name).await.ok().and_then(|o| serde_json::to_value(o).ok());
+            let generation = last.as_ref().map(|o| o["metadata"]["generation"].clone());
+            let status = last.as_ref().map(|o| o["status"].clone());
+            panic!("{name}: condition not met within {timeout:?}; generation {generation:?}, status {status:?}")
+        }
     }
 }
 
@@ -263,10 +203,7 @@ pub fn rollout_complete(min_generation: i64) -> impl Condition<Deployment> {
 
 /// A plan has condition `type_` with `status`.
 pub fn plan_condition(type_: &'static str, status: &'static str) -> impl Condition<PatchPlan> {
-    move |p: Option<&PatchPlan>| {
-        p.and_then(|p| p.condition(type_))
-            .is_some_and(|c| c.status == status)
-    }
+    move |p: Option<&PatchPlan>| p.and_then(|p| p.condition(type_)).is_some_and(|c| c.status == status)
 }
 
 /// A plan reached a terminal phase.
@@ -278,6 +215,8 @@ pub fn plan_finished() -> impl Condition<PatchPlan> {
 pub struct ControllerProcess {
     child: Child,
     pub log: PathBuf,
+    /// Where its HTTP listener (REST, /metrics, /readyz) answers.
+    pub http_port: u16,
 }
 
 impl ControllerProcess {
@@ -288,15 +227,12 @@ impl ControllerProcess {
         std::fs::write(&config, config_yaml).expect("write test config");
         let log = dir.join(format!("{namespace}-{}.log", unique("controller")));
         let log_file = std::fs::File::create(&log).expect("controller log");
+        let http_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_antibody"))
             .args(["run", "--config"])
             .arg(&config)
-            .args([
-                "--namespace",
-                namespace,
-                "--log-level",
-                "info,antibody=debug,kube=warn",
-            ])
+            .args(["--namespace", namespace, "--log-level", "info,antibody=debug,kube=warn"])
+            .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
             .args(extra)
             .env("KUBECONFIG", kubeconfig_path())
             .stdin(Stdio::null())
@@ -304,7 +240,16 @@ impl ControllerProcess {
             .stderr(log_file)
             .spawn()
             .expect("start the antibody controller");
-        Self { child, log }
+        Self { child, log, http_port }
+    }
+
+    /// Wait until `/readyz` answers 200 (config loaded, watches synced).
+    pub async fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while http_get(self.http_port, "/readyz").map(|(code, _)| code) != Some(200) {
+            assert!(std::time::Instant::now() < deadline, "controller not ready in 30s:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// SIGKILL our own child: a crash, not a shutdown.
@@ -322,13 +267,27 @@ impl Drop for ControllerProcess {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            eprintln!(
-                "--- controller log {} ---\n{}",
-                self.log.display(),
-                self.logs()
-            );
+            eprintln!("--- controller log {} ---\n{}", self.log.display(), self.logs());
         }
     }
+}
+
+/// A free loopback port (bound then released; tests run few enough processes for this to hold).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A tiny HTTP/1.0 GET on loopback: (status code, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((code, body))
 }
 
 /// A Flask app under gunicorn, started by this test as uid 65534 (the uid kwok's exec runs as),
@@ -347,26 +306,13 @@ pub fn python_env() -> PathBuf {
 impl Gunicorn {
     pub fn start() -> Self {
         let gunicorn = python_env().join("bin/gunicorn");
-        assert!(
-            gunicorn.exists(),
-            "{} missing: run tests/peers/setup.sh",
-            gunicorn.display()
-        );
-        let dir = std::env::temp_dir()
-            .join("antibody-tests")
-            .join(unique("gunicorn"));
+        assert!(gunicorn.exists(), "{} missing: run tests/peers/setup.sh", gunicorn.display());
+        let dir = std::env::temp_dir().join("antibody-tests").join(unique("gunicorn"));
         std::fs::create_dir_all(&dir).expect("gunicorn dir");
-        std::fs::write(
-            dir.join("flask_app.py"),
-            include_str!("../peers/flask_app.py"),
-        )
-        .expect("app");
+        std::fs::write(dir.join("flask_app.py"), include_str!("../peers/flask_app.py")).expect("app");
         // The unprivileged user must write its pid and log here.
         let _ = Command::new("chmod").args(["0777"]).arg(&dir).status();
-        let _ = Command::new("chmod")
-            .args(["0755"])
-            .arg(dir.parent().expect("parent"))
-            .status();
+        let _ = Command::new("chmod").args(["0755"]).arg(dir.parent().expect("parent")).status();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -374,13 +320,7 @@ impl Gunicorn {
         let child = Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(&gunicorn)
-            .args([
-                "--bind",
-                &format!("127.0.0.1:{port}"),
-                "--workers",
-                "1",
-                "--chdir",
-            ])
+            .args(["--bind", &format!("127.0.0.1:{port}"), "--workers", "1", "--chdir"])
             .arg(&dir)
             .arg("--pid")
             .arg(dir.join("gunicorn.pid"))
@@ -393,43 +333,21 @@ impl Gunicorn {
             .spawn()
             .expect("start gunicorn under setpriv");
         let pid = child.id();
-        let server = Self {
-            child,
-            pid,
-            port,
-            dir,
-        };
+        let server = Self { child, pid, port, dir };
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while server.worker_pid().is_none() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "gunicorn did not answer: {}",
-                server.log()
-            );
+            assert!(std::time::Instant::now() < deadline, "gunicorn did not answer: {}", server.log());
             std::thread::sleep(Duration::from_millis(100));
         }
-        let from_file =
-            std::fs::read_to_string(server.dir.join("gunicorn.pid")).unwrap_or_default();
-        assert_eq!(
-            from_file.trim(),
-            pid.to_string(),
-            "the pidfile names the master we started"
-        );
+        let from_file = std::fs::read_to_string(server.dir.join("gunicorn.pid")).unwrap_or_default();
+        assert_eq!(from_file.trim(), pid.to_string(), "the pidfile names the master we started");
         server
     }
 
     /// The pid of the worker answering HTTP (changes when the master reloads its workers).
     pub fn worker_pid(&self) -> Option<u32> {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        stream
-            .write_all(b"GET /pid HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let body = response.split("\r\n\r\n").nth(1)?;
-        let json: serde_json::Value = serde_json::from_str(body).ok()?;
+        let (_, body) = http_get(self.port, "/pid")?;
+        let json: serde_json::Value = serde_json::from_str(&body).ok()?;
         json.get("pid")?.as_u64().map(|p| p as u32)
     }
 
@@ -449,11 +367,7 @@ impl Gunicorn {
             if let Some(pid) = self.worker_pid().filter(|p| *p != old) {
                 return pid;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "worker {old} was not replaced: {}",
-                self.log()
-            );
+            assert!(std::time::Instant::now() < deadline, "worker {old} was not replaced: {}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -462,9 +376,7 @@ impl Gunicorn {
 impl Drop for Gunicorn {
     fn drop(&mut self) {
         // SIGTERM to the master we started (our own child), so it stops its workers too.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -481,18 +393,11 @@ impl Drop for Gunicorn {
 pub fn kubectl() -> Command {
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new("bash")
-        .args([
-            "-c",
-            &format!("source {root}/tests/cluster/env.sh && echo \"$CLUSTER_BIN/kubectl\""),
-        ])
+        .args(["-c", &format!("source {root}/tests/cluster/env.sh && echo \"$CLUSTER_BIN/kubectl\"")])
         .output()
         .expect("read tests/cluster/env.sh");
     let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let mut cmd = Command::new(if Path::new(&path).exists() {
-        path
-    } else {
-        "kubectl".into()
-    });
+    let mut cmd = Command::new(if Path::new(&path).exists() { path } else { "kubectl".into() });
     cmd.env("KUBECONFIG", kubeconfig_path());
     cmd
 }
@@ -503,11 +408,7 @@ pub async fn apply_plan(client: &Client, ns: &str, plan: &PatchPlan) -> PatchPla
     plan.metadata.namespace = Some(ns.to_string());
     let name = plan.metadata.name.clone().expect("plan name");
     Api::<PatchPlan>::namespaced(client.clone(), ns)
-        .patch(
-            &name,
-            &PatchParams::apply("kubectl").force(),
-            &Patch::Apply(&plan),
-        )
+        .patch(&name, &PatchParams::apply("kubectl").force(), &Patch::Apply(&plan))
         .await
         .expect("apply PatchPlan")
 }
