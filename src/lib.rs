@@ -8,6 +8,7 @@
 
 pub mod actions;
 pub mod alert;
+pub mod cli;
 pub mod conditions;
 pub mod config;
 pub mod plan;
@@ -15,6 +16,7 @@ pub mod policy;
 pub mod reconcile;
 pub mod report;
 pub mod server;
+pub mod signing;
 pub mod telemetry;
 pub mod validate;
 

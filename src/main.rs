@@ -58,6 +58,43 @@ enum Command {
         #[arg(long, env = "ANTIBODY_CONFIG", default_value = "antibody.yml")]
         config: PathBuf,
     },
+    /// Create an ed25519 key pair: writes KEY_FILE (private, mode 0600), prints the public key.
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long, default_value = "antibody-signing.key")]
+        out: PathBuf,
+    },
+    /// Sign a PatchPlan YAML file; prints the signed plan (annotation antibody.vael.io/signature).
+    Sign {
+        plan: PathBuf,
+        /// Private key file from `antibody keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// The name antibody.yml knows the public key by (safety.trusted_keys).
+        #[arg(long, default_value = "ci")]
+        key_name: String,
+        /// Namespace the plan will live in, if the file does not say (signatures bind it).
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+    /// List the ConfigMap backups of a logical target (newest last). Needs the cluster.
+    Backups {
+        target: String,
+        #[arg(long, env = "ANTIBODY_CONFIG", default_value = "antibody.yml")]
+        config: PathBuf,
+        /// Namespace for targets without one in antibody.yml.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+    },
+    /// Print a plan that restores BACKUP into TARGET's ConfigMap and restarts (or reloads) it.
+    Rollback {
+        target: String,
+        backup: String,
+        #[arg(long, env = "ANTIBODY_CONFIG", default_value = "antibody.yml")]
+        config: PathBuf,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+    },
     /// Read one alert (JSON) on stdin and print the PatchPlan it would create. Offline.
     Plan {
         #[arg(long, env = "ANTIBODY_CONFIG", default_value = "antibody.yml")]
@@ -94,6 +131,45 @@ fn main() -> ExitCode {
             Err(e) => fail(&e.to_string()),
         },
         Command::Plan { config, namespace } => plan_offline(&config, namespace),
+        Command::Keygen { out } => match antibody::cli::keygen(&out) {
+            Ok(public) => {
+                println!("wrote private key {} (keep it secret)", out.display());
+                println!("public key for antibody.yml safety.trusted_keys: {public}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Command::Sign { plan, key, key_name, namespace } => {
+            match antibody::cli::sign_file(&plan, &key, &key_name, namespace.as_deref()) {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Rollback { target, backup, config, namespace } => {
+            match antibody::cli::rollback_plan(&config, &target, &backup, &namespace) {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Backups { target, config, namespace } => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+            };
+            match runtime.block_on(antibody::cli::list_backups(&config, &target, &namespace)) {
+                Ok(table) => {
+                    print!("{table}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
         Command::Run { config, namespace, dry_run, concurrency, http_addr, log_format, log_level } => {
             telemetry::init(log_format, &log_level);
             let config = match Config::load(&config) {
