@@ -140,7 +140,8 @@ mod tests {
             ..Safety::default()
         };
         let history = vec![act("p1", "A", "ns1", 0), act("p2", "B", "ns1", 10), act("p3", "C", "ns2", 20)];
-        let cases: Vec<(&str, Safety, Vec<(String, String)>, i64, Option<u64>)> = vec![
+        type Case = (&'static str, Safety, Vec<(String, String)>, i64, Option<u64>);
+        let cases: Vec<Case> = vec![
             ("no limits", safety(0, None, None), want(&[("A", "ns1")]), 30, None),
             ("cool-down hit", safety(60, None, None), want(&[("A", "ns1")]), 30, Some(30)),
             ("cool-down passed", safety(60, None, None), want(&[("A", "ns1")]), 61, None),
