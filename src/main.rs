@@ -199,7 +199,14 @@ async fn run(config: Config, settings: Settings, http_addr: std::net::SocketAddr
             shutdown.cancel();
         }
     });
-    let client = kube::Client::try_default().await?;
+    let mut kube_config = kube::Config::infer().await.map_err(|e| antibody::Error::Config {
+        path: "kubeconfig".into(),
+        message: format!("cannot find cluster credentials: {e}"),
+    })?;
+    // The reconciler has its own per-plan backoff; a 429 from an eviction means a
+    // PodDisruptionBudget said no, which must reach the plan instead of being retried for minutes.
+    kube_config.default_retry = false;
+    let client = kube::Client::try_from(kube_config)?;
     let instance = std::env::var("POD_NAME").unwrap_or_else(|_| format!("antibody-{}", std::process::id()));
     let metrics = Arc::new(Metrics::new());
     let reporter = Arc::new(Reporter::new(client.clone(), instance, metrics.clone()));

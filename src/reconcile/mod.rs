@@ -62,6 +62,18 @@ pub struct Context {
     store: OnceLock<Store<PatchPlan>>,
     /// Actions of plans admitted a moment ago, not yet visible in the store.
     reservations: Mutex<Vec<Activity>>,
+    /// The status this controller last wrote, per plan uid. The watch can hand a reconcile an
+    /// object older than our own last write (the event of an intermediate write arriving after
+    /// a later one); acting on it would repeat work. Only this controller writes status.
+    written: WrittenStatus,
+}
+
+type WrittenStatus = Arc<Mutex<HashMap<String, Written>>>;
+
+#[derive(Debug, Clone)]
+enum Written {
+    InFlight(Box<PatchPlanStatus>),
+    Terminal,
 }
 
 impl Context {
@@ -74,6 +86,17 @@ impl Context {
             failures: Mutex::default(),
             store: OnceLock::new(),
             reservations: Mutex::default(),
+            written: WrittenStatus::default(),
+        }
+    }
+
+    /// The freshest known status of a plan: ours if we wrote after the object we were handed.
+    fn latest_status(&self, uid: &str, seen: Option<&PatchPlanStatus>) -> Option<PatchPlanStatus> {
+        let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        match written.get(uid) {
+            Some(Written::Terminal) => Some(PatchPlanStatus { phase: Phase::Failed, ..Default::default() }),
+            Some(Written::InFlight(ours)) => Some((**ours).clone()),
+            None => seen.cloned(),
         }
     }
 
@@ -100,6 +123,7 @@ impl Context {
         }
         let history = throttle::dedup(history);
         let wanted: Vec<(String, String)> = targets.iter().map(|t| (t.name.clone(), t.namespace.clone())).collect();
+        // Reservations made by reconciles that started after ours count too: no `at <= now` cut.
         let gate = throttle::check(safety, &uid, &wanted, &history, now.0);
         if gate == Gate::Open {
             reservations.extend(wanted.into_iter().enumerate().map(|(index, (target, namespace))| Activity {
@@ -129,6 +153,8 @@ impl Context {
 /// The plan's status as last saved, and as being built; saves only when they differ.
 struct StatusWriter {
     api: Api<PatchPlan>,
+    uid: String,
+    written: WrittenStatus,
     name: String,
     saved: PatchPlanStatus,
     status: PatchPlanStatus,
@@ -144,6 +170,12 @@ impl StatusWriter {
         let patch = json!({ "status": self.status });
         self.api.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
         self.saved = self.status.clone();
+        let record = if self.status.phase.is_terminal() {
+            Written::Terminal
+        } else {
+            Written::InFlight(Box::new(self.status.clone()))
+        };
+        self.written.lock().unwrap_or_else(|p| p.into_inner()).insert(self.uid.clone(), record);
         Ok(())
     }
 
@@ -214,10 +246,10 @@ fn in_progress_reason(action: ActionType) -> &'static str {
 }
 
 pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result<Action> {
-    let (Some(namespace), Some(_)) = (plan.namespace(), plan.meta().uid.as_ref()) else {
+    let (Some(namespace), Some(uid)) = (plan.namespace(), plan.meta().uid.clone()) else {
         return Ok(Action::await_change());
     };
-    let current = plan.status.clone().unwrap_or_default();
+    let current = ctx.latest_status(&uid, plan.status.as_ref()).unwrap_or_default();
     // Terminal states are one-way.
     if current.phase.is_terminal() {
         return Ok(Action::await_change());
@@ -226,6 +258,8 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
     let now = Time(jiff::Timestamp::now());
     let mut writer = StatusWriter {
         api: Api::namespaced(ctx.client.clone(), &namespace),
+        uid,
+        written: ctx.written.clone(),
         name: plan.name_any(),
         saved: current.clone(),
         status: current,

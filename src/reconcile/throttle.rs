@@ -47,7 +47,7 @@ pub fn check(
     history: &[Activity],
     now: Timestamp,
 ) -> Gate {
-    let others: Vec<&Activity> = history.iter().filter(|a| a.plan_uid != plan_uid && a.at <= now).collect();
+    let others: Vec<&Activity> = history.iter().filter(|a| a.plan_uid != plan_uid).collect();
 
     if safety.cooldown_seconds > 0 {
         let cooldown = Duration::from_secs(safety.cooldown_seconds);
