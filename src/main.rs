@@ -43,6 +43,18 @@ enum Command {
         /// Reconciles in flight at once.
         #[arg(long, default_value_t = 16)]
         concurrency: u16,
+        /// Run as one of several replicas: only the holder of the Lease reconciles.
+        #[arg(long, env = "ANTIBODY_LEADER_ELECT")]
+        leader_elect: bool,
+        #[arg(long, env = "ANTIBODY_LEASE_NAME", default_value = "antibody-leader")]
+        lease_name: String,
+        /// Namespace of the Lease (default: POD_NAMESPACE, then --namespace, then `default`).
+        #[arg(long, env = "ANTIBODY_LEASE_NAMESPACE")]
+        lease_namespace: Option<String>,
+        #[arg(long, default_value_t = 15)]
+        lease_duration_seconds: u64,
+        #[arg(long, default_value_t = 5)]
+        lease_grace_seconds: u64,
         /// HTTP listener: REST ingest, /metrics, /livez, /readyz, Socket.IO.
         #[arg(long, env = "ANTIBODY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
         http_addr: std::net::SocketAddr,
@@ -170,18 +182,45 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::Run { config, namespace, dry_run, concurrency, http_addr, log_format, log_level } => {
+        Command::Run {
+            config,
+            namespace,
+            dry_run,
+            concurrency,
+            http_addr,
+            log_format,
+            log_level,
+            leader_elect,
+            lease_name,
+            lease_namespace,
+            lease_duration_seconds,
+            lease_grace_seconds,
+        } => {
             telemetry::init(log_format, &log_level);
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => return fail(&e.to_string()),
             };
+            let instance = std::env::var("POD_NAME").unwrap_or_else(|_| format!("antibody-{}", std::process::id()));
+            let lease = leader_elect.then(|| antibody::leader::LeaseSettings {
+                name: lease_name,
+                namespace: lease_namespace
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                    .or_else(|| namespace.clone())
+                    .unwrap_or_else(|| "default".into()),
+                identity: instance.clone(),
+                duration_seconds: lease_duration_seconds,
+                grace_seconds: lease_grace_seconds,
+            });
+            if let Some(Err(e)) = lease.as_ref().map(|l| l.validate()) {
+                return fail(&e);
+            }
             let settings = Settings { dry_run, namespace, concurrency };
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
             };
-            match runtime.block_on(run(config, settings, http_addr)) {
+            match runtime.block_on(run(config, settings, http_addr, instance, lease)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e.to_string()),
             }
@@ -189,7 +228,13 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config, settings: Settings, http_addr: std::net::SocketAddr) -> antibody::Result<()> {
+async fn run(
+    config: Config,
+    settings: Settings,
+    http_addr: std::net::SocketAddr,
+    instance: String,
+    lease: Option<antibody::leader::LeaseSettings>,
+) -> antibody::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn({
         let shutdown = shutdown.clone();
@@ -207,7 +252,6 @@ async fn run(config: Config, settings: Settings, http_addr: std::net::SocketAddr
     // PodDisruptionBudget said no, which must reach the plan instead of being retried for minutes.
     kube_config.default_retry = false;
     let client = kube::Client::try_from(kube_config)?;
-    let instance = std::env::var("POD_NAME").unwrap_or_else(|_| format!("antibody-{}", std::process::id()));
     let metrics = Arc::new(Metrics::new());
     let reporter = Arc::new(Reporter::new(client.clone(), instance, metrics.clone()));
     let config = Arc::new(SharedConfig::new(config));
@@ -217,8 +261,21 @@ async fn run(config: Config, settings: Settings, http_addr: std::net::SocketAddr
     let router = antibody::report::http::router(health.clone(), metrics.clone());
     let http = tokio::spawn(server::serve(http_addr, router, shutdown.clone()));
 
-    let ctx = Arc::new(Context::new(client, config, settings, reporter));
-    let result = reconcile::run(ctx, health, shutdown.clone()).await;
+    let ctx = Arc::new(Context::new(client.clone(), config, settings, reporter));
+    let leading = match &lease {
+        Some(lease) => {
+            health.standby.store(true, std::sync::atomic::Ordering::Relaxed);
+            let acquired = antibody::leader::acquire(client, lease, shutdown.clone()).await;
+            health.standby.store(false, std::sync::atomic::Ordering::Relaxed);
+            acquired
+        }
+        None => Ok(true),
+    };
+    let result = match leading {
+        Ok(true) => reconcile::run(ctx, health, shutdown.clone()).await,
+        Ok(false) => Ok(()),
+        Err(e) => Err(e),
+    };
     shutdown.cancel();
     match http.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "http server"),
