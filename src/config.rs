@@ -33,6 +33,9 @@ pub struct Config {
     pub rules: Vec<Rule>,
     #[serde(default)]
     pub defaults: Defaults,
+    /// Where plan outcomes are sent: the VAEL UI's Socket.IO queue, webhooks.
+    #[serde(default)]
+    pub notify: crate::report::notify::NotifyConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -194,6 +197,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.notify.validate()?;
         for (name, target) in &self.targets {
             let field = |f: &str| format!("targets.{name}.{f}");
             validate::logical_name(name).map_err(|m| err(format!("targets.{name}"), m))?;
