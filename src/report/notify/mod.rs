@@ -455,6 +455,27 @@ mod tests {
     }
 
     #[test]
+    fn terminal_transitions_are_recovered_from_saved_status() {
+        use crate::conditions::{Outcome, compute};
+        use crate::plan::{PatchPlanStatus, Phase};
+        use crate::report::{TransitionKind, terminal_transition};
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH);
+        let cases = [
+            (Phase::Succeeded, Outcome::Applied { message: "ok".into() }, Some((TransitionKind::Applied, "Applied"))),
+            (Phase::Succeeded, Outcome::DryRun { message: "ok".into() }, Some((TransitionKind::DryRun, "DryRun"))),
+            (Phase::Failed, Outcome::failed("NotAllowed", "no"), Some((TransitionKind::Failed, "NotAllowed"))),
+            (Phase::Running, Outcome::in_progress("Started", "go"), None),
+        ];
+        for (phase, outcome, want) in cases {
+            let mut plan = PatchPlan::new("p", Default::default());
+            let conditions = compute(&outcome, Some(1), &now, &[]);
+            plan.status = Some(PatchPlanStatus { phase, conditions, ..Default::default() });
+            let got = terminal_transition(&plan).map(|(kind, reason, _)| (kind, reason));
+            assert_eq!(got, want, "{phase:?} {outcome:?}");
+        }
+    }
+
+    #[test]
     fn marker_lists_sinks() {
         let mut plan = PatchPlan::new("p", Default::default());
         assert!(marker_sinks(&plan, "patch_applied").is_empty());
