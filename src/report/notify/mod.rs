@@ -475,6 +475,52 @@ mod tests {
         }
     }
 
+    /// A dead endpoint fills the bounded queue; `on_plan` still returns at once, and what
+    /// does not fit is counted undeliverable (and may be enqueued again later).
+    #[tokio::test]
+    async fn full_queue_never_blocks_and_is_counted() {
+        use crate::plan::{PatchPlanStatus, Phase};
+        use crate::report::TransitionKind;
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let config = NotifyConfig {
+            webhooks: vec![WebhookConfig { url: format!("http://127.0.0.1:{dead}/"), ..Default::default() }],
+            delivery: DeliveryConfig {
+                retries: 100,
+                backoff_ms: 60_000,
+                queue_capacity: 1,
+                concurrency: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        // Never contacted: nothing is delivered, so no marker is written.
+        let client = Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().expect("uri"))).expect("client");
+        let metrics = Metrics::new();
+        let notifier = Notifier::start(&config, client, "test", &metrics).expect("starts").expect("enabled");
+        let plans: Vec<PatchPlan> = (0..4)
+            .map(|i| {
+                let mut plan = PatchPlan::new(&format!("p{i}"), Default::default());
+                plan.metadata.uid = Some(format!("u-{i}"));
+                plan.status = Some(PatchPlanStatus { phase: Phase::Succeeded, ..Default::default() });
+                plan
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        for plan in &plans {
+            notifier.on_plan(&PlanTransition { plan, kind: TransitionKind::Applied, reason: "Applied", message: "" });
+        }
+        assert!(started.elapsed() < Duration::from_millis(50), "on_plan only enqueues: {:?}", started.elapsed());
+        let labels = SinkLabels { sink: "webhook-0".into(), event: "patch_applied".into() };
+        assert_eq!(notifier.shared.metrics.undeliverable.get_or_create(&labels).get(), 3, "queue holds 1 of 4");
+        let tracker = notifier.shared.tracker.lock().expect("lock");
+        assert!(!tracker.claimed.contains(&("u-3".to_string(), "patch_applied", "webhook-0".to_string())), "released");
+        assert!(
+            metrics
+                .encode()
+                .contains("antibody_notify_undeliverable_total{sink=\"webhook-0\",event=\"patch_applied\"} 3")
+        );
+    }
+
     #[test]
     fn marker_lists_sinks() {
         let mut plan = PatchPlan::new("p", Default::default());
