@@ -1,11 +1,12 @@
 //! The VAEL UI's Flask-SocketIO message queue: publish the JSON message python-socketio's
 //! pub/sub manager reads, and every UI server broadcasts the event to its browsers.
 //!
-//! Format (python-socketio 5.18.1 `pubsub_manager.py`, JSON since 5.14 — older 5.x fell back
-//! to JSON after trying pickle): `{"method":"emit","event":…,"data":…,"namespace":"/",
-//! "room":null,"skip_sid":null,"callback":null,"host_id":…}`. `data` is the summary object,
-//! not a one-element list: every 5.x receiver hands a non-list `data` to the clients as is,
-//! while a list is unwrapped only by releases after 5.15.
+//! Format, checked against python-socketio 5.18.1 `pubsub_manager.py` / `redis_manager.py`
+//! (queue messages are JSON since 5.14; earlier releases pickled them — the UI needs ≥ 5.14):
+//! `{"method":"emit","event":…,"data":…,"binary":false,"namespace":"/","room":null,
+//! "skip_sid":null,"callback":null,"host_id":…}`. `data` is the summary object, not the
+//! one-element list 5.18's own publisher sends: the receiver unwraps such a list, but hands a
+//! non-list `data` to the clients as is, so an object works whether or not it unwraps.
 
 use std::time::Duration;
 
