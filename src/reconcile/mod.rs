@@ -252,6 +252,8 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
     let current = ctx.latest_status(&uid, plan.status.as_ref()).unwrap_or_default();
     // Terminal states are one-way.
     if current.phase.is_terminal() {
+        // Seen again (e.g. on start): notifiers re-send outcomes they have no marker for.
+        ctx.reporter.replay_terminal(&plan);
         return Ok(Action::await_change());
     }
     let config = ctx.config.get();
@@ -543,9 +545,18 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
     let store = controller.store();
     let _ = ctx.store.set(store.clone());
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            health.watches_synced.store(true, std::sync::atomic::Ordering::Relaxed);
-            info!("PatchPlan watch synced");
+        // The store's readiness (kube DelayedInit) wakes only its latest waiter, and the
+        // controller waits on it too: poll again on a timer instead of waiting once.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    health.watches_synced.store(true, std::sync::atomic::Ordering::Relaxed);
+                    info!("PatchPlan watch synced");
+                    break;
+                }
+                Ok(Err(_)) => break,
+                Err(_) => continue,
+            }
         }
     });
     controller
