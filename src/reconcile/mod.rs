@@ -331,6 +331,7 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
     );
     let controller = Controller::new(plans, watcher::Config::default());
     let store = controller.store();
+    ctx.reporter.metrics.watch_plans(store.clone());
     tokio::spawn(async move {
         if store.wait_until_ready().await.is_ok() {
             health.watches_synced.store(true, std::sync::atomic::Ordering::Relaxed);

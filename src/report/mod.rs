@@ -4,9 +4,12 @@
 //!
 //! Hooks are synchronous and must not block: anything slow (network) enqueues and returns.
 
+pub mod audit;
+pub mod broadcast;
 pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod summary;
 
 use std::sync::{Arc, RwLock};
 
