@@ -82,7 +82,7 @@ enum Command {
 enum AuditCommand {
     /// Check the hash chain: print OK and the record count, or the first broken record and exit 1.
     Verify {
-        /// Audit files (any order; rotated files are put in chain order) or a log directory.
+        /// Audit files or a log directory; `audit.jsonl[.N]` files are put in rotation order.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Fail unless the chain starts at the genesis record (no earlier file was rotated away).

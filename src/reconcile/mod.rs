@@ -332,13 +332,15 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
     let controller = Controller::new(plans, watcher::Config::default());
     let store = controller.store();
     ctx.reporter.metrics.watch_plans(store.clone());
-    tokio::spawn(async move {
+    // Polled in the controller's own task: the store's readiness signal wakes only its last
+    // poller, so a separate task waiting on it is never woken (or steals the controller's wake).
+    let synced = async move {
         if store.wait_until_ready().await.is_ok() {
             health.watches_synced.store(true, std::sync::atomic::Ordering::Relaxed);
             info!("PatchPlan watch synced");
         }
-    });
-    controller
+    };
+    let controller = controller
         .watches(deployments, restarted, move |deployment| {
             // A namespaced controller ignores plans of other instances.
             plan_of_deployment(deployment).filter(|plan| scope.is_none() || plan.namespace == scope)
@@ -361,8 +363,12 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
             if let Err(e) = result {
                 warn!(error = %e, "controller stream");
             }
-        })
-        .await;
+        });
+    if let futures::future::Either::Right(((), controller)) =
+        futures::future::select(std::pin::pin!(controller), std::pin::pin!(synced)).await
+    {
+        controller.await;
+    }
     info!("controller stopped");
     Ok(())
 }

@@ -356,20 +356,25 @@ impl ChainWriter {
         }
         let active = dir.join(ACTIVE_FILE);
         let active_len = std::fs::metadata(&active).map(|m| m.len()).unwrap_or(0);
-        let previous = dir.join(rotated_name(1));
-        // An empty active file after a rotation: the chain continues from the rotated one.
-        let head = if active_len > 0 {
-            Some((active.clone(), true))
-        } else if previous.exists() {
-            Some((previous, false))
-        } else {
-            None
-        };
-        let tail = match &head {
-            Some((path, _)) => read_tail(path)?,
-            None => Tail { last_valid: None, damage: None },
-        };
-        let (next_seq, prev) = match &tail.last_valid {
+        // The newest non-empty file holds the head (the active one may be empty just after a
+        // rotation). Only its damage matters here; older files are history for `verify`.
+        let non_empty: Vec<usize> = (0..=settings.keep.max(1) + 1)
+            .filter(|&i| std::fs::metadata(dir.join(rotated_name(i))).is_ok_and(|m| m.len() > 0))
+            .collect();
+        let mut damage = None;
+        let mut last_valid = None;
+        for (position, &index) in non_empty.iter().enumerate() {
+            let tail = read_tail(&dir.join(rotated_name(index)))?;
+            if position == 0 {
+                damage = tail.damage.map(|d| (index, d));
+            }
+            // A damaged head with no intact record: the chain continues from an older file.
+            if tail.last_valid.is_some() {
+                last_valid = tail.last_valid;
+                break;
+            }
+        }
+        let (next_seq, prev) = match &last_valid {
             Some((seq, hash)) => (seq + 1, hash.clone()),
             None => (0, genesis_hash()),
         };
@@ -386,19 +391,23 @@ impl ChainWriter {
             last_error: None,
             _lock: lock,
         };
-        if let (Some(damage), Some((_, active_is_damaged))) = (tail.damage, head) {
+        if let Some((index, damage)) = damage {
             // Never append after damage: move the damaged file aside untouched, say so first.
-            if active_is_damaged {
+            if index == 0 {
                 writer.rotate()?;
             }
-            let moved_to = rotated_name(1);
+            let moved_to = rotated_name(index.max(1));
             let mut record = AuditRecord::new(RecordKind::ChainBreak, "torn_tail");
-            record.message = Some(format!("{moved_to}: {}; kept as is, the chain continues here", damage.why));
+            record.message = Some(format!(
+                "{}; the damaged file is kept as is (named {moved_to} when this was written, later rotations \
+                 renumber it) and the chain continues here",
+                damage.why
+            ));
             record.detail = json!({
                 "file": moved_to,
                 "damaged_bytes": damage.bytes.len(),
                 "damaged_sha256": sha256_hex(&damage.bytes),
-                "last_valid_seq": tail.last_valid.as_ref().map(|(seq, _)| seq),
+                "last_valid_seq": last_valid.as_ref().map(|(seq, _)| seq),
             });
             error!(
                 dir = %dir.display(),
@@ -743,36 +752,43 @@ pub fn verify(files: &[(String, Vec<u8>)], require_genesis: bool) -> Verificatio
     result
 }
 
-fn first_seq(bytes: &[u8]) -> Option<u64> {
-    let line = bytes.split(|b| *b == b'\n').next()?;
-    chain_fields(line).ok().map(|f| f.seq)
+/// Position of `path` in the rotation: `audit.jsonl` is 0, `audit.jsonl.N` is N.
+fn rotation_index(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    if name == ACTIVE_FILE {
+        return Some(0);
+    }
+    name.strip_prefix(ACTIVE_FILE)?.strip_prefix('.')?.parse().ok()
 }
 
-/// Read the files (a directory stands for its `audit.jsonl*`), oldest first by their first
-/// record, and verify them as one chain.
+/// Read the files and verify them as one chain. A directory stands for its `audit.jsonl*`.
+/// When every file is named `audit.jsonl[.N]` they are put in rotation order (oldest first);
+/// otherwise they are checked in the order given.
 pub fn verify_paths(paths: &[PathBuf], require_genesis: bool) -> std::io::Result<Verification> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
             for entry in std::fs::read_dir(path)? {
-                let entry = entry?;
-                let name = entry.file_name().to_string_lossy().to_string();
-                let rotated = name.strip_prefix(&format!("{ACTIVE_FILE}.")).is_some_and(|n| n.parse::<u64>().is_ok());
-                if name == ACTIVE_FILE || rotated {
-                    files.push(entry.path());
+                let entry = entry?.path();
+                if rotation_index(&entry).is_some() {
+                    files.push(entry);
                 }
             }
         } else {
             files.push(path.clone());
         }
     }
+    let indexes: Option<Vec<u64>> = files.iter().map(|p| rotation_index(p)).collect();
+    if let Some(indexes) = indexes {
+        let mut ordered: Vec<(u64, PathBuf)> = indexes.into_iter().zip(files).collect();
+        ordered.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
+        files = ordered.into_iter().map(|(_, path)| path).collect();
+    }
     let mut loaded = Vec::with_capacity(files.len());
     for path in files {
         let bytes = std::fs::read(&path)?;
         loaded.push((path.display().to_string(), bytes));
     }
-    // Unreadable first lines sort first: they are reported there.
-    loaded.sort_by_key(|(_, bytes)| first_seq(bytes));
     Ok(verify(&loaded, require_genesis))
 }
 
@@ -1009,6 +1025,28 @@ mod tests {
         let first: Value = serde_json::from_str(new_file.lines().next().expect("line")).expect("json");
         assert_eq!(first["kind"], "chain_break");
         assert_eq!(first["detail"]["last_valid_seq"], 1);
+    }
+
+    #[test]
+    fn a_head_file_with_nothing_intact_continues_from_the_older_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = settings(dir.path(), 300, 5);
+        write_records(&s, &["a", "b", "c"]);
+        let active = dir.path().join(ACTIVE_FILE);
+        let bytes = std::fs::read(&active).expect("read");
+        assert_eq!(bytes.iter().filter(|b| **b == b'\n').count(), 1, "one record per file");
+        std::fs::write(&active, &bytes[..bytes.len() / 2]).expect("truncate");
+        write_records(&s, &["d"]);
+        let v = verify_paths(&[dir.path().to_path_buf()], true).expect("read");
+        assert_eq!(v.problems.len(), 1, "{}", v.report());
+        assert!(v.problems[0].why.contains("acknowledged by the chain_break record seq 2"), "{}", v.report());
+        assert_eq!((v.records, v.last_seq), (4, Some(3)), "a, b, break, d: {}", v.report());
+        // Files given by name in any order are put in rotation order.
+        let mut names: Vec<PathBuf> =
+            (0..10).map(|i| dir.path().join(rotated_name(i))).filter(|p| p.exists()).collect();
+        names.reverse();
+        names.swap(0, 1);
+        assert_eq!(verify_paths(&names, true).expect("read"), v);
     }
 
     #[test]

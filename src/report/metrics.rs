@@ -82,7 +82,7 @@ impl Collector for PlanPhases {
         for (phase, count) in counts {
             family.get_or_create(&PhaseLabels { phase: format!("{phase:?}") }).set(count);
         }
-        let metric = encoder.encode_descriptor("plans", "PatchPlans by phase", None, family.metric_type())?;
+        let metric = encoder.encode_descriptor("plans", "PatchPlans by phase.", None, family.metric_type())?;
         family.encode(metric)
     }
 }
@@ -95,6 +95,7 @@ pub struct Metrics {
     pub action_seconds: Family<ActionLabels, Histogram>,
     pub plan_seconds: Histogram,
     pub reconcile_errors: Counter,
+    pub duplicate_transitions: Counter,
     pub feed_reconnects: Family<FeedLabels, Counter>,
     pub would_have_acted: Family<RuleLabels, Counter>,
 }
@@ -128,6 +129,12 @@ impl Metrics {
             "Reconciles that returned an error (retried with backoff)",
             reconcile_errors.clone(),
         );
+        let duplicate_transitions = Counter::default();
+        registry.register(
+            "duplicate_transitions",
+            "Plan transitions reached again by a reconcile on a stale cached plan, not reported twice",
+            duplicate_transitions.clone(),
+        );
         let feed_reconnects = Family::<FeedLabels, Counter>::default();
         registry.register(
             "feed_reconnects",
@@ -150,6 +157,7 @@ impl Metrics {
             action_seconds,
             plan_seconds,
             reconcile_errors,
+            duplicate_transitions,
             feed_reconnects,
             would_have_acted,
         }
