@@ -594,7 +594,7 @@ impl std::fmt::Display for Problem {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Verification {
     pub files: usize,
-    /// Intact records checked.
+    /// Records that parsed (valid JSON with `seq` and `prev`), whether or not the chain holds.
     pub records: u64,
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
@@ -635,7 +635,7 @@ impl Verification {
                 if self.problems.len() > 1 {
                     out.push_str(&format!("({} more problem(s) after it)\n", self.problems.len() - 1));
                 }
-                out.push_str(&format!("checked {} intact records in {} file(s)\n", self.records, self.files));
+                out.push_str(&format!("checked {} records in {} file(s)\n", self.records, self.files));
             }
         }
         for note in &self.notes {
@@ -964,6 +964,69 @@ mod tests {
         let all_bad = analyse_tail(b"garbage\nmore", true).expect("complete");
         assert_eq!(all_bad.last_valid, None);
         assert_eq!(all_bad.damage.expect("damage").bytes, b"garbage\nmore");
+    }
+
+    #[test]
+    fn records_say_what_happened_and_who_asked() {
+        use crate::plan::{AlertSummary, PatchPlan, PatchPlanSpec, PlanAction};
+        let mut plan = PatchPlan::new(
+            "hb-1",
+            PatchPlanSpec {
+                alert: Some(AlertSummary { id: "a1".into(), source: "NEXUS".into(), ..Default::default() }),
+                actions: vec![PlanAction::edit_env("VAEL_Core", "LOG_LEVEL", "debug")],
+                dry_run: false,
+            },
+        );
+        plan.metadata.namespace = Some("vael".into());
+        plan.metadata.uid = Some("u1".into());
+        let transition = PlanTransition {
+            plan: &plan,
+            kind: TransitionKind::ActionSucceeded { index: 0 },
+            reason: "ActionSucceeded",
+            message: "set LOG_LEVEL",
+        };
+        let r = plan_record(&transition);
+        assert_eq!((r.kind, r.event.as_str()), (RecordKind::Plan, "action_succeeded"));
+        assert_eq!(
+            r.plan,
+            Some(PlanRef { namespace: Some("vael".into()), name: "hb-1".into(), uid: Some("u1".into()) })
+        );
+        assert_eq!((r.alert_id.as_deref(), r.alert_source.as_deref()), (Some("a1"), Some("NEXUS")));
+        assert_eq!(r.requester, Some(Requester { via: "alert".into(), name: "NEXUS".into() }));
+        assert_eq!((r.actions[0].key.as_deref(), r.actions[0].value.as_deref()), (Some("LOG_LEVEL"), Some("debug")));
+        assert_eq!(r.detail, json!({"action_index": 0}));
+        assert_eq!((r.reason.as_deref(), r.message.as_deref()), (Some("ActionSucceeded"), Some("set LOG_LEVEL")));
+
+        let decision =
+            |outcome| AlertRecord { alert_id: "a2".into(), feed: "rest".into(), requester: "ci-token".into(), outcome };
+        let cases = [
+            (AlertOutcome::PlanCreated { plan: "p".into() }, "plan_created", Some("p"), Value::Null, None),
+            (AlertOutcome::Deduplicated { plan: "p".into() }, "deduplicated", Some("p"), Value::Null, None),
+            (
+                AlertOutcome::CooledDown { target: "VAEL_Core".into(), plan: "p".into() },
+                "cooled_down",
+                Some("p"),
+                json!({"target": "VAEL_Core"}),
+                None,
+            ),
+            (AlertOutcome::Ignored { rule: "info".into() }, "ignored", None, json!({"rule": "info"}), None),
+            (
+                AlertOutcome::Refused { reason: "NotAllowed".into(), message: "no".into() },
+                "refused",
+                None,
+                Value::Null,
+                Some("NotAllowed"),
+            ),
+        ];
+        for (outcome, event, plan, detail, reason) in cases {
+            let r = alert_record(&decision(outcome));
+            assert_eq!((r.kind, r.event.as_str()), (RecordKind::Alert, event));
+            assert_eq!(r.plan.map(|p| p.name), plan.map(String::from), "{event}");
+            assert_eq!(r.detail, detail, "{event}");
+            assert_eq!(r.reason.as_deref(), reason, "{event}");
+            assert_eq!((r.alert_id.as_deref(), r.feed.as_deref()), (Some("a2"), Some("rest")));
+            assert_eq!(r.requester, Some(Requester { via: "rest".into(), name: "ci-token".into() }));
+        }
     }
 
     fn settings(dir: &Path, max_bytes: u64, keep: usize) -> AuditSettings {

@@ -87,7 +87,8 @@ fn seconds_between(start: Option<Timestamp>, end: Option<Timestamp>) -> Value {
     }
 }
 
-/// The summary of a plan as it now stands (pure: the plan in, JSON out).
+/// The summary of a plan as it now stands (pure: the plan in, JSON out). `seconds` runs from
+/// `createdAt` to `finishedAt`; the API server keeps `creationTimestamp` to the second.
 pub fn plan_summary(plan: &PatchPlan) -> Value {
     let status = plan.status.as_ref();
     let ready = plan.condition(READY);
