@@ -316,7 +316,7 @@ async fn audit_log_chain_verifies_and_catches_tampering_truncation_across_rotati
     assert_eq!(applied["plan"]["namespace"], ns.name.as_str());
     assert!(applied["plan"]["uid"].is_string());
     assert_eq!(applied["requester"], serde_json::json!({"via": "fieldManager", "name": "kubectl"}));
-    assert_eq!(applied["actions"][0]["type"], "edit_env");
+    assert_eq!(applied["actions"][0]["type"], "editEnv");
     assert_eq!(
         (applied["actions"][0]["key"].as_str(), applied["actions"][0]["value"].as_str()),
         (Some("LOG_LEVEL"), Some("debug"))
