@@ -33,6 +33,9 @@ pub struct Config {
     pub rules: Vec<Rule>,
     #[serde(default)]
     pub defaults: Defaults,
+    /// Alert intake: cool-down, REST limits, feed reconnects (see `ingest::IngestConfig`).
+    #[serde(default)]
+    pub ingest: crate::ingest::IngestConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -261,6 +264,7 @@ impl Config {
                 }
             }
         }
+        self.ingest.validate()?;
         Ok(())
     }
 

@@ -10,6 +10,7 @@ pub mod actions;
 pub mod alert;
 pub mod conditions;
 pub mod config;
+pub mod ingest;
 pub mod plan;
 pub mod policy;
 pub mod reconcile;

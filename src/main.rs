@@ -50,6 +50,9 @@ enum Command {
         log_format: LogFormat,
         #[arg(long, env = "ANTIBODY_LOG_LEVEL", default_value = "info,kube=warn")]
         log_level: String,
+        /// Alert intake: NEXUS feeds, gRPC intake, REST tokens.
+        #[command(flatten)]
+        ingest: antibody::ingest::IngestArgs,
     },
     /// Print the PatchPlan CustomResourceDefinition (YAML).
     Crd,
@@ -94,9 +97,18 @@ fn main() -> ExitCode {
             Err(e) => fail(&e.to_string()),
         },
         Command::Plan { config, namespace } => plan_offline(&config, namespace),
-        Command::Run { config, namespace, dry_run, concurrency, http_addr, log_format, log_level } => {
+        Command::Run {
+            config: config_path,
+            namespace,
+            dry_run,
+            concurrency,
+            http_addr,
+            log_format,
+            log_level,
+            ingest,
+        } => {
             telemetry::init(log_format, &log_level);
-            let config = match Config::load(&config) {
+            let config = match Config::load(&config_path) {
                 Ok(c) => c,
                 Err(e) => return fail(&e.to_string()),
             };
@@ -105,7 +117,7 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
             };
-            match runtime.block_on(run(config, settings, http_addr)) {
+            match runtime.block_on(run(config, settings, http_addr, ingest, config_path)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e.to_string()),
             }
@@ -113,7 +125,13 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config, settings: Settings, http_addr: std::net::SocketAddr) -> antibody::Result<()> {
+async fn run(
+    config: Config,
+    settings: Settings,
+    http_addr: std::net::SocketAddr,
+    ingest: antibody::ingest::IngestArgs,
+    config_path: PathBuf,
+) -> antibody::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn({
         let shutdown = shutdown.clone();
@@ -131,7 +149,17 @@ async fn run(config: Config, settings: Settings, http_addr: std::net::SocketAddr
     let health = Arc::new(Health::default());
     health.config_loaded.store(true, std::sync::atomic::Ordering::Relaxed);
 
-    let router = antibody::report::http::router(health.clone(), metrics.clone());
+    // Ingest: feeds, gRPC intake, config hot reload; its REST routes share the HTTP listener.
+    let ingest = antibody::ingest::start(
+        ingest,
+        &config_path,
+        client.clone(),
+        config.clone(),
+        reporter.clone(),
+        settings.namespace.clone(),
+        shutdown.clone(),
+    )?;
+    let router = antibody::report::http::router(health.clone(), metrics.clone()).merge(ingest.router);
     let http = tokio::spawn(server::serve(http_addr, router, shutdown.clone()));
 
     let ctx = Arc::new(Context::new(client, config, settings, reporter));
@@ -141,6 +169,9 @@ async fn run(config: Config, settings: Settings, http_addr: std::net::SocketAddr
         Ok(Err(e)) => tracing::warn!(error = %e, "http server"),
         Err(e) => tracing::warn!(error = %e, "http task"),
         Ok(Ok(())) => {}
+    }
+    for task in ingest.tasks {
+        let _ = task.await;
     }
     result
 }

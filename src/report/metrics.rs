@@ -37,6 +37,11 @@ pub struct RuleLabels {
     pub rule: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: String,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     pub alerts: Family<AlertLabels, Counter>,
@@ -46,6 +51,7 @@ pub struct Metrics {
     pub reconcile_errors: Counter,
     pub feed_reconnects: Family<FeedLabels, Counter>,
     pub would_have_acted: Family<RuleLabels, Counter>,
+    pub config_reloads: Family<ReloadLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -89,6 +95,12 @@ impl Metrics {
             "Dry-run plans that proved they would act, by rule",
             would_have_acted.clone(),
         );
+        let config_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config / token file changes seen: applied, or rejected as invalid (old one kept)",
+            config_reloads.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             alerts,
@@ -98,7 +110,12 @@ impl Metrics {
             reconcile_errors,
             feed_reconnects,
             would_have_acted,
+            config_reloads,
         }
+    }
+
+    pub fn config_reload(&self, result: &str) {
+        self.config_reloads.get_or_create(&ReloadLabels { result: result.into() }).inc();
     }
 
     pub fn alert(&self, feed: &str, outcome: &str) {
