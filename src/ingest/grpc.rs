@@ -82,8 +82,11 @@ pub fn endpoint(url: &str) -> Result<Endpoint, String> {
 
 /// Why one subscription ended.
 enum StreamEnd {
-    /// The server closed the stream cleanly.
+    /// The server closed a live stream cleanly.
     Closed,
+    /// A live stream broke.
+    Lost(String),
+    /// No stream was established (connect or subscribe failed).
     Failed(String),
 }
 
@@ -97,15 +100,18 @@ pub async fn subscribe(endpoint: Endpoint, intake: Arc<Intake>, shutdown: Cancel
             end = subscribe_once(&endpoint, &intake, &mut last_id, &mut failures) => end,
             _ = shutdown.cancelled() => return,
         };
+        let last = last_id.as_deref().unwrap_or("");
         match end {
             StreamEnd::Closed => {
-                info!(%url, last_id = last_id.as_deref().unwrap_or(""), "NEXUS closed the alert stream")
+                info!(%url, last_id = last, "NEXUS closed the alert stream");
+                intake.metrics().feed_reconnect(FEED);
             }
-            StreamEnd::Failed(error) => {
-                warn!(%url, %error, last_id = last_id.as_deref().unwrap_or(""), "NEXUS alert stream lost")
+            StreamEnd::Lost(error) => {
+                warn!(%url, %error, last_id = last, "NEXUS alert stream lost");
+                intake.metrics().feed_reconnect(FEED);
             }
+            StreamEnd::Failed(error) => warn!(%url, %error, last_id = last, "cannot subscribe to NEXUS"),
         }
-        intake.metrics().feed_reconnect(FEED);
         let delay = intake.config().ingest.reconnect_backoff().delay(failures);
         failures = failures.saturating_add(1);
         info!(%url, delay_ms = delay.as_millis() as u64, attempt = failures, "reconnecting to NEXUS");
@@ -158,7 +164,7 @@ async fn subscribe_once(
                 }
             }
             Ok(None) => return StreamEnd::Closed,
-            Err(status) => return StreamEnd::Failed(status.to_string()),
+            Err(status) => return StreamEnd::Lost(status.to_string()),
         }
     }
 }

@@ -75,7 +75,6 @@ pub async fn subscribe(url: String, intake: Arc<Intake>, shutdown: CancellationT
                 let delay = intake.config().ingest.reconnect_backoff().delay(attempt);
                 attempt = attempt.saturating_add(1);
                 warn!(%url, error = %e, delay_ms = delay.as_millis() as u64, "NEXUS Socket.IO connect failed");
-                intake.metrics().feed_reconnect(FEED);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.cancelled() => return,

@@ -332,9 +332,18 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
     let controller = Controller::new(plans, watcher::Config::default());
     let store = controller.store();
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            health.watches_synced.store(true, std::sync::atomic::Ordering::Relaxed);
-            info!("PatchPlan watch synced");
+        // The store's readiness (kube DelayedInit) wakes only its latest waiter, and the
+        // controller waits on it too: poll again on a timer instead of waiting once.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    health.watches_synced.store(true, std::sync::atomic::Ordering::Relaxed);
+                    info!("PatchPlan watch synced");
+                    break;
+                }
+                Ok(Err(_)) => break,
+                Err(_) => continue,
+            }
         }
     });
     controller
