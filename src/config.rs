@@ -33,9 +33,108 @@ pub struct Config {
     pub rules: Vec<Rule>,
     #[serde(default)]
     pub defaults: Defaults,
+    /// Shadow mode, signatures, cool-downs, budgets, pause, backups.
+    #[serde(default)]
+    pub safety: Safety,
     /// Alert intake: cool-down, REST limits, feed reconnects (see `ingest::IngestConfig`).
     #[serde(default)]
     pub ingest: crate::ingest::IngestConfig,
+}
+
+/// What Antibody does when a plan hits a cool-down or budget.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnThrottle {
+    /// End the plan `Stalled` with reason `Throttled` (a retry is a new plan).
+    #[default]
+    Fail,
+    /// Keep the plan pending (`Reconciling`, reason `Throttled`) until the window allows it.
+    Wait,
+}
+
+/// At most `max_actions` actions per `window_seconds`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    pub max_actions: u32,
+    #[serde(default = "default_window")]
+    pub window_seconds: u64,
+}
+
+fn default_window() -> u64 {
+    60
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Safety {
+    /// Shadow mode for every plan: writes go out with dryRun=All, plans end `DryRun`.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Stop starting new plans; plans already acting finish. (Also: annotate the plan's
+    /// namespace `antibody.vael.io/paused=true`.)
+    #[serde(default)]
+    pub paused: bool,
+    /// Refuse plans without a valid signature from `trusted_keys` (`SignatureInvalid`).
+    #[serde(default)]
+    pub require_signature: bool,
+    /// Key name → base64 ed25519 public key (`antibody keygen`).
+    #[serde(default)]
+    pub trusted_keys: BTreeMap<String, String>,
+    /// Antibody's own private key file: plans it creates from alerts are signed with it.
+    #[serde(default)]
+    pub signing_key_file: Option<String>,
+    #[serde(default = "default_signing_key_name")]
+    pub signing_key_name: String,
+    /// Minimum seconds between two plans acting on the same target (0: off).
+    #[serde(default)]
+    pub cooldown_seconds: u64,
+    /// Across all namespaces.
+    #[serde(default)]
+    pub global_budget: Option<Budget>,
+    /// Per target namespace.
+    #[serde(default)]
+    pub namespace_budget: Option<Budget>,
+    #[serde(default)]
+    pub on_throttle: OnThrottle,
+    /// ConfigMap backups kept per ConfigMap; older ones are deleted.
+    #[serde(default = "default_backup_history")]
+    pub backup_history: usize,
+}
+
+fn default_signing_key_name() -> String {
+    "antibody".into()
+}
+fn default_backup_history() -> usize {
+    5
+}
+
+impl Default for Safety {
+    fn default() -> Self {
+        Self {
+            dry_run: false,
+            paused: false,
+            require_signature: false,
+            trusted_keys: BTreeMap::new(),
+            signing_key_file: None,
+            signing_key_name: default_signing_key_name(),
+            cooldown_seconds: 0,
+            global_budget: None,
+            namespace_budget: None,
+            on_throttle: OnThrottle::Fail,
+            backup_history: default_backup_history(),
+        }
+    }
+}
+
+impl Safety {
+    /// Trusted keys, parsed (validated at load, so errors here are not expected).
+    pub fn verifying_keys(&self) -> BTreeMap<String, ed25519_dalek::VerifyingKey> {
+        self.trusted_keys
+            .iter()
+            .filter_map(|(name, key)| crate::signing::parse_public_key(key).ok().map(|k| (name.clone(), k)))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -51,9 +150,10 @@ pub struct Whitelist {
 
 impl Whitelist {
     pub fn allows(&self, action: ActionType, target: &str) -> bool {
+        // Undoing an edit needs the right to edit; evicting one pod is a (smaller) restart.
         let list = match action {
-            ActionType::Restart => &self.restart,
-            ActionType::EditEnv => &self.edit_env,
+            ActionType::Restart | ActionType::DeletePod => &self.restart,
+            ActionType::EditEnv | ActionType::Rollback => &self.edit_env,
             ActionType::ReloadFlask => &self.reload_flask,
         };
         list.iter().any(|t| t == target)
@@ -117,6 +217,22 @@ pub struct Rule {
     /// Target for actions without one when the alert has no patch hint.
     #[serde(default)]
     pub target: Option<String>,
+    /// What `restart` means for this rule: a rolling restart, evicting one pod (respects
+    /// PodDisruptionBudgets), or a SIGHUP of the gunicorn master (reload_flask).
+    #[serde(default)]
+    pub restart_mode: RestartMode,
+    /// If a rollout after an edit fails, restore the backup, restart again, end `RolledBack`.
+    #[serde(default)]
+    pub transactional: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartMode {
+    #[default]
+    Rolling,
+    DeletePod,
+    Hup,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -243,6 +359,24 @@ impl Config {
                     )
                 })?;
             }
+        }
+        for (name, key) in &self.safety.trusted_keys {
+            crate::signing::parse_public_key(key).map_err(|m| err(format!("safety.trusted_keys.{name}"), m))?;
+        }
+        if self.safety.require_signature && self.safety.trusted_keys.is_empty() {
+            return Err(err("safety.require_signature", "needs at least one key in safety.trusted_keys"));
+        }
+        for (field, budget) in
+            [("global_budget", &self.safety.global_budget), ("namespace_budget", &self.safety.namespace_budget)]
+        {
+            if let Some(b) = budget
+                && b.window_seconds == 0
+            {
+                return Err(err(format!("safety.{field}.window_seconds"), "must be at least 1"));
+            }
+        }
+        if self.safety.backup_history == 0 {
+            return Err(err("safety.backup_history", "must keep at least 1 backup"));
         }
         for (i, rule) in self.rules.iter().enumerate() {
             let field = |f: &str| format!("rules[{i}].{f}");

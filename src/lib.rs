@@ -8,14 +8,17 @@
 
 pub mod actions;
 pub mod alert;
+pub mod cli;
 pub mod conditions;
 pub mod config;
 pub mod ingest;
+pub mod leader;
 pub mod plan;
 pub mod policy;
 pub mod reconcile;
 pub mod report;
 pub mod server;
+pub mod signing;
 pub mod telemetry;
 pub mod validate;
 

@@ -43,6 +43,18 @@ enum Command {
         /// Reconciles in flight at once.
         #[arg(long, default_value_t = 16)]
         concurrency: u16,
+        /// Run as one of several replicas: only the holder of the Lease reconciles.
+        #[arg(long, env = "ANTIBODY_LEADER_ELECT")]
+        leader_elect: bool,
+        #[arg(long, env = "ANTIBODY_LEASE_NAME", default_value = "antibody-leader")]
+        lease_name: String,
+        /// Namespace of the Lease (default: POD_NAMESPACE, then --namespace, then `default`).
+        #[arg(long, env = "ANTIBODY_LEASE_NAMESPACE")]
+        lease_namespace: Option<String>,
+        #[arg(long, default_value_t = 15)]
+        lease_duration_seconds: u64,
+        #[arg(long, default_value_t = 5)]
+        lease_grace_seconds: u64,
         /// HTTP listener: REST ingest, /metrics, /livez, /readyz, Socket.IO.
         #[arg(long, env = "ANTIBODY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
         http_addr: std::net::SocketAddr,
@@ -52,7 +64,7 @@ enum Command {
         log_level: String,
         /// Alert intake: NEXUS feeds, gRPC intake, REST tokens.
         #[command(flatten)]
-        ingest: antibody::ingest::IngestArgs,
+        ingest: Box<antibody::ingest::IngestArgs>,
     },
     /// Print the PatchPlan CustomResourceDefinition (YAML).
     Crd,
@@ -60,6 +72,43 @@ enum Command {
     CheckConfig {
         #[arg(long, env = "ANTIBODY_CONFIG", default_value = "antibody.yml")]
         config: PathBuf,
+    },
+    /// Create an ed25519 key pair: writes KEY_FILE (private, mode 0600), prints the public key.
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long, default_value = "antibody-signing.key")]
+        out: PathBuf,
+    },
+    /// Sign a PatchPlan YAML file; prints the signed plan (annotation antibody.vael.io/signature).
+    Sign {
+        plan: PathBuf,
+        /// Private key file from `antibody keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// The name antibody.yml knows the public key by (safety.trusted_keys).
+        #[arg(long, default_value = "ci")]
+        key_name: String,
+        /// Namespace the plan will live in, if the file does not say (signatures bind it).
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+    /// List the ConfigMap backups of a logical target (newest last). Needs the cluster.
+    Backups {
+        target: String,
+        #[arg(long, env = "ANTIBODY_CONFIG", default_value = "antibody.yml")]
+        config: PathBuf,
+        /// Namespace for targets without one in antibody.yml.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+    },
+    /// Print a plan that restores BACKUP into TARGET's ConfigMap and restarts (or reloads) it.
+    Rollback {
+        target: String,
+        backup: String,
+        #[arg(long, env = "ANTIBODY_CONFIG", default_value = "antibody.yml")]
+        config: PathBuf,
+        #[arg(long, default_value = "default")]
+        namespace: String,
     },
     /// Read one alert (JSON) on stdin and print the PatchPlan it would create. Offline.
     Plan {
@@ -97,6 +146,45 @@ fn main() -> ExitCode {
             Err(e) => fail(&e.to_string()),
         },
         Command::Plan { config, namespace } => plan_offline(&config, namespace),
+        Command::Keygen { out } => match antibody::cli::keygen(&out) {
+            Ok(public) => {
+                println!("wrote private key {} (keep it secret)", out.display());
+                println!("public key for antibody.yml safety.trusted_keys: {public}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Command::Sign { plan, key, key_name, namespace } => {
+            match antibody::cli::sign_file(&plan, &key, &key_name, namespace.as_deref()) {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Rollback { target, backup, config, namespace } => {
+            match antibody::cli::rollback_plan(&config, &target, &backup, &namespace) {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Backups { target, config, namespace } => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+            };
+            match runtime.block_on(antibody::cli::list_backups(&config, &target, &namespace)) {
+                Ok(table) => {
+                    print!("{table}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
         Command::Run {
             config: config_path,
             namespace,
@@ -106,18 +194,37 @@ fn main() -> ExitCode {
             log_format,
             log_level,
             ingest,
+            leader_elect,
+            lease_name,
+            lease_namespace,
+            lease_duration_seconds,
+            lease_grace_seconds,
         } => {
             telemetry::init(log_format, &log_level);
             let config = match Config::load(&config_path) {
                 Ok(c) => c,
                 Err(e) => return fail(&e.to_string()),
             };
+            let instance = std::env::var("POD_NAME").unwrap_or_else(|_| format!("antibody-{}", std::process::id()));
+            let lease = leader_elect.then(|| antibody::leader::LeaseSettings {
+                name: lease_name,
+                namespace: lease_namespace
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                    .or_else(|| namespace.clone())
+                    .unwrap_or_else(|| "default".into()),
+                identity: instance.clone(),
+                duration_seconds: lease_duration_seconds,
+                grace_seconds: lease_grace_seconds,
+            });
+            if let Some(Err(e)) = lease.as_ref().map(|l| l.validate()) {
+                return fail(&e);
+            }
             let settings = Settings { dry_run, namespace, concurrency };
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
             };
-            match runtime.block_on(run(config, settings, http_addr, ingest, config_path)) {
+            match runtime.block_on(run(config, settings, http_addr, instance, lease, ingest, config_path)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e.to_string()),
             }
@@ -129,7 +236,9 @@ async fn run(
     config: Config,
     settings: Settings,
     http_addr: std::net::SocketAddr,
-    ingest: antibody::ingest::IngestArgs,
+    instance: String,
+    lease: Option<antibody::leader::LeaseSettings>,
+    ingest: Box<antibody::ingest::IngestArgs>,
     config_path: PathBuf,
 ) -> antibody::Result<()> {
     let shutdown = CancellationToken::new();
@@ -141,8 +250,14 @@ async fn run(
             shutdown.cancel();
         }
     });
-    let client = kube::Client::try_default().await?;
-    let instance = std::env::var("POD_NAME").unwrap_or_else(|_| format!("antibody-{}", std::process::id()));
+    let mut kube_config = kube::Config::infer().await.map_err(|e| antibody::Error::Config {
+        path: "kubeconfig".into(),
+        message: format!("cannot find cluster credentials: {e}"),
+    })?;
+    // The reconciler has its own per-plan backoff; a 429 from an eviction means a
+    // PodDisruptionBudget said no, which must reach the plan instead of being retried for minutes.
+    kube_config.default_retry = false;
+    let client = kube::Client::try_from(kube_config)?;
     let metrics = Arc::new(Metrics::new());
     let reporter = Arc::new(Reporter::new(client.clone(), instance, metrics.clone()));
     let config = Arc::new(SharedConfig::new(config));
@@ -151,7 +266,7 @@ async fn run(
 
     // Ingest: feeds, gRPC intake, config hot reload; its REST routes share the HTTP listener.
     let ingest = antibody::ingest::start(
-        ingest,
+        *ingest,
         &config_path,
         client.clone(),
         config.clone(),
@@ -162,8 +277,21 @@ async fn run(
     let router = antibody::report::http::router(health.clone(), metrics.clone()).merge(ingest.router);
     let http = tokio::spawn(server::serve(http_addr, router, shutdown.clone()));
 
-    let ctx = Arc::new(Context::new(client, config, settings, reporter));
-    let result = reconcile::run(ctx, health, shutdown.clone()).await;
+    let ctx = Arc::new(Context::new(client.clone(), config, settings, reporter));
+    let leading = match &lease {
+        Some(lease) => {
+            health.standby.store(true, std::sync::atomic::Ordering::Relaxed);
+            let acquired = antibody::leader::acquire(client, lease, shutdown.clone()).await;
+            health.standby.store(false, std::sync::atomic::Ordering::Relaxed);
+            acquired
+        }
+        None => Ok(true),
+    };
+    let result = match leading {
+        Ok(true) => reconcile::run(ctx, health, shutdown.clone()).await,
+        Ok(false) => Ok(()),
+        Err(e) => Err(e),
+    };
     shutdown.cancel();
     match http.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "http server"),

@@ -45,6 +45,9 @@ pub struct PatchPlanSpec {
     /// Send every write with `dryRun=All`: the plan proves itself and changes nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    /// If a restart after an editEnv fails, restore the backup, restart again, end `RolledBack`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback_on_failure: bool,
 }
 
 /// Where a plan came from; copied from the alert so the plan is readable on its own.
@@ -72,6 +75,10 @@ pub enum ActionType {
     EditEnv,
     /// SIGHUP (or the target's reload command) to every ready pod via `pods/exec`.
     ReloadFlask,
+    /// Restore the target's ConfigMap from a named backup (`backup`).
+    Rollback,
+    /// Evict one ready pod (respects PodDisruptionBudgets); done when the Deployment is whole again.
+    DeletePod,
 }
 
 impl ActionType {
@@ -81,6 +88,8 @@ impl ActionType {
             ActionType::Restart => "restart",
             ActionType::EditEnv => "edit_env",
             ActionType::ReloadFlask => "reload_flask",
+            ActionType::Rollback => "rollback",
+            ActionType::DeletePod => "delete_pod",
         }
     }
 
@@ -89,6 +98,8 @@ impl ActionType {
             "restart" => Some(ActionType::Restart),
             "edit_env" | "editEnv" => Some(ActionType::EditEnv),
             "reload_flask" | "reloadFlask" => Some(ActionType::ReloadFlask),
+            "rollback" => Some(ActionType::Rollback),
+            "delete_pod" | "deletePod" => Some(ActionType::DeletePod),
             _ => None,
         }
     }
@@ -100,6 +111,8 @@ impl std::fmt::Display for ActionType {
             ActionType::Restart => "restart",
             ActionType::EditEnv => "editEnv",
             ActionType::ReloadFlask => "reloadFlask",
+            ActionType::Rollback => "rollback",
+            ActionType::DeletePod => "deletePod",
         })
     }
 }
@@ -121,15 +134,24 @@ pub struct PlanAction {
     /// editEnv: the new value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// rollback: the backup ConfigMap to restore (`antibody backups TARGET` lists them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
 }
 
 impl PlanAction {
     pub fn new(action: ActionType, target: impl Into<String>) -> Self {
-        Self { action, target: target.into(), key: None, value: None }
+        Self { action, target: target.into(), key: None, value: None, backup: None }
     }
 
     pub fn edit_env(target: impl Into<String>, key: impl Into<String>, value: impl Into<String>) -> Self {
-        Self { action: ActionType::EditEnv, target: target.into(), key: Some(key.into()), value: Some(value.into()) }
+        Self {
+            action: ActionType::EditEnv,
+            target: target.into(),
+            key: Some(key.into()),
+            value: Some(value.into()),
+            backup: None,
+        }
     }
 
     /// `restart:VAEL_Core`, `editEnv:VAEL_Core:LOG_LEVEL` — for summaries and Events.
@@ -220,6 +242,10 @@ pub struct ActionStatus {
     /// dryRun: what the action would change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// rollbackOnFailure: the `restartedAt` of the restart that followed restoring the backup,
+    /// stored before that patch so the compensation is never repeated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensation_restarted_at: Option<String>,
 }
 
 impl PatchPlan {

@@ -6,7 +6,7 @@
 //! [`admission::admit`], the same check the reconciler runs.
 
 use crate::alert::{PatchHint, ThreatAlert};
-use crate::config::{Config, ConfigMapMode};
+use crate::config::{Config, ConfigMapMode, RestartMode};
 use crate::plan::{ActionType, AlertSummary, PatchPlan, PatchPlanSpec, PlanAction};
 use crate::reconcile::admission::{self, Refusal};
 
@@ -35,10 +35,14 @@ pub fn decide(config: &Config, alert: &ThreatAlert, plan_namespace: &str) -> Dec
         rule.category.as_ref().is_none_or(|c| c.eq_ignore_ascii_case(&alert.category))
             && rule.min_severity.is_none_or(|min| alert.severity >= min)
     });
-    let (rule_name, action_names, rule_target) = match matched {
-        Some(rule) => (rule.name.clone(), rule.actions.clone(), rule.target.clone()),
+    let (rule_name, action_names, rule_target, restart_mode, transactional) = match matched {
+        Some(rule) => {
+            (rule.name.clone(), rule.actions.clone(), rule.target.clone(), rule.restart_mode, rule.transactional)
+        }
         None => match config.severity_map.get(&alert.severity) {
-            Some(actions) => (format!("severity_map.{}", alert.severity), actions.clone(), None),
+            Some(actions) => {
+                (format!("severity_map.{}", alert.severity), actions.clone(), None, RestartMode::Rolling, false)
+            }
             None => {
                 return Decision::Ignore { rule: "no rule matched".into() };
             }
@@ -77,6 +81,12 @@ pub fn decide(config: &Config, alert: &ThreatAlert, plan_namespace: &str) -> Dec
                 ),
             });
         };
+        // The rule picks how granular a restart is.
+        let kind = match (kind, restart_mode) {
+            (ActionType::Restart, RestartMode::DeletePod) => ActionType::DeletePod,
+            (ActionType::Restart, RestartMode::Hup) => ActionType::ReloadFlask,
+            (kind, _) => kind,
+        };
         let action = PlanAction::new(kind, target);
         if !actions.contains(&action) {
             actions.push(action);
@@ -94,6 +104,7 @@ pub fn decide(config: &Config, alert: &ThreatAlert, plan_namespace: &str) -> Dec
         }),
         actions,
         dry_run: false,
+        rollback_on_failure: transactional,
     };
     match admission::admit(config, &spec, plan_namespace) {
         Ok(_) => Decision::Plan { rule: rule_name, name: alert.plan_name(), spec },
@@ -186,6 +197,24 @@ mod tests {
             decide(&config, &alert("x", Severity::Info, None), "ns"),
             Decision::Ignore { rule: "no rule matched".into() }
         );
+    }
+
+    #[test]
+    fn rules_choose_restart_granularity_and_transactions() {
+        let yaml = "actions: {restart: [A], edit_env: [A], reload_flask: [A]}\n\
+                    targets: {A: {deployment: a, config_map: a-env}}\n\
+                    rules:\n\
+                    - {name: evict, category: pod, actions: [restart], restart_mode: delete_pod}\n\
+                    - {name: hup, category: worker, actions: [restart], restart_mode: hup}\n\
+                    - {name: tx, category: config, actions: [restart], transactional: true}";
+        let config = Config::from_yaml(yaml).expect("valid");
+        let decide_for =
+            |category: &str, hint: &str| decide(&config, &alert(category, Severity::High, Some(hint)), "ns");
+        assert_eq!(actions(&decide_for("pod", "restart:A")), ["deletePod:A"]);
+        assert_eq!(actions(&decide_for("worker", "restart:A")), ["reloadFlask:A"]);
+        let tx = decide_for("config", "edit_env:A:K=v");
+        assert_eq!(actions(&tx), ["editEnv:A:K", "restart:A"]);
+        assert!(matches!(tx, Decision::Plan { spec, .. } if spec.rollback_on_failure));
     }
 
     #[test]

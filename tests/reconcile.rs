@@ -57,7 +57,7 @@ fn plan_for(config_yaml: &str, ns: &str, alert: &ThreatAlert) -> Option<PatchPla
 }
 
 fn manual_plan(name: &str, actions: Vec<PlanAction>) -> PatchPlan {
-    PatchPlan::new(name, PatchPlanSpec { alert: None, actions, dry_run: false })
+    PatchPlan::new(name, PatchPlanSpec { actions, ..Default::default() })
 }
 
 async fn setup(client: &Client, ns: &str, with_config_map: bool) {

@@ -2,6 +2,7 @@
 //! must remember to avoid repeating a side effect it records (and saves) before acting.
 
 pub mod env;
+pub mod evict;
 pub mod restart;
 pub mod signal;
 
@@ -47,6 +48,8 @@ pub struct ActionContext<'a> {
     pub dry_run: bool,
     pub rollout_timeout: Duration,
     pub now: Time,
+    /// ConfigMap backups kept per ConfigMap.
+    pub history: usize,
 }
 
 impl ActionContext<'_> {

@@ -48,13 +48,7 @@ pub async fn run(
         }
     };
 
-    let patch = json!({
-        "metadata": {
-            "labels": { RESTARTED_LABEL: "true" },
-            "annotations": { PLAN_ANNOTATION: ctx.plan_ref() },
-        },
-        "spec": { "template": { "metadata": { "annotations": { RESTARTED_AT_ANNOTATION: restarted_at } } } },
-    });
+    let patch = restart_patch(ctx, &restarted_at);
     let mut params = PatchParams::default();
     if ctx.dry_run {
         params = params.dry_run();
@@ -110,4 +104,40 @@ pub async fn run(
             Ok(Step::Wait { message, requeue: ctx.rollout_timeout - waited })
         }
     }
+}
+
+/// The patch `kubectl rollout restart` sends, plus the plan annotation and watch label.
+fn restart_patch(ctx: &ActionContext<'_>, restarted_at: &str) -> serde_json::Value {
+    json!({
+        "metadata": {
+            "labels": { RESTARTED_LABEL: "true" },
+            "annotations": { PLAN_ANNOTATION: ctx.plan_ref() },
+        },
+        "spec": { "template": { "metadata": { "annotations": { RESTARTED_AT_ANNOTATION: restarted_at } } } },
+    })
+}
+
+/// Start a rollout with a given `restartedAt` and do not wait (a compensation after a failure).
+pub async fn trigger(ctx: &ActionContext<'_>, restarted_at: &str) -> crate::Result<()> {
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ctx.target.namespace);
+    let mut params = PatchParams::default();
+    if ctx.dry_run {
+        params = params.dry_run();
+    }
+    deployments.patch(&ctx.target.deployment, &params, &Patch::Merge(&restart_patch(ctx, restarted_at))).await?;
+    Ok(())
+}
+
+/// Label and annotate a Deployment so its watch events reach the plan (no template change).
+pub async fn watch_for_plan(ctx: &ActionContext<'_>) -> crate::Result<()> {
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ctx.target.namespace);
+    let patch = json!({
+        "metadata": { "labels": { RESTARTED_LABEL: "true" }, "annotations": { PLAN_ANNOTATION: ctx.plan_ref() } },
+    });
+    let mut params = PatchParams::default();
+    if ctx.dry_run {
+        params = params.dry_run();
+    }
+    deployments.patch(&ctx.target.deployment, &params, &Patch::Merge(&patch)).await?;
+    Ok(())
 }

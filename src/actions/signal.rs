@@ -96,7 +96,10 @@ pub async fn run(
 }
 
 /// Ready, not terminating pods owned by the ReplicaSet of the Deployment's current revision.
-async fn ready_pods_of_current_replicaset(ctx: &ActionContext<'_>, deployment: &Deployment) -> crate::Result<Vec<Pod>> {
+pub(crate) async fn ready_pods_of_current_replicaset(
+    ctx: &ActionContext<'_>,
+    deployment: &Deployment,
+) -> crate::Result<Vec<Pod>> {
     let ns = &ctx.target.namespace;
     let selector = deployment
         .spec

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use super::alertmanager::{self, Request as AmRequest};
 use super::tokens::TokenStore;
-use super::{API_REJECTED, API_UNAVAILABLE, Intake, alert_from_value, annotate, apply_plan, id_hint};
+use super::{API_REJECTED, API_UNAVAILABLE, Intake, SIGNING_FAILED, alert_from_value, annotate, apply_plan, id_hint};
 use crate::plan::{PatchPlan, PatchPlanSpec};
 use crate::reconcile::admission::{self, NOT_ALLOWED};
 use crate::report::AlertOutcome;
@@ -127,6 +127,7 @@ pub fn outcome_status(outcome: &AlertOutcome) -> StatusCode {
         AlertOutcome::Refused { reason, .. } => match reason.as_str() {
             NOT_ALLOWED => StatusCode::FORBIDDEN,
             API_UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+            SIGNING_FAILED => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         },
         _ => StatusCode::ACCEPTED,
@@ -269,6 +270,9 @@ async fn manual_patch(
     }
     let mut plan = crate::policy::plan_object(&name, &namespace, "manual", spec);
     annotate(&mut plan, MANUAL_FEED, &requester);
+    if let Err(reason) = super::sign_if_configured(&config, &mut plan) {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, SIGNING_FAILED, reason);
+    }
     let plans: Api<PatchPlan> = Api::namespaced(intake.client().clone(), &namespace);
     let unavailable = |e: kube::Error| match e {
         kube::Error::Api(status) if status.code < 500 && status.code != 429 => error(
@@ -400,6 +404,7 @@ mod tests {
             (refused("NotAllowed"), StatusCode::FORBIDDEN),
             (refused("InvalidHint"), StatusCode::UNPROCESSABLE_ENTITY),
             (refused("ApiUnavailable"), StatusCode::SERVICE_UNAVAILABLE),
+            (refused("SigningFailed"), StatusCode::INTERNAL_SERVER_ERROR),
         ];
         for (outcome, want) in cases {
             assert_eq!(outcome_status(&outcome), want, "{outcome:?}");

@@ -112,6 +112,7 @@ impl IngestConfig {
 pub const INVALID_ALERT: &str = "InvalidAlert";
 pub const API_UNAVAILABLE: &str = "ApiUnavailable";
 pub const API_REJECTED: &str = "ApiRejected";
+pub const SIGNING_FAILED: &str = "SigningFailed";
 
 /// Annotations naming who asked for a plan and through which feed.
 pub const REQUESTED_BY_ANNOTATION: &str = "antibody.vael.io/requested-by";
@@ -247,6 +248,9 @@ impl Intake {
         }
         let mut plan = policy::plan_object(&name, &namespace, &rule, spec);
         annotate(&mut plan, feed, requester);
+        if let Err(message) = sign_if_configured(&config, &mut plan) {
+            return AlertOutcome::Refused { reason: SIGNING_FAILED.into(), message };
+        }
         let mut delay = Duration::from_millis(100);
         let mut attempt = 0;
         loop {
@@ -436,6 +440,17 @@ pub fn annotate(plan: &mut PatchPlan, feed: &str, requester: &str) {
     let annotations = plan.metadata.annotations.get_or_insert_with(Default::default);
     annotations.insert(REQUESTED_BY_ANNOTATION.into(), requester.into());
     annotations.insert(FEED_ANNOTATION.into(), feed.into());
+}
+
+/// Sign a plan Antibody creates with `safety.signing_key_file`, when set (after every other
+/// change to it: the signature covers namespace, name and spec). The key is read each time, so
+/// a rotated key (a Secret update) applies to the next plan.
+pub fn sign_if_configured(config: &Config, plan: &mut PatchPlan) -> Result<(), String> {
+    let Some(path) = &config.safety.signing_key_file else {
+        return Ok(());
+    };
+    let key = crate::signing::read_private_key(Path::new(path)).map_err(|e| format!("signing key: {e}"))?;
+    crate::signing::sign(plan, &config.safety.signing_key_name, &key).map_err(|e| format!("signing: {e}"))
 }
 
 /// Server-side apply with Antibody's field manager: creating a plan twice is one plan.

@@ -2,7 +2,7 @@
 //! alert, `kubectl apply`, GitOps or REST — a hand-written plan gets no more power than an alert.
 
 use crate::config::{Config, ResolvedTarget};
-use crate::plan::{ActionType, PatchPlanSpec};
+use crate::plan::{ActionType, PatchPlan, PatchPlanSpec};
 use crate::validate;
 
 /// Why a plan was refused; `reason` becomes the condition reason.
@@ -13,6 +13,7 @@ pub struct Refusal {
 }
 
 pub const NOT_ALLOWED: &str = "NotAllowed";
+pub const SIGNATURE_INVALID: &str = "SignatureInvalid";
 pub const INVALID_SPEC: &str = "InvalidSpec";
 pub const MAX_ACTIONS: usize = 16;
 
@@ -49,6 +50,9 @@ pub fn admit(config: &Config, spec: &PatchPlanSpec, plan_namespace: &str) -> Res
             }
             match action.action {
                 ActionType::EditEnv => {
+                    if action.backup.is_some() {
+                        return Err(refuse(INVALID_SPEC, format!("{at}: editEnv takes no backup")));
+                    }
                     let (Some(key), Some(value)) = (&action.key, &action.value) else {
                         return Err(refuse(INVALID_SPEC, format!("{at}: editEnv needs key and value")));
                     };
@@ -64,8 +68,20 @@ pub fn admit(config: &Config, spec: &PatchPlanSpec, plan_namespace: &str) -> Res
                         ));
                     }
                 }
-                ActionType::Restart | ActionType::ReloadFlask => {
+                ActionType::Rollback => {
+                    let Some(backup) = &action.backup else {
+                        return Err(refuse(INVALID_SPEC, format!("{at}: rollback needs the backup to restore")));
+                    };
+                    validate::dns1123_subdomain(backup).map_err(|e| refuse(INVALID_SPEC, format!("{at}: {e}")))?;
                     if action.key.is_some() || action.value.is_some() {
+                        return Err(refuse(INVALID_SPEC, format!("{at}: only editEnv takes key and value")));
+                    }
+                    if target.config_map.is_none() {
+                        return Err(refuse(NOT_ALLOWED, format!("{at}: target {} has no config_map", action.target)));
+                    }
+                }
+                ActionType::Restart | ActionType::ReloadFlask | ActionType::DeletePod => {
+                    if action.key.is_some() || action.value.is_some() || action.backup.is_some() {
                         return Err(refuse(INVALID_SPEC, format!("{at}: only editEnv takes key and value")));
                     }
                 }
@@ -73,6 +89,17 @@ pub fn admit(config: &Config, spec: &PatchPlanSpec, plan_namespace: &str) -> Res
             Ok(target)
         })
         .collect()
+}
+
+/// When antibody.yml requires signatures: a valid one from a trusted key, or a refusal that
+/// says which way it failed (unsigned, unknown key, mismatch, malformed).
+pub fn check_signature(config: &Config, plan: &PatchPlan) -> Result<Option<String>, Refusal> {
+    if !config.safety.require_signature {
+        return Ok(None);
+    }
+    crate::signing::verify(plan, &config.safety.verifying_keys())
+        .map(Some)
+        .map_err(|e| refuse(SIGNATURE_INVALID, e.to_string()))
 }
 
 #[cfg(test)]
@@ -99,6 +126,10 @@ targets:
     #[test]
     fn table() {
         let config = Config::from_yaml(CONFIG).expect("valid config");
+        let with_backup = |mut a: PlanAction, backup: &str| {
+            a.backup = Some(backup.into());
+            a
+        };
         let with = |mut a: PlanAction, key: Option<&str>, value: Option<&str>| {
             a.key = key.map(Into::into);
             a.value = value.map(Into::into);
@@ -146,6 +177,24 @@ targets:
                 Err(INVALID_SPEC),
             ),
             ("no actions", vec![], Err(INVALID_SPEC)),
+            ("rollback needs a backup", vec![PlanAction::new(ActionType::Rollback, "VAEL_Core")], Err(INVALID_SPEC)),
+            (
+                "rollback",
+                vec![with_backup(PlanAction::new(ActionType::Rollback, "VAEL_Core"), "vael-core-env-bk-1")],
+                Ok(()),
+            ),
+            (
+                "rollback bad name",
+                vec![with_backup(PlanAction::new(ActionType::Rollback, "VAEL_Core"), "../x")],
+                Err(INVALID_SPEC),
+            ),
+            (
+                "rollback needs edit right",
+                vec![with_backup(PlanAction::new(ActionType::Rollback, "VAEL_UI"), "b")],
+                Err(NOT_ALLOWED),
+            ),
+            ("deletePod rides on restart", vec![PlanAction::new(ActionType::DeletePod, "VAEL_Core")], Ok(())),
+            ("deletePod not whitelisted", vec![PlanAction::new(ActionType::DeletePod, "VAEL_UI")], Err(NOT_ALLOWED)),
             (
                 "too many actions",
                 vec![PlanAction::new(ActionType::Restart, "VAEL_Core"); MAX_ACTIONS + 1],

@@ -6,17 +6,19 @@
 
 pub mod admission;
 pub mod rollout;
+pub mod throttle;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -24,10 +26,11 @@ use tracing::{info, warn};
 
 use crate::actions::{self, ActionContext, Checkpoint, Step};
 use crate::conditions::{self, Outcome};
-use crate::config::SharedConfig;
+use crate::config::{Config, OnThrottle, ResolvedTarget, SharedConfig};
 use crate::plan::{ActionStatus, ActionType, PLAN_ANNOTATION, PatchPlan, PatchPlanStatus, Phase, StepState};
 use crate::report::http::Health;
 use crate::report::{PlanTransition, Reporter, TransitionKind};
+use throttle::{Activity, Gate};
 use tokio_util::sync::CancellationToken;
 
 /// Process-wide settings for the controller.
@@ -55,11 +58,83 @@ pub struct Context {
     pub reporter: Arc<Reporter>,
     /// Consecutive failures per plan, for the error backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Every PatchPlan the controller sees: the history cool-downs and budgets count.
+    store: OnceLock<Store<PatchPlan>>,
+    /// Actions of plans admitted a moment ago, not yet visible in the store.
+    reservations: Mutex<Vec<Activity>>,
+    /// The status this controller last wrote, per plan uid. The watch can hand a reconcile an
+    /// object older than our own last write (the event of an intermediate write arriving after
+    /// a later one); acting on it would repeat work. Only this controller writes status.
+    written: WrittenStatus,
+}
+
+type WrittenStatus = Arc<Mutex<HashMap<String, Written>>>;
+
+#[derive(Debug, Clone)]
+enum Written {
+    InFlight(Box<PatchPlanStatus>),
+    Terminal,
 }
 
 impl Context {
     pub fn new(client: Client, config: Arc<SharedConfig>, settings: Settings, reporter: Arc<Reporter>) -> Self {
-        Self { client, config, settings, reporter, failures: Mutex::default() }
+        Self {
+            client,
+            config,
+            settings,
+            reporter,
+            failures: Mutex::default(),
+            store: OnceLock::new(),
+            reservations: Mutex::default(),
+            written: WrittenStatus::default(),
+        }
+    }
+
+    /// The freshest known status of a plan: ours if we wrote after the object we were handed.
+    fn latest_status(&self, uid: &str, seen: Option<&PatchPlanStatus>) -> Option<PatchPlanStatus> {
+        let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        match written.get(uid) {
+            Some(Written::Terminal) => Some(PatchPlanStatus { phase: Phase::Failed, ..Default::default() }),
+            Some(Written::InFlight(ours)) => Some((**ours).clone()),
+            None => seen.cloned(),
+        }
+    }
+
+    /// Cool-down and budget check for a plan about to start; reserves its actions when open.
+    /// One lock around check-and-reserve: concurrent reconciles cannot both pass a full budget.
+    fn gate(&self, config: &Config, plan: &PatchPlan, targets: &[ResolvedTarget], now: &Time) -> Gate {
+        let safety = &config.safety;
+        if safety.cooldown_seconds == 0 && safety.global_budget.is_none() && safety.namespace_budget.is_none() {
+            return Gate::Open;
+        }
+        let uid = plan.metadata.uid.clone().unwrap_or_default();
+        let mut reservations = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
+        let horizon = safety
+            .cooldown_seconds
+            .max(safety.global_budget.as_ref().map_or(0, |b| b.window_seconds))
+            .max(safety.namespace_budget.as_ref().map_or(0, |b| b.window_seconds));
+        let horizon = i64::try_from(horizon).unwrap_or(i64::MAX);
+        reservations.retain(|a| now.0.as_second() - a.at.as_second() <= horizon);
+        let mut history: Vec<Activity> = reservations.clone();
+        if let Some(store) = self.store.get() {
+            for other in store.state() {
+                history.extend(activities(config, &other, self.settings.dry_run));
+            }
+        }
+        let history = throttle::dedup(history);
+        let wanted: Vec<(String, String)> = targets.iter().map(|t| (t.name.clone(), t.namespace.clone())).collect();
+        // Reservations made by reconciles that started after ours count too: no `at <= now` cut.
+        let gate = throttle::check(safety, &uid, &wanted, &history, now.0);
+        if gate == Gate::Open {
+            reservations.extend(wanted.into_iter().enumerate().map(|(index, (target, namespace))| Activity {
+                plan_uid: uid.clone(),
+                index,
+                target,
+                namespace,
+                at: now.0,
+            }));
+        }
+        gate
     }
 
     fn failure_count(&self, key: &str, failed: bool) -> u32 {
@@ -78,6 +153,8 @@ impl Context {
 /// The plan's status as last saved, and as being built; saves only when they differ.
 struct StatusWriter {
     api: Api<PatchPlan>,
+    uid: String,
+    written: WrittenStatus,
     name: String,
     saved: PatchPlanStatus,
     status: PatchPlanStatus,
@@ -93,6 +170,12 @@ impl StatusWriter {
         let patch = json!({ "status": self.status });
         self.api.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
         self.saved = self.status.clone();
+        let record = if self.status.phase.is_terminal() {
+            Written::Terminal
+        } else {
+            Written::InFlight(Box::new(self.status.clone()))
+        };
+        self.written.lock().unwrap_or_else(|p| p.into_inner()).insert(self.uid.clone(), record);
         Ok(())
     }
 
@@ -109,20 +192,64 @@ impl Checkpoint for StatusWriter {
     }
 }
 
+/// The actions a plan has started, as throttle history. Dry runs change nothing: not counted.
+fn activities(config: &Config, plan: &PatchPlan, global_dry_run: bool) -> Vec<Activity> {
+    let (Some(status), Some(uid)) = (&plan.status, &plan.metadata.uid) else { return Vec::new() };
+    if plan.spec.dry_run || global_dry_run || config.safety.dry_run {
+        return Vec::new();
+    }
+    let plan_namespace = plan.metadata.namespace.as_deref().unwrap_or_default();
+    status
+        .actions
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.state != StepState::Pending)
+        .filter_map(|(index, a)| {
+            let at = a.started_at.as_ref()?.0;
+            let namespace = config
+                .resolve(&a.target, plan_namespace)
+                .map(|t| t.namespace)
+                .unwrap_or_else(|_| plan_namespace.into());
+            Some(Activity { plan_uid: uid.clone(), index, target: a.target.clone(), namespace, at })
+        })
+        .collect()
+}
+
+pub const THROTTLED: &str = "Throttled";
+pub const PAUSED: &str = "Paused";
+pub const ROLLED_BACK: &str = "RolledBack";
+/// Annotation on a namespace that pauses new plans in it.
+pub const PAUSE_ANNOTATION: &str = "antibody.vael.io/paused";
+
+/// Paused globally (config) or for this plan's namespace (annotation)?
+async fn paused(ctx: &Context, config: &Config, namespace: &str) -> crate::Result<Option<String>> {
+    if config.safety.paused {
+        return Ok(Some("safety.paused is true in antibody.yml: new plans wait".into()));
+    }
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    let ns = actions::not_found(namespaces.get(namespace).await)?;
+    let flagged = ns
+        .and_then(|n| n.metadata.annotations)
+        .is_some_and(|a| a.get(PAUSE_ANNOTATION).map(String::as_str) == Some("true"));
+    Ok(flagged.then(|| format!("namespace {namespace} is annotated {PAUSE_ANNOTATION}=true: new plans wait")))
+}
+
 /// Reason while an action of this kind is in flight.
 fn in_progress_reason(action: ActionType) -> &'static str {
     match action {
         ActionType::Restart => "RolloutInProgress",
         ActionType::EditEnv => "EditingEnv",
         ActionType::ReloadFlask => "Reloading",
+        ActionType::Rollback => "RollingBack",
+        ActionType::DeletePod => "EvictingPod",
     }
 }
 
 pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result<Action> {
-    let (Some(namespace), Some(_)) = (plan.namespace(), plan.meta().uid.as_ref()) else {
+    let (Some(namespace), Some(uid)) = (plan.namespace(), plan.meta().uid.clone()) else {
         return Ok(Action::await_change());
     };
-    let current = plan.status.clone().unwrap_or_default();
+    let current = ctx.latest_status(&uid, plan.status.as_ref()).unwrap_or_default();
     // Terminal states are one-way.
     if current.phase.is_terminal() {
         return Ok(Action::await_change());
@@ -131,6 +258,8 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
     let now = Time(jiff::Timestamp::now());
     let mut writer = StatusWriter {
         api: Api::namespaced(ctx.client.clone(), &namespace),
+        uid,
+        written: ctx.written.clone(),
         name: plan.name_any(),
         saved: current.clone(),
         status: current,
@@ -155,14 +284,41 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
     }
 
     // Admission runs on every reconcile: a config change revokes what it no longer allows.
-    let targets = match admission::admit(&config, &plan.spec, &namespace) {
+    let admitted = admission::admit(&config, &plan.spec, &namespace)
+        .and_then(|targets| admission::check_signature(&config, &plan).map(|_| targets));
+    let targets = match admitted {
         Ok(targets) => targets,
         Err(refusal) => {
             let outcome = Outcome::failed(refusal.reason, refusal.message);
             return finish(&ctx, &plan, &mut writer, outcome, &now).await;
         }
     };
-    if first_sight {
+    let dry_run = plan.spec.dry_run || ctx.settings.dry_run || config.safety.dry_run;
+
+    // Not yet acting: the pause switch, cool-downs and budgets decide whether it may start.
+    if writer.status.phase == Phase::Pending {
+        if !dry_run {
+            if let Some(message) = paused(&ctx, &config, &namespace).await? {
+                writer.set_outcome(&Outcome::in_progress(PAUSED, message), &now);
+                writer.save().await?;
+                return Ok(Action::requeue(Duration::from_secs(2)));
+            }
+            if let Gate::Throttled { message, retry_after } = ctx.gate(&config, &plan, &targets, &now) {
+                return match config.safety.on_throttle {
+                    OnThrottle::Fail => {
+                        let outcome = Outcome::failed(THROTTLED, format!("{message} (safety.on_throttle: fail)"));
+                        finish(&ctx, &plan, &mut writer, outcome, &now).await
+                    }
+                    OnThrottle::Wait => {
+                        let message =
+                            format!("{message}; waiting {}s (safety.on_throttle: wait)", retry_after.as_secs());
+                        writer.set_outcome(&Outcome::in_progress(THROTTLED, message), &now);
+                        writer.save().await?;
+                        Ok(Action::requeue(retry_after.max(Duration::from_millis(200))))
+                    }
+                };
+            }
+        }
         writer.status.phase = Phase::Running;
         writer.set_outcome(
             &Outcome::in_progress("Started", format!("running {total} action(s): {}", plan.summary())),
@@ -173,7 +329,6 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
         report(&ctx, &plan, &writer, TransitionKind::Started, "Started", &message).await;
     }
 
-    let dry_run = plan.spec.dry_run || ctx.settings.dry_run;
     let rollout_timeout = Duration::from_secs(config.defaults.rollout_timeout_seconds);
     for (index, (action, target)) in plan.spec.actions.iter().zip(&targets).enumerate() {
         if writer.status.actions[index].state == StepState::Succeeded {
@@ -188,12 +343,15 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
             dry_run,
             rollout_timeout,
             now: now.clone(),
+            history: config.safety.backup_history,
         };
         let mut action_status = writer.status.actions[index].clone();
         let step = match action.action {
             ActionType::Restart => actions::restart::run(&action_ctx, &mut action_status, &mut writer).await?,
             ActionType::EditEnv => actions::env::run(&action_ctx, &mut action_status).await?,
             ActionType::ReloadFlask => actions::signal::run(&action_ctx, &mut action_status, &mut writer).await?,
+            ActionType::Rollback => actions::env::rollback(&action_ctx, &mut action_status).await?,
+            ActionType::DeletePod => actions::evict::run(&action_ctx, &mut action_status, &mut writer).await?,
         };
         action_status.started_at.get_or_insert_with(|| now.clone());
         match step {
@@ -225,11 +383,18 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
                 return Ok(Action::requeue(requeue.max(Duration::from_millis(200))));
             }
             Step::Failed { reason, message } => {
+                let failure = format!("{}: {message}", action.describe());
+                // A transactional plan undoes its edit; otherwise the failure stands as is.
+                let compensated = if plan.spec.rollback_on_failure && action.action == ActionType::Restart {
+                    compensate(&plan, &targets, index, &action_ctx, &mut action_status, &mut writer, &failure).await?
+                } else {
+                    None
+                };
                 action_status.state = StepState::Failed;
                 action_status.finished_at = Some(Time(jiff::Timestamp::now()));
-                action_status.message = message.clone();
+                action_status.message = message;
                 writer.status.actions[index] = action_status;
-                let outcome = Outcome::failed(reason, format!("{}: {message}", action.describe()));
+                let outcome = compensated.unwrap_or_else(|| Outcome::failed(reason, failure));
                 return finish(&ctx, &plan, &mut writer, outcome, &now).await;
             }
         }
@@ -240,6 +405,51 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
         Outcome::Applied { message: format!("applied {total} action(s): {}", plan.summary()) }
     };
     finish(&ctx, &plan, &mut writer, outcome, &now).await
+}
+
+/// A transactional plan's restart failed: restore the backup of the edit that preceded it (same
+/// target) and restart again. `None` when there is nothing to undo. The compensating
+/// `restartedAt` is saved before the patch, so a crash here never starts a third rollout.
+async fn compensate(
+    plan: &PatchPlan,
+    targets: &[ResolvedTarget],
+    failed_index: usize,
+    restart_ctx: &ActionContext<'_>,
+    restart_status: &mut ActionStatus,
+    writer: &mut StatusWriter,
+    failure: &str,
+) -> crate::Result<Option<Outcome>> {
+    let edit = (0..failed_index).rev().find(|&i| {
+        let a = &plan.spec.actions[i];
+        a.action == ActionType::EditEnv && a.target == plan.spec.actions[failed_index].target
+    });
+    let Some(edit) = edit else { return Ok(None) };
+    let Some(backup) = writer.status.actions[edit].backup_name.clone() else { return Ok(None) };
+    let edit_ctx = ActionContext { index: edit, target: &targets[edit], now: restart_ctx.now.clone(), ..*restart_ctx };
+    let mut edit_status = writer.status.actions[edit].clone();
+    let restored = actions::env::restore(&edit_ctx, &mut edit_status, &backup).await?;
+    let Step::Done(restored) = restored else {
+        let why = match restored {
+            Step::Failed { message, .. } | Step::Wait { message, .. } => message,
+            Step::Done(_) => String::new(),
+        };
+        return Ok(Some(Outcome::failed(ROLLED_BACK, format!("{failure}; rollback FAILED: {why}"))));
+    };
+    writer.status.actions[edit].message = format!("{}; rolled back: {restored}", writer.status.actions[edit].message);
+    let restarted_at = match &restart_status.compensation_restarted_at {
+        Some(value) => value.clone(),
+        None => {
+            let value = jiff::Timestamp::now().to_string();
+            restart_status.compensation_restarted_at = Some(value.clone());
+            writer.checkpoint(restart_status).await?;
+            value
+        }
+    };
+    actions::restart::trigger(restart_ctx, &restarted_at).await?;
+    Ok(Some(Outcome::failed(
+        ROLLED_BACK,
+        format!("{failure}; {restored}; restarted again (restartedAt {restarted_at})"),
+    )))
 }
 
 /// Write a terminal status and report it.
@@ -331,6 +541,7 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
     );
     let controller = Controller::new(plans, watcher::Config::default());
     let store = controller.store();
+    let _ = ctx.store.set(store.clone());
     tokio::spawn(async move {
         // The store's readiness (kube DelayedInit) wakes only its latest waiter, and the
         // controller waits on it too: poll again on a timer instead of waiting once.

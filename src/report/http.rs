@@ -17,11 +17,14 @@ use super::Metrics;
 pub struct Health {
     pub config_loaded: AtomicBool,
     pub watches_synced: AtomicBool,
+    /// A replica waiting for the leader Lease: it ingests and serves, it does not reconcile.
+    pub standby: AtomicBool,
 }
 
 impl Health {
     pub fn ready(&self) -> bool {
-        self.config_loaded.load(Ordering::Relaxed) && self.watches_synced.load(Ordering::Relaxed)
+        self.config_loaded.load(Ordering::Relaxed)
+            && (self.watches_synced.load(Ordering::Relaxed) || self.standby.load(Ordering::Relaxed))
     }
 }
 
@@ -45,9 +48,10 @@ async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
         (StatusCode::OK, "ok".to_string())
     } else {
         let why = format!(
-            "not ready: config_loaded={} watches_synced={}",
+            "not ready: config_loaded={} watches_synced={} standby={}",
             h.config_loaded.load(Ordering::Relaxed),
-            h.watches_synced.load(Ordering::Relaxed)
+            h.watches_synced.load(Ordering::Relaxed),
+            h.standby.load(Ordering::Relaxed)
         );
         (StatusCode::SERVICE_UNAVAILABLE, why)
     }

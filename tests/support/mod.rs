@@ -174,25 +174,30 @@ pub async fn create_config_map(client: &Client, ns: &str, name: &str, data: &[(&
 }
 
 /// Wait (by watch) until `condition` holds for the named object, at most `timeout`.
-pub async fn wait_for<K>(api: Api<K>, name: &str, timeout: Duration, condition: impl Condition<K>) -> K
+pub async fn wait_for<K>(api: Api<K>, name: &str, timeout: Duration, condition: impl Condition<K> + Clone) -> K
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize + Send + 'static,
 {
-    match tokio::time::timeout(timeout, await_condition(api.clone(), name, condition)).await {
-        Ok(Ok(Some(object))) => object,
-        Ok(Ok(None)) => panic!("{name} was deleted while waiting"),
-        Ok(Err(e)) => panic!("watching {name}: {e}"),
-        Err(_) => {
-            let last = api.get(name).await.ok().and_then(|o| serde_json::to_value(o).ok());
-            let generation = last.as_ref().map(|o| o["metadata"]["generation"].clone());
-            let status = last.as_ref().map(|o| o["status"].clone());
-            panic!("{name}: condition not met within {timeout:?}; generation {generation:?}, status {status:?}")
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(remaining, await_condition(api.clone(), name, condition.clone())).await {
+            Ok(Ok(Some(object))) => return object,
+            Ok(Ok(None)) => panic!("{name} was deleted while waiting"),
+            // A watch can expire ("too old resource version"); start a new one.
+            Ok(Err(_)) if remaining > Duration::ZERO => tokio::time::sleep(Duration::from_millis(50)).await,
+            _ => {
+                let last = api.get(name).await.ok().and_then(|o| serde_json::to_value(o).ok());
+                let generation = last.as_ref().map(|o| o["metadata"]["generation"].clone());
+                let status = last.as_ref().map(|o| o["status"].clone());
+                panic!("{name}: condition not met within {timeout:?}; generation {generation:?}, status {status:?}")
+            }
         }
     }
 }
 
 /// A Deployment rollout is complete exactly as `kubectl rollout status` decides.
-pub fn rollout_complete(min_generation: i64) -> impl Condition<Deployment> {
+pub fn rollout_complete(min_generation: i64) -> impl Condition<Deployment> + Clone {
     move |d: Option<&Deployment>| {
         d.is_some_and(|d| {
             antibody::reconcile::rollout::rollout_state(d, min_generation)
@@ -202,12 +207,12 @@ pub fn rollout_complete(min_generation: i64) -> impl Condition<Deployment> {
 }
 
 /// A plan has condition `type_` with `status`.
-pub fn plan_condition(type_: &'static str, status: &'static str) -> impl Condition<PatchPlan> {
+pub fn plan_condition(type_: &'static str, status: &'static str) -> impl Condition<PatchPlan> + Clone {
     move |p: Option<&PatchPlan>| p.and_then(|p| p.condition(type_)).is_some_and(|c| c.status == status)
 }
 
 /// A plan reached a terminal phase.
-pub fn plan_finished() -> impl Condition<PatchPlan> {
+pub fn plan_finished() -> impl Condition<PatchPlan> + Clone {
     |p: Option<&PatchPlan>| p.is_some_and(|p| p.phase().is_terminal())
 }
 
@@ -221,6 +226,11 @@ pub struct ControllerProcess {
 
 impl ControllerProcess {
     pub fn start(config_yaml: &str, namespace: &str, extra: &[&str]) -> Self {
+        Self::start_as(&unique("antibody"), config_yaml, namespace, extra)
+    }
+
+    /// Start with a known identity (`POD_NAME`: the Lease holder name under leader election).
+    pub fn start_as(identity: &str, config_yaml: &str, namespace: &str, extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join("antibody-tests");
         std::fs::create_dir_all(&dir).expect("temp dir");
         let config = dir.join(format!("{namespace}.yml"));
@@ -235,6 +245,7 @@ impl ControllerProcess {
             .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
             .args(extra)
             .env("KUBECONFIG", kubeconfig_path())
+            .env("POD_NAME", identity)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log fd"))
             .stderr(log_file)
@@ -260,6 +271,11 @@ impl ControllerProcess {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Still running?
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 }
 

@@ -1,0 +1,100 @@
+//! The offline and one-shot subcommands behind `antibody keygen | sign | backups | rollback`.
+//! Errors are plain messages for the terminal.
+
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+
+use crate::config::{Config, ConfigMapMode};
+use crate::plan::{ActionType, PatchPlan, PatchPlanSpec, PlanAction};
+use crate::{signing, validate};
+
+/// Write a new private key (mode 0600) and return the public key (base64).
+pub fn keygen(out: &Path) -> Result<String, String> {
+    if out.exists() {
+        return Err(format!("{} exists: refusing to overwrite a key", out.display()));
+    }
+    let (private, public) = signing::generate()?;
+    write_secret(out, &format!("{private}\n")).map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(public)
+}
+
+#[cfg(unix)]
+fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    std::fs::write(path, text)
+}
+
+/// Sign the plan in `plan_file`; returns the signed YAML.
+pub fn sign_file(plan_file: &Path, key_file: &Path, key_name: &str, namespace: Option<&str>) -> Result<String, String> {
+    let text = std::fs::read_to_string(plan_file).map_err(|e| format!("{}: {e}", plan_file.display()))?;
+    let mut plan: PatchPlan =
+        serde_yaml::from_str(&text).map_err(|e| format!("{}: not a PatchPlan: {e}", plan_file.display()))?;
+    if let Some(ns) = namespace {
+        match plan.metadata.namespace.as_deref() {
+            Some(existing) if existing != ns => {
+                return Err(format!("the file says namespace {existing:?}, --namespace says {ns:?}"));
+            }
+            _ => plan.metadata.namespace = Some(ns.to_string()),
+        }
+    }
+    let key = signing::read_private_key(key_file)?;
+    signing::sign(&mut plan, key_name, &key)?;
+    serde_yaml::to_string(&plan).map_err(|e| e.to_string())
+}
+
+/// A plan restoring `backup` into `target`'s ConfigMap, then the follow-up its mode needs.
+pub fn rollback_plan(config_file: &Path, target: &str, backup: &str, namespace: &str) -> Result<String, String> {
+    let config = Config::load(config_file).map_err(|e| e.to_string())?;
+    let resolved = config.resolve(target, namespace)?;
+    validate::dns1123_subdomain(backup)?;
+    let follow_up = match resolved.config_map_mode {
+        ConfigMapMode::Env => ActionType::Restart,
+        ConfigMapMode::File => ActionType::ReloadFlask,
+    };
+    let mut restore = PlanAction::new(ActionType::Rollback, target);
+    restore.backup = Some(backup.to_string());
+    let spec = PatchPlanSpec { actions: vec![restore, PlanAction::new(follow_up, target)], ..Default::default() };
+    crate::reconcile::admission::admit(&config, &spec, namespace)
+        .map_err(|r| format!("{}: {}", r.reason, r.message))?;
+    let suffix: String = backup.chars().rev().take(10).collect::<String>().chars().rev().collect();
+    let name = format!("rollback-{}-{}", resolved.deployment, suffix.trim_start_matches('-'));
+    let mut plan = PatchPlan::new(&name, spec);
+    plan.metadata.namespace = Some(namespace.to_string());
+    serde_yaml::to_string(&plan).map_err(|e| e.to_string())
+}
+
+/// A table of `target`'s backups, oldest first.
+pub async fn list_backups(config_file: &Path, target: &str, namespace: &str) -> Result<String, String> {
+    let config = Config::load(config_file).map_err(|e| e.to_string())?;
+    let resolved = config.resolve(target, namespace)?;
+    let Some(config_map) = &resolved.config_map else {
+        return Err(format!("target {target} has no config_map: nothing is backed up"));
+    };
+    let client = kube::Client::try_default().await.map_err(|e| format!("cannot reach the cluster: {e}"))?;
+    let api: Api<ConfigMap> = Api::namespaced(client, &resolved.namespace);
+    let backups = crate::actions::env::list_backups(&api, config_map).await.map_err(|e| e.to_string())?;
+    let mut table = format!("{:<48} {:<22} {:<12} PLAN\n", "BACKUP", "CREATED", "KEY");
+    for b in &backups {
+        let annotation = |k: &str| b.metadata.annotations.as_ref().and_then(|a| a.get(k)).cloned().unwrap_or_default();
+        table.push_str(&format!(
+            "{:<48} {:<22} {:<12} {}\n",
+            b.metadata.name.as_deref().unwrap_or_default(),
+            b.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
+            annotation(crate::actions::env::KEY_ANNOTATION),
+            annotation("antibody.vael.io/plan"),
+        ));
+    }
+    if backups.is_empty() {
+        table.push_str(&format!("(no backups of ConfigMap {}/{config_map})\n", resolved.namespace));
+    }
+    Ok(table)
+}

@@ -1,0 +1,92 @@
+//! Two replicas with leader election on the real control plane: only the Lease holder acts;
+//! when it dies mid-plan the standby takes over within the lease time and finishes the plan
+//! without repeating anything.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use antibody::plan::{ActionType, PatchPlan, PatchPlanSpec, PlanAction};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use support::{ControllerProcess, Gunicorn, TestNamespace};
+
+const LEASE_SECONDS: u64 = 4;
+
+async fn holder(leases: &Api<Lease>) -> Option<String> {
+    leases.get_opt("antibody-leader").await.ok().flatten()?.spec?.holder_identity
+}
+
+#[tokio::test]
+async fn standby_takes_over_a_plan_when_the_leader_dies() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "leader").await;
+    support::install_crd(&client).await;
+    support::create_deployment(&client, &ns.name, &support::deployment("vael-core", 6, None)).await;
+    support::create_deployment(&client, &ns.name, &support::deployment("vael-ui", 1, None)).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let slow = serde_json::json!({"spec": {"strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}}});
+    deployments.patch("vael-core", &PatchParams::default(), &Patch::Merge(&slow)).await.expect("strategy");
+    for name in ["vael-core", "vael-ui"] {
+        support::wait_for(deployments.clone(), name, Duration::from_secs(60), support::rollout_complete(1)).await;
+    }
+    let gunicorn = Gunicorn::start();
+    let config = format!(
+        "actions: {{restart: [VAEL_Core], reload_flask: [VAEL_UI]}}\n\
+         targets:\n  VAEL_Core: {{namespace: {ns}, deployment: vael-core}}\n  \
+         VAEL_UI: {{namespace: {ns}, deployment: vael-ui, container: app, reload_command: [kill, -HUP, \"{pid}\"]}}\n",
+        ns = ns.name,
+        pid = gunicorn.pid
+    );
+    let lease_args = ["--leader-elect", "--lease-duration-seconds", "4", "--lease-grace-seconds", "1"];
+    let mut a = ControllerProcess::start_as("replica-a", &config, &ns.name, &lease_args);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while holder(&leases).await.as_deref() != Some("replica-a") {
+        assert!(Instant::now() < deadline, "replica-a never led:\n{}", a.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut b = ControllerProcess::start_as("replica-b", &config, &ns.name, &lease_args);
+    b.wait_ready().await; // a standby is ready: it serves and ingests
+
+    let plan = PatchPlan::new(
+        "failover",
+        PatchPlanSpec {
+            actions: vec![
+                PlanAction::new(ActionType::Restart, "VAEL_Core"),
+                PlanAction::new(ActionType::ReloadFlask, "VAEL_UI"),
+            ],
+            ..Default::default()
+        },
+    );
+    support::apply_plan(&client, &ns.name, &plan).await;
+    let plans: Api<PatchPlan> = Api::namespaced(client.clone(), &ns.name);
+    support::wait_for(plans.clone(), "failover", Duration::from_secs(30), |p: Option<&PatchPlan>| {
+        p.and_then(|p| p.status.as_ref()).is_some_and(|s| s.actions.first().is_some_and(|a| a.restarted_at.is_some()))
+    })
+    .await;
+    assert!(
+        b.logs().contains("waiting for leadership") && !b.logs().contains("acquired leadership"),
+        "b stayed standby"
+    );
+    a.kill();
+    let killed = Instant::now();
+    assert!(!plans.get("failover").await.expect("plan").phase().is_terminal(), "the leader died mid-plan");
+
+    let done = support::wait_for(plans, "failover", Duration::from_secs(60), support::plan_finished()).await;
+    let took_over = killed.elapsed();
+    eprintln!("leader killed → plan finished by the standby in {took_over:?} (lease {LEASE_SECONDS}s)");
+    assert_eq!(done.condition("PatchApplied").map(|c| c.status.as_str()), Some("True"), "{:?}", done.status);
+    assert_eq!(holder(&leases).await.as_deref(), Some("replica-b"));
+    assert!(b.logs().contains("acquired leadership"));
+    assert!(took_over < Duration::from_secs(LEASE_SECONDS + 10), "finished {took_over:?} after the leader died");
+    let sets = Api::<ReplicaSet>::namespaced(client.clone(), &ns.name)
+        .list(&ListParams::default().labels("app=vael-core"))
+        .await
+        .expect("rs");
+    assert_eq!(sets.items.len(), 2, "one rollout, not two");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gunicorn.hup_count(), 1, "one SIGHUP: {}", gunicorn.log());
+    assert!(b.alive());
+}
