@@ -36,6 +36,9 @@ pub struct Config {
     /// Shadow mode, signatures, cool-downs, budgets, pause, backups.
     #[serde(default)]
     pub safety: Safety,
+    /// Where plan outcomes are sent: the VAEL UI's Socket.IO queue, webhooks.
+    #[serde(default)]
+    pub notify: crate::report::notify::NotifyConfig,
     /// Alert intake: cool-down, REST limits, feed reconnects (see `ingest::IngestConfig`).
     #[serde(default)]
     pub ingest: crate::ingest::IngestConfig,
@@ -313,6 +316,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.notify.validate()?;
         for (name, target) in &self.targets {
             let field = |f: &str| format!("targets.{name}.{f}");
             validate::logical_name(name).map_err(|m| err(format!("targets.{name}"), m))?;

@@ -69,9 +69,14 @@ enum Command {
     /// Print the PatchPlan CustomResourceDefinition (YAML).
     Crd,
     /// Validate antibody.yml and print a summary; exit 1 with the offending field on error.
+    /// With `notify.socketio_message_queue` set, also connects to that Redis and sends PING
+    /// (2 s timeout) unless --offline; webhook secret files must be readable.
     CheckConfig {
         #[arg(long, env = "ANTIBODY_CONFIG", default_value = "antibody.yml")]
         config: PathBuf,
+        /// Validate only: do not connect to the notify Redis.
+        #[arg(long)]
+        offline: bool,
     },
     /// Create an ed25519 key pair: writes KEY_FILE (private, mode 0600), prints the public key.
     Keygen {
@@ -130,8 +135,12 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e.to_string()),
         },
-        Command::CheckConfig { config } => match Config::load(&config) {
+        Command::CheckConfig { config, offline } => match Config::load(&config) {
             Ok(c) => {
+                let notify = match check_notify(&c, !offline) {
+                    Ok(line) => line,
+                    Err(e) => return fail(&format!("config {}: {e}", config.display())),
+                };
                 println!(
                     "{}: ok — {} target(s), {} rule(s); whitelist: restart {:?}, edit_env {:?}, reload_flask {:?}",
                     config.display(),
@@ -141,6 +150,7 @@ fn main() -> ExitCode {
                     c.actions.edit_env,
                     c.actions.reload_flask
                 );
+                println!("{notify}");
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e.to_string()),
@@ -259,7 +269,11 @@ async fn run(
     kube_config.default_retry = false;
     let client = kube::Client::try_from(kube_config)?;
     let metrics = Arc::new(Metrics::new());
+    let notifier = antibody::report::notify::Notifier::start(&config.notify, client.clone(), &instance, &metrics)?;
     let reporter = Arc::new(Reporter::new(client.clone(), instance, metrics.clone()));
+    if let Some(notifier) = notifier {
+        reporter.add_hook(Arc::new(notifier));
+    }
     let config = Arc::new(SharedConfig::new(config));
     let health = Arc::new(Health::default());
     health.config_loaded.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -323,6 +337,16 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     ctrl_c.await.ok();
+}
+
+/// check-config's notify part: secret files readable, Redis answers PING when `connect`.
+fn check_notify(config: &Config, connect: bool) -> Result<String, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let timeout = std::time::Duration::from_secs(2);
+    runtime.block_on(antibody::report::notify::preflight(&config.notify, connect, timeout)).map_err(|e| e.to_string())
 }
 
 fn plan_offline(config: &std::path::Path, namespace: Option<String>) -> ExitCode {

@@ -252,6 +252,8 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
     let current = ctx.latest_status(&uid, plan.status.as_ref()).unwrap_or_default();
     // Terminal states are one-way.
     if current.phase.is_terminal() {
+        // Seen again (e.g. on start): notifiers re-send outcomes they have no marker for.
+        ctx.reporter.replay_terminal(&plan);
         return Ok(Action::await_change());
     }
     let config = ctx.config.get();

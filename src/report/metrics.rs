@@ -162,6 +162,12 @@ impl Metrics {
         }
     }
 
+    /// Register a metric owned by another reporting module (notifiers, audit) under the
+    /// `antibody_` prefix.
+    pub fn register(&self, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner()).register(name, help, metric);
+    }
+
     /// OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut text = String::new();

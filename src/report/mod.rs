@@ -7,6 +7,7 @@
 pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 
 use std::sync::{Arc, RwLock};
 
@@ -94,6 +95,10 @@ pub struct AlertRecord {
 pub trait Hook: Send + Sync {
     fn on_plan(&self, transition: &PlanTransition<'_>);
     fn on_alert(&self, _record: &AlertRecord) {}
+    /// A terminal plan seen again (each controller start reconciles every plan once): a hook
+    /// that promises at-least-once delivery re-sends what it has no delivery marker for.
+    /// Hooks that only record (audit, Events) ignore it.
+    fn on_terminal_replay(&self, _transition: &PlanTransition<'_>) {}
 }
 
 pub struct Reporter {
@@ -139,6 +144,18 @@ impl Reporter {
         }
     }
 
+    /// A terminal plan reconciled again: hooks' [`Hook::on_terminal_replay`] only (no Event,
+    /// no metrics: nothing happened to the plan).
+    pub fn replay_terminal(&self, plan: &PatchPlan) {
+        let Some((kind, reason, message)) = terminal_transition(plan) else {
+            return;
+        };
+        let transition = PlanTransition { plan, kind, reason, message };
+        for hook in self.hooks() {
+            hook.on_terminal_replay(&transition);
+        }
+    }
+
     /// An alert decision: metrics and hooks.
     pub fn alert(&self, record: &AlertRecord) {
         self.metrics.alert(&record.feed, record.outcome.name());
@@ -146,4 +163,17 @@ impl Reporter {
             hook.on_alert(record);
         }
     }
+}
+
+/// The terminal transition a saved plan went through, from its phase and `Ready` condition.
+pub fn terminal_transition(plan: &PatchPlan) -> Option<(TransitionKind, &str, &str)> {
+    let ready = plan.condition(crate::conditions::READY);
+    let (reason, message) = ready.map(|c| (c.reason.as_str(), c.message.as_str())).unwrap_or_default();
+    let kind = match plan.phase() {
+        crate::plan::Phase::Succeeded if reason == "DryRun" => TransitionKind::DryRun,
+        crate::plan::Phase::Succeeded => TransitionKind::Applied,
+        crate::plan::Phase::Failed => TransitionKind::Failed,
+        crate::plan::Phase::Pending | crate::plan::Phase::Running => return None,
+    };
+    Some((kind, reason, message))
 }

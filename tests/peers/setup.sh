@@ -3,6 +3,14 @@
 # It lives under /opt so the unprivileged uid that kwok's exec runs as can read it.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+# redis-server (Debian) for the notify tests; each test starts its own on a loopback port.
+if ! command -v redis-server >/dev/null; then
+  echo "[peers] installing redis-server" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+fi
+
 venv="${ANTIBODY_PYENV:-/opt/antibody-py}"
 stamp="$venv/.requirements.sha256"
 want="$(sha256sum "$here/requirements.txt" | cut -d' ' -f1)"
