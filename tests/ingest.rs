@@ -769,3 +769,52 @@ async fn grpc_intake_serves_reflection_and_submit() {
     assert_eq!(alerts(&m, "grpc_intake", "refused"), 2, "{m}");
     assert_eq!(plans(&client, &ns.name).await.len(), 2);
 }
+
+#[tokio::test]
+async fn plans_from_alerts_and_rest_are_signed_and_the_reconciler_accepts_them() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "ingest-signed").await;
+    support::install_crd(&client).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    for name in ["vael-core", "sentinel"] {
+        support::create_deployment(&client, &ns.name, &support::deployment(name, 1, None)).await;
+        support::wait_for(deployments.clone(), name, Duration::from_secs(60), support::rollout_complete(1)).await;
+    }
+    let (private, public) = antibody::signing::generate().expect("keygen");
+    let key_file = temp_dir().join(format!("{}.key", support::unique("signing")));
+    std::fs::write(&key_file, private).expect("key file");
+    let mut config = Config::from_yaml(&test_config(&ns.name, 60)).expect("valid");
+    config.safety.require_signature = true;
+    config.safety.trusted_keys.insert("antibody-ingest".into(), public.clone());
+    config.safety.signing_key_file = Some(key_file.display().to_string());
+    config.safety.signing_key_name = "antibody-ingest".into();
+    let tokens = token_file();
+    let yaml = serde_yaml::to_string(&config).expect("yaml");
+    let controller = start_controller(&yaml, &ns.name, &["--token-file".into(), tokens.display().to_string()]);
+    controller.wait_ready().await;
+    let port = controller.http_port;
+
+    let alert = alert("s-1", "heartbeat", Severity::High, Some("restart:VAEL_Core"));
+    let (code, body) = post(port, "/api/nexus/alert", Some(TOKEN), &serde_json::to_value(&alert).expect("json"));
+    assert_eq!((code, body["outcome"].as_str()), (202, Some("plan_created")), "{body}");
+    let manual = json!({"name": "manual-signed", "spec": {"actions": [{"type": "restart", "target": "Sentinel"}]}});
+    let (code, body) = post(port, "/api/antibody/patch", Some(TOKEN), &manual);
+    assert_eq!(code, 202, "{body}");
+
+    let trusted = [("antibody-ingest".to_string(), antibody::signing::parse_public_key(&public).expect("key"))].into();
+    let api: Api<PatchPlan> = Api::namespaced(client.clone(), &ns.name);
+    for name in [alert.plan_name(), "manual-signed".to_string()] {
+        let plan = api.get(&name).await.expect("plan");
+        assert_eq!(antibody::signing::verify(&plan, &trusted), Ok("antibody-ingest".to_string()), "{name}");
+        let done = support::wait_for(api.clone(), &name, Duration::from_secs(60), support::plan_finished()).await;
+        let ready = done.condition("Ready").expect("Ready");
+        assert_eq!(ready.status, "True", "{name} ran with require_signature: {} — {}", ready.reason, ready.message);
+    }
+
+    // The key vanishes (a broken Secret mount): nothing unsigned is created, and the caller hears why.
+    std::fs::remove_file(&key_file).expect("remove key");
+    let other = self::alert("s-2", "config", Severity::High, Some("restart:Sentinel"));
+    let (code, body) = post(port, "/api/nexus/alert", Some(TOKEN), &serde_json::to_value(&other).expect("json"));
+    assert_eq!((code, body["error"].as_str()), (500, Some("SigningFailed")), "{body}");
+    assert!(api.get_opt(&other.plan_name()).await.expect("get").is_none());
+}
