@@ -732,6 +732,7 @@ async fn grpc_intake_serves_reflection_and_submit() {
         listed["services"].as_array().expect("services").iter().filter_map(Value::as_str).collect();
     assert!(services.contains(&"nexus.v1.AlertIntake"), "{listed}");
     assert!(services.iter().any(|s| s.starts_with("grpc.reflection.")), "{listed}");
+    assert!(!services.contains(&"nexus.v1.NexusFeed"), "only what is served is advertised: {listed}");
 
     let good =
         serde_json::to_string(&alert("g-1", "policy", Severity::High, Some("reload_flask:VAEL_UI"))).expect("json");

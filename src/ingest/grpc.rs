@@ -221,14 +221,16 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> crate::Result<()> {
     let io = |e: &dyn std::fmt::Display| crate::Error::Io(std::io::Error::other(e.to_string()));
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| io(&e))?;
-    let reflection_alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|e| io(&e))?;
+    // Advertise what is served here: AlertIntake and reflection, not NexusFeed (same .proto).
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .with_service_name(<AlertIntakeServer<IntakeService> as tonic::server::NamedService>::NAME)
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+    };
+    let reflection = builder().build_v1().map_err(|e| io(&e))?;
+    let reflection_alpha = builder().build_v1alpha().map_err(|e| io(&e))?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     info!(addr = %listener.local_addr()?, "gRPC alert intake listening");
     Server::builder()
