@@ -819,3 +819,48 @@ async fn plans_from_alerts_and_rest_are_signed_and_the_reconciler_accepts_them()
     assert_eq!((code, body["error"].as_str()), (500, Some("SigningFailed")), "{body}");
     assert!(api.get_opt(&other.plan_name()).await.expect("get").is_none());
 }
+
+#[tokio::test]
+async fn two_replicas_share_the_cool_down_through_the_cluster() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "ingest-replicas").await;
+    support::install_crd(&client).await;
+    let tokens = token_file();
+    let config = test_config(&ns.name, 60);
+    let extra = ["--token-file".to_string(), tokens.display().to_string()];
+    let (a, b) = (start_controller(&config, &ns.name, &extra), start_controller(&config, &ns.name, &extra));
+    a.wait_ready().await;
+    b.wait_ready().await;
+
+    // 2 × 1,000 different alerts for one remedy, sent to both replicas at once, in small batches
+    // so both hit their slow path while the other is claiming.
+    let batches = |replica: &str| -> Vec<Vec<u8>> {
+        (0..1000)
+            .map(|i| alert(&format!("{replica}-{i}"), "heartbeat", Severity::High, Some("restart:VAEL_Core")))
+            .collect::<Vec<_>>()
+            .chunks(50)
+            .map(|chunk| serde_json::to_vec(chunk).expect("json"))
+            .collect()
+    };
+    let (to_a, to_b) = (batches("a"), batches("b"));
+    let (port_a, port_b) = (a.http_port, b.http_port);
+    let send = |port: u16, bodies: &[Vec<u8>]| -> Vec<u16> {
+        bodies.iter().map(|body| http(port, "POST", "/api/nexus/alert", Some(TOKEN), body).0).collect()
+    };
+    let codes: Vec<u16> = std::thread::scope(|scope| {
+        let workers = [scope.spawn(|| send(port_a, &to_a)), scope.spawn(|| send(port_b, &to_b))];
+        workers.into_iter().flat_map(|w| w.join().expect("sender")).collect()
+    });
+    assert!(codes.iter().all(|c| *c == 202), "{codes:?}");
+    let all = plans(&client, &ns.name).await;
+    assert_eq!(
+        all.len(),
+        1,
+        "one plan across both replicas: {:?}",
+        all.iter().map(|p| p.name_any()).collect::<Vec<_>>()
+    );
+    let (ma, mb) = (metrics(port_a), metrics(port_b));
+    let created = alerts(&ma, "rest", "plan_created") + alerts(&mb, "rest", "plan_created");
+    let cooled = alerts(&ma, "rest", "cooled_down") + alerts(&mb, "rest", "cooled_down");
+    assert_eq!((created, cooled), (1, 1999), "replica a:\n{ma}\nreplica b:\n{mb}");
+}

@@ -85,12 +85,20 @@ impl CooldownTable {
         }
     }
 
-    /// Plans whose live claims cover any of `remedies` (to verify they still exist).
-    pub fn claimants(&self, remedies: &[String], now: Timestamp, window: Duration) -> Vec<String> {
+    /// Plans whose live claims on `remedies` are older than `grace`: if such a plan does not
+    /// exist, its claim is an orphan (deleted plan, or a crash between claim and create). Younger
+    /// claims are trusted as they are: their plan may be being created right now by a replica.
+    pub fn settled_claimants(
+        &self,
+        remedies: &[String],
+        now: Timestamp,
+        window: Duration,
+        grace: Duration,
+    ) -> Vec<String> {
         let mut plans: Vec<String> = remedies
             .iter()
             .filter_map(|r| self.claims.get(r))
-            .filter(|c| live(c.at, now, window))
+            .filter(|c| live(c.at, now, window) && !live(c.at, now, grace))
             .map(|c| c.plan.clone())
             .collect();
         plans.sort();
@@ -211,7 +219,10 @@ mod tests {
             table.check("c", &remedies, at(2), WINDOW),
             Coverage::Covered { plan: "b".into(), remedy: "reloadFlask:VAEL_Core".into() }
         );
-        assert_eq!(table.claimants(&remedies, at(2), WINDOW), ["a", "b"]);
+        let grace = Duration::from_secs(1);
+        assert_eq!(table.settled_claimants(&remedies, at(2), WINDOW, grace), ["a", "b"]);
+        assert_eq!(table.settled_claimants(&remedies, at(1), WINDOW, grace), ["a"], "b's claim is too young to judge");
+        assert_eq!(table.settled_claimants(&remedies, at(60), WINDOW, grace), ["b"], "a's claim expired");
     }
 
     #[test]

@@ -118,6 +118,10 @@ pub const SIGNING_FAILED: &str = "SigningFailed";
 pub const REQUESTED_BY_ANNOTATION: &str = "antibody.vael.io/requested-by";
 pub const FEED_ANNOTATION: &str = "antibody.vael.io/feed";
 
+/// A claim younger than this is trusted without looking for its plan (another replica may be
+/// creating it this instant); an older one whose plan does not exist is dropped.
+const CLAIM_GRACE: Duration = Duration::from_secs(10);
+
 /// Plan names remembered as existing; past this the memory starts over (it is only a cache).
 const MAX_KNOWN_PLANS: usize = 100_000;
 
@@ -331,9 +335,9 @@ impl Intake {
             let now = Timestamp::now();
             let (stored, mut table) = read_table(&config_maps).await?;
             table.prune(now, window);
-            // A claim whose plan is gone (deleted, cancelled, or a crash between claim and
-            // create) frees its remedies.
-            for claimant in table.claimants(remedies, now, window) {
+            // A settled claim whose plan is gone (deleted, or a crash between claim and create)
+            // frees its remedies.
+            for claimant in table.settled_claimants(remedies, now, window, CLAIM_GRACE) {
                 if claimant != name && plans.get_opt(&claimant).await?.is_none() {
                     table.release(&claimant);
                 }
@@ -471,9 +475,22 @@ async fn write_table(
     table: &CooldownTable,
 ) -> Result<(), kube::Error> {
     match stored {
-        Some(mut config_map) => {
-            config_map.data = Some(table.to_data());
-            config_maps.replace(cooldown::CONFIG_MAP, &PostParams::default(), &config_map).await?;
+        Some(config_map) => {
+            // A merge patch carrying the resourceVersion read is a compare-and-swap (409 if the
+            // map changed since); keys no longer in the table are removed with null.
+            let data = table.to_data();
+            let mut patch_data: serde_json::Map<String, serde_json::Value> =
+                data.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+            for key in config_map.data.iter().flat_map(|d| d.keys()) {
+                if !data.contains_key(key) {
+                    patch_data.insert(key.clone(), serde_json::Value::Null);
+                }
+            }
+            let patch = serde_json::json!({
+                "metadata": { "resourceVersion": config_map.resource_version() },
+                "data": patch_data,
+            });
+            config_maps.patch(cooldown::CONFIG_MAP, &PatchParams::default(), &Patch::Merge(&patch)).await?;
         }
         None => {
             let config_map = ConfigMap {
