@@ -153,6 +153,11 @@ struct Peer {
 }
 
 impl Peer {
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().expect("kill");
+        assert!(status.success(), "kill {signal} {}", self.child.id());
+    }
+
     fn start(script: &str, args: &[String]) -> Self {
         let python = support::python_env().join("bin/python");
         assert!(python.exists(), "{} missing: run tests/peers/setup.sh", python.display());
@@ -863,4 +868,40 @@ async fn two_replicas_share_the_cool_down_through_the_cluster() {
     let created = alerts(&ma, "rest", "plan_created") + alerts(&mb, "rest", "plan_created");
     let cooled = alerts(&ma, "rest", "cooled_down") + alerts(&mb, "rest", "cooled_down");
     assert_eq!((created, cooled), (1, 1999), "replica a:\n{ma}\nreplica b:\n{mb}");
+}
+
+#[tokio::test]
+async fn socketio_feed_notices_a_server_that_stops_answering() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "ingest-ws-silent").await;
+    support::install_crd(&client).await;
+    let port = support::free_port();
+    let args = ["--port", &port.to_string(), "--ping-interval", "1", "--ping-timeout", "1"].map(String::from);
+    let nexus = Peer::start("nexus_ws.py", &args);
+    let controller = start_controller(
+        &test_config(&ns.name, 60),
+        &ns.name,
+        &["--nexus-ws".into(), format!("http://127.0.0.1:{port}")],
+    );
+    controller.wait_ready().await;
+    let connects = || nexus.events("connect").len();
+    eventually("connected", Duration::from_secs(20), || connects() == 1).await;
+
+    // The server freezes with its sockets open: no FIN, no RST, just no more pings.
+    nexus.signal("-STOP");
+    let frozen = Instant::now();
+    eventually("the silent connection declared dead", Duration::from_secs(10), || {
+        reconnects(&metrics(controller.http_port), "ws") == 1
+    })
+    .await;
+    let noticed = frozen.elapsed();
+    nexus.signal("-CONT");
+    // Dead once no packet came for pingInterval + pingTimeout (2 s) after the last one.
+    assert!(noticed <= Duration::from_secs(3), "noticed after {noticed:?}");
+    assert!(controller.logs().contains("no packet for 2s"), "the liveness check fired:\n{}", controller.logs());
+    eventually("reconnected", Duration::from_secs(30), || connects() >= 2).await;
+    let alert = alert("ws-after-freeze", "heartbeat", Severity::High, Some("restart:VAEL_Core"));
+    post(port, "/emit", None, &serde_json::to_value(&alert).expect("json"));
+    let api: Api<PatchPlan> = Api::namespaced(client.clone(), &ns.name);
+    support::wait_for(api, &alert.plan_name(), Duration::from_secs(20), |p: Option<&PatchPlan>| p.is_some()).await;
 }

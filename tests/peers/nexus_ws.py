@@ -29,10 +29,19 @@ def log(**event):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ping-interval", type=float, default=25, help="Engine.IO pingInterval, seconds")
+    parser.add_argument("--ping-timeout", type=float, default=20, help="Engine.IO pingTimeout, seconds")
     args = parser.parse_args()
 
     app = Flask(__name__)
-    socketio = SocketIO(app, async_mode="threading", logger=False, engineio_logger=False)
+    socketio = SocketIO(
+        app,
+        async_mode="threading",
+        ping_interval=args.ping_interval,
+        ping_timeout=args.ping_timeout,
+        logger=False,
+        engineio_logger=False,
+    )
     clients = set()
 
     @socketio.on("connect")
