@@ -709,6 +709,25 @@ async fn config_hot_reload_applies_valid_changes_and_keeps_the_old_config_on_inv
     assert_eq!(send("r-4", "restart:Sentinel").0, 202, "the valid reloaded config still answers");
     assert!(controller.logs().contains("bogus_section"), "the log says why:\n{}", controller.logs());
     assert_eq!(plans(&client, &ns.name).await.len(), 2);
+
+    // The token file (a Secret) rotates: the new token works, the old one no longer does.
+    let rotated = "rotated-token-for-ingest-0123456789";
+    let tmp = tokens.with_extension("tmp");
+    std::fs::write(&tmp, format!("{TOKEN_NAME}:{rotated}\n")).expect("write tokens");
+    std::fs::rename(&tmp, &tokens).expect("swap tokens");
+    let tokens_applied = r#"antibody_config_reloads_total{result="tokens_applied"}"#;
+    eventually("tokens reloaded", Duration::from_secs(10), || counter(&metrics(port), tokens_applied) == 1).await;
+    let a = serde_json::to_value(alert("r-5", "heartbeat", Severity::High, Some("restart:Sentinel"))).expect("json");
+    assert_eq!(post(port, "/api/nexus/alert", Some(TOKEN), &a).0, 401, "the old token is gone");
+    assert_eq!(post(port, "/api/nexus/alert", Some(rotated), &a).0, 202, "the new token works");
+    // A broken token file keeps the tokens in force.
+    std::fs::write(&tmp, "no colon here\n").expect("write tokens");
+    std::fs::rename(&tmp, &tokens).expect("swap tokens");
+    let tokens_rejected = r#"antibody_config_reloads_total{result="tokens_rejected"}"#;
+    eventually("bad token file rejected", Duration::from_secs(10), || counter(&metrics(port), tokens_rejected) == 1)
+        .await;
+    let b = serde_json::to_value(alert("r-6", "heartbeat", Severity::High, Some("restart:Sentinel"))).expect("json");
+    assert_eq!(post(port, "/api/nexus/alert", Some(rotated), &b).0, 202, "still the rotated token");
 }
 
 #[tokio::test]
