@@ -25,6 +25,13 @@ pub struct Config {
     /// Audit log directory.
     #[serde(default = "default_log_path")]
     pub log_path: String,
+    /// Audit log: rotate `audit.jsonl` before it would pass this many bytes (0: never).
+    #[serde(default = "default_audit_max_bytes")]
+    pub audit_max_bytes: u64,
+    /// Audit log: rotated files kept (0 is taken as 1: damaged files are moved aside there);
+    /// the hash chain continues across them.
+    #[serde(default = "default_audit_keep")]
+    pub audit_keep: usize,
     /// Logical target name → Kubernetes objects.
     #[serde(default)]
     pub targets: BTreeMap<String, TargetSpec>,
@@ -258,6 +265,12 @@ impl Default for Defaults {
 fn default_log_path() -> String {
     "logs/antibody_patches/".into()
 }
+fn default_audit_max_bytes() -> u64 {
+    16 * 1024 * 1024
+}
+fn default_audit_keep() -> usize {
+    8
+}
 fn default_reload_command() -> Vec<String> {
     vec!["kill".into(), "-HUP".into(), "1".into()]
 }
@@ -317,6 +330,9 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.notify.validate()?;
+        if self.audit_max_bytes != 0 && self.audit_max_bytes < 1024 {
+            return Err(err("audit_max_bytes", "must be 0 (never rotate) or at least 1024"));
+        }
         for (name, target) in &self.targets {
             let field = |f: &str| format!("targets.{name}.{f}");
             validate::logical_name(name).map_err(|m| err(format!("targets.{name}"), m))?;
@@ -492,6 +508,7 @@ log_path: logs/antibody_patches/
             ("rules: [{name: r, actions: ['restart:Nope']}]\ntargets: {X: {deployment: x}}", "rules[0].actions"),
             ("rules: [{name: '', actions: []}]", "rules[0].name"),
             ("unknown_top: 1", "unknown_top"),
+            ("audit_max_bytes: 100", "audit_max_bytes"),
         ];
         for (yaml, field) in cases {
             let error = Config::from_yaml(yaml).expect_err(yaml);

@@ -10,6 +10,8 @@ use antibody::alert::ThreatAlert;
 use antibody::config::{Config, SharedConfig};
 use antibody::policy::{self, Decision};
 use antibody::reconcile::{self, Context, Settings};
+use antibody::report::audit::{AuditLog, AuditSettings};
+use antibody::report::broadcast::Broadcast;
 use antibody::report::http::Health;
 use antibody::report::{Metrics, Reporter};
 use antibody::server;
@@ -62,9 +64,17 @@ enum Command {
         log_format: LogFormat,
         #[arg(long, env = "ANTIBODY_LOG_LEVEL", default_value = "info,kube=warn")]
         log_level: String,
+        /// Audit log directory (default: `log_path` from antibody.yml).
+        #[arg(long, env = "ANTIBODY_AUDIT_DIR")]
+        audit_dir: Option<PathBuf>,
         /// Alert intake: NEXUS feeds, gRPC intake, REST tokens.
         #[command(flatten)]
         ingest: Box<antibody::ingest::IngestArgs>,
+    },
+    /// The hash-chained audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
     },
     /// Print the PatchPlan CustomResourceDefinition (YAML).
     Crd,
@@ -122,6 +132,19 @@ enum Command {
         /// Namespace of the plan (default: `defaults.plan_namespace`).
         #[arg(long)]
         namespace: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain: print OK and the record count, or the first broken record and exit 1.
+    Verify {
+        /// Audit files or a log directory; `audit.jsonl[.N]` files are put in rotation order.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Fail unless the chain starts at the genesis record (no earlier file was rotated away).
+        #[arg(long)]
+        require_genesis: bool,
     },
 }
 
@@ -195,6 +218,15 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Command::Audit { command: AuditCommand::Verify { files, require_genesis } } => {
+            match antibody::report::audit::verify_paths(&files, require_genesis) {
+                Ok(verification) => {
+                    print!("{}", verification.report());
+                    if verification.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                }
+                Err(e) => fail(&format!("cannot read the audit log: {e}")),
+            }
+        }
         Command::Run {
             config: config_path,
             namespace,
@@ -209,12 +241,16 @@ fn main() -> ExitCode {
             lease_namespace,
             lease_duration_seconds,
             lease_grace_seconds,
+            audit_dir,
         } => {
             telemetry::init(log_format, &log_level);
-            let config = match Config::load(&config_path) {
+            let mut config = match Config::load(&config_path) {
                 Ok(c) => c,
                 Err(e) => return fail(&e.to_string()),
             };
+            if let Some(dir) = audit_dir {
+                config.log_path = dir.display().to_string();
+            }
             let instance = std::env::var("POD_NAME").unwrap_or_else(|_| format!("antibody-{}", std::process::id()));
             let lease = leader_elect.then(|| antibody::leader::LeaseSettings {
                 name: lease_name,
@@ -274,6 +310,19 @@ async fn run(
     if let Some(notifier) = notifier {
         reporter.add_hook(Arc::new(notifier));
     }
+    // Reporting hooks: the audit log (hash-chained JSONL) and the Socket.IO broadcast.
+    let audit = Arc::new(AuditLog::open(&AuditSettings::from_config(&config))?);
+    reporter.add_hook(audit.clone());
+    let (broadcast, socket_io) = Broadcast::new();
+    reporter.add_hook(broadcast.clone());
+    tokio::spawn({
+        let broadcast = broadcast.clone();
+        let plans = match &settings.namespace {
+            Some(ns) => kube::Api::namespaced(client.clone(), ns),
+            None => kube::Api::all(client.clone()),
+        };
+        async move { broadcast.seed(plans).await }
+    });
     let config = Arc::new(SharedConfig::new(config));
     let health = Arc::new(Health::default());
     health.config_loaded.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -288,7 +337,10 @@ async fn run(
         settings.namespace.clone(),
         shutdown.clone(),
     )?;
-    let router = antibody::report::http::router(health.clone(), metrics.clone()).merge(ingest.router);
+    let router = antibody::report::http::router(health.clone(), metrics.clone())
+        .merge(broadcast.router())
+        .merge(ingest.router)
+        .layer(socket_io);
     let http = tokio::spawn(server::serve(http_addr, router, shutdown.clone()));
 
     let ctx = Arc::new(Context::new(client.clone(), config, settings, reporter));
@@ -307,6 +359,9 @@ async fn run(
         Err(e) => Err(e),
     };
     shutdown.cancel();
+    // Every transition reported so far is on disk before we exit.
+    audit.close();
+    broadcast.close().await;
     match http.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "http server"),
         Err(e) => tracing::warn!(error = %e, "http task"),

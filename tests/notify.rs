@@ -402,8 +402,14 @@ async fn vael_ui_clients_hear_patch_applied_and_patch_failed_through_the_redis_q
     assert_eq!(data["uid"], applied.uid().expect("uid").as_str());
     assert_eq!(data["namespace"], ns.name.as_str());
     assert_eq!(data["source_alert"], "nexus-77");
+    let actions: Vec<Value> = data["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .map(|a| json!({"type": a["type"], "target": a["target"], "key": a["key"], "val": a["val"], "state": a["state"]}))
+        .collect();
     assert_eq!(
-        data["actions"],
+        Value::Array(actions),
         json!([
             {"type": "edit_env", "target": "VAEL_Core", "key": "LOG_LEVEL", "val": "debug", "state": "Succeeded"},
             {"type": "restart", "target": "VAEL_Core", "key": null, "val": null, "state": "Succeeded"},

@@ -544,22 +544,16 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
     let controller = Controller::new(plans, watcher::Config::default());
     let store = controller.store();
     let _ = ctx.store.set(store.clone());
-    tokio::spawn(async move {
-        // The store's readiness (kube DelayedInit) wakes only its latest waiter, and the
-        // controller waits on it too: poll again on a timer instead of waiting once.
-        loop {
-            match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
-                Ok(Ok(())) => {
-                    health.watches_synced.store(true, std::sync::atomic::Ordering::Relaxed);
-                    info!("PatchPlan watch synced");
-                    break;
-                }
-                Ok(Err(_)) => break,
-                Err(_) => continue,
-            }
+    ctx.reporter.metrics.watch_plans(store.clone());
+    // Polled in the controller's own task: the store's readiness signal wakes only its last
+    // poller, so a separate task waiting on it is never woken (or steals the controller's wake).
+    let synced = async move {
+        if store.wait_until_ready().await.is_ok() {
+            health.watches_synced.store(true, std::sync::atomic::Ordering::Relaxed);
+            info!("PatchPlan watch synced");
         }
-    });
-    controller
+    };
+    let controller = controller
         .watches(deployments, restarted, move |deployment| {
             // A namespaced controller ignores plans of other instances.
             plan_of_deployment(deployment).filter(|plan| scope.is_none() || plan.namespace == scope)
@@ -582,8 +576,12 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
             if let Err(e) = result {
                 warn!(error = %e, "controller stream");
             }
-        })
-        .await;
+        });
+    if let futures::future::Either::Right(((), controller)) =
+        futures::future::select(std::pin::pin!(controller), std::pin::pin!(synced)).await
+    {
+        controller.await;
+    }
     info!("controller stopped");
     Ok(())
 }

@@ -4,12 +4,16 @@
 //!
 //! Hooks are synchronous and must not block: anything slow (network) enqueues and returns.
 
+pub mod audit;
+pub mod broadcast;
 pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod summary;
 
-use std::sync::{Arc, RwLock};
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
 
 use kube::Client;
 use kube::runtime::events::{EventType, Recorder, Reporter as EventReporter};
@@ -18,7 +22,7 @@ use crate::plan::PatchPlan;
 pub use metrics::Metrics;
 
 /// What just happened to a plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TransitionKind {
     /// First sight: admitted, `Reconciling=True`.
     Started,
@@ -101,16 +105,55 @@ pub trait Hook: Send + Sync {
     fn on_terminal_replay(&self, _transition: &PlanTransition<'_>) {}
 }
 
+/// Transitions already reported, by plan uid. A reconcile can run on a stale cached copy of a
+/// plan (the watch has not yet delivered our own status write) and reach the same transition
+/// again; it must not be announced twice (Events, audit, `patch_applied`). Bounded, FIFO.
+pub struct ReportedTransitions {
+    capacity: usize,
+    order: VecDeque<(String, TransitionKind)>,
+    seen: HashSet<(String, TransitionKind)>,
+}
+
+impl ReportedTransitions {
+    pub fn new(capacity: usize) -> Self {
+        Self { capacity, order: VecDeque::new(), seen: HashSet::new() }
+    }
+
+    /// True the first time `(uid, kind)` is seen.
+    pub fn first_time(&mut self, uid: &str, kind: TransitionKind) -> bool {
+        let key = (uid.to_string(), kind);
+        if self.seen.contains(&key) {
+            return false;
+        }
+        if self.order.len() >= self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.seen.remove(&oldest);
+        }
+        self.seen.insert(key.clone());
+        self.order.push_back(key);
+        true
+    }
+}
+
+const REPORTED_CAPACITY: usize = 50_000;
+
 pub struct Reporter {
     recorder: Recorder,
     pub metrics: Arc<Metrics>,
     hooks: RwLock<Vec<Arc<dyn Hook>>>,
+    reported: Mutex<ReportedTransitions>,
 }
 
 impl Reporter {
     pub fn new(client: Client, instance: String, metrics: Arc<Metrics>) -> Self {
         let reporter = EventReporter { controller: "antibody".into(), instance: Some(instance) };
-        Self { recorder: Recorder::new(client, reporter), metrics, hooks: RwLock::default() }
+        Self {
+            recorder: Recorder::new(client, reporter),
+            metrics,
+            hooks: RwLock::default(),
+            reported: Mutex::new(ReportedTransitions::new(REPORTED_CAPACITY)),
+        }
     }
 
     pub fn add_hook(&self, hook: Arc<dyn Hook>) {
@@ -123,6 +166,14 @@ impl Reporter {
 
     /// A plan transition: Event on the plan, metrics, hooks.
     pub async fn plan(&self, transition: PlanTransition<'_>) {
+        if let Some(uid) = transition.plan.metadata.uid.as_deref() {
+            let first = self.reported.lock().unwrap_or_else(|p| p.into_inner()).first_time(uid, transition.kind);
+            if !first {
+                self.metrics.duplicate_transitions.inc();
+                tracing::debug!(uid, transition = transition.kind.name(), "transition already reported");
+                return;
+            }
+        }
         let (type_, action) = match transition.kind {
             TransitionKind::Failed => (EventType::Warning, "Finish"),
             TransitionKind::Started => (EventType::Normal, "Start"),
@@ -176,4 +227,23 @@ pub fn terminal_transition(plan: &PatchPlan) -> Option<(TransitionKind, &str, &s
         crate::plan::Phase::Pending | crate::plan::Phase::Running => return None,
     };
     Some((kind, reason, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_transition_of_a_plan_is_reported_once() {
+        let mut reported = ReportedTransitions::new(3);
+        assert!(reported.first_time("a", TransitionKind::Started));
+        assert!(reported.first_time("a", TransitionKind::ActionSucceeded { index: 0 }));
+        assert!(reported.first_time("a", TransitionKind::ActionSucceeded { index: 1 }));
+        assert!(!reported.first_time("a", TransitionKind::ActionSucceeded { index: 0 }), "a repeat");
+        assert!(reported.first_time("b", TransitionKind::Started), "another plan");
+        // Bounded: the oldest entry ("a" Started) was forgotten.
+        assert!(reported.first_time("a", TransitionKind::Started));
+        assert_eq!(reported.order.len(), 3);
+        assert_eq!(reported.seen.len(), 3);
+    }
 }

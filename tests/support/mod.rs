@@ -222,6 +222,8 @@ pub struct ControllerProcess {
     pub log: PathBuf,
     /// Where its HTTP listener (REST, /metrics, /readyz) answers.
     pub http_port: u16,
+    /// Its own audit log directory (`ANTIBODY_AUDIT_DIR`; `--audit-dir` in `extra` wins).
+    pub audit_dir: PathBuf,
 }
 
 impl ControllerProcess {
@@ -238,6 +240,7 @@ impl ControllerProcess {
         let log = dir.join(format!("{namespace}-{}.log", unique("controller")));
         let log_file = std::fs::File::create(&log).expect("controller log");
         let http_port = free_port();
+        let audit_dir = dir.join(unique(&format!("{namespace}-audit")));
         let child = Command::new(env!("CARGO_BIN_EXE_antibody"))
             .args(["run", "--config"])
             .arg(&config)
@@ -246,12 +249,13 @@ impl ControllerProcess {
             .args(extra)
             .env("KUBECONFIG", kubeconfig_path())
             .env("POD_NAME", identity)
+            .env("ANTIBODY_AUDIT_DIR", &audit_dir)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log fd"))
             .stderr(log_file)
             .spawn()
             .expect("start the antibody controller");
-        Self { child, log, http_port }
+        Self { child, log, http_port, audit_dir }
     }
 
     /// Wait until `/readyz` answers 200 (config loaded, watches synced).
@@ -261,6 +265,19 @@ impl ControllerProcess {
             assert!(std::time::Instant::now() < deadline, "controller not ready in 30s:\n{}", self.logs());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// SIGTERM our own child and wait (at most 20 s) for its graceful exit.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// SIGKILL our own child: a crash, not a shutdown.

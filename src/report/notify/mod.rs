@@ -31,7 +31,7 @@ use tracing::{debug, error, info, warn};
 
 pub use self::config::{DeliveryConfig, NotifyConfig, SOCKETIO_SINK, WebhookConfig};
 use self::redis::RedisSink;
-use self::summary::{event_name, plan_summary};
+use self::summary::event_name;
 use self::webhook::WebhookSink;
 use crate::plan::{API_GROUP, PatchPlan};
 use crate::report::{Hook, Metrics, PlanTransition};
@@ -284,7 +284,7 @@ impl Notifier {
             name: plan.name_any(),
             uid: uid.clone(),
             time: finished.unwrap_or_else(jiff::Timestamp::now).to_string(),
-            data: serde_json::to_value(plan_summary(transition)).unwrap_or(Value::Null),
+            data: summary::with_transition(transition),
         });
         for (sink, queue) in pending {
             if replay {

@@ -1,10 +1,8 @@
 //! The plan summary every notifier sends: the original `patch_applied` payload (`id`,
 //! `source_alert`, `actions` with `type`/`target`/`key`/`val`) plus outcome and timings. Pure.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use crate::plan::PatchPlan;
 use crate::report::{PlanTransition, TransitionKind};
 
 /// Event name for a terminal transition, as the VAEL UI and webhooks know it.
@@ -18,89 +16,26 @@ pub fn event_name(kind: TransitionKind) -> Option<&'static str> {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PlanSummary {
-    /// The PatchPlan's name.
-    pub id: String,
-    pub namespace: String,
-    pub uid: String,
-    /// The alert id this plan answers; null for plans applied by hand.
-    #[serde(rename = "source_alert")]
-    pub source_alert: Option<String>,
-    pub actions: Vec<ActionSummary>,
-    /// The plan's phase: `Succeeded` or `Failed`.
-    pub status: String,
-    /// Condition reason (`Applied`, `DryRun`, `NotAllowed`, `ProgressDeadlineExceeded`, …).
-    pub reason: String,
-    pub message: String,
-    pub created_at: Option<String>,
-    pub finished_at: Option<String>,
-    /// From creation to finish.
-    pub seconds: Option<f64>,
-    /// `patch_applied`, `patch_failed`, `patch_dry_run`.
-    pub transition: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ActionSummary {
-    /// antibody.yml spelling: `restart`, `edit_env`, `reload_flask`.
-    #[serde(rename = "type")]
-    pub type_: String,
-    pub target: String,
-    /// edit_env: the key set; null otherwise.
-    pub key: Option<String>,
-    /// edit_env: the value set; null otherwise.
-    pub val: Option<String>,
-    /// `Pending`, `Running`, `Succeeded`, `Failed`: which step a failure stopped at.
-    pub state: String,
-}
-
-fn rfc3339(time: Option<&Time>) -> Option<String> {
-    time.map(|t| t.0.to_string())
-}
-
-/// The summary of `transition.plan` as just saved.
-pub fn plan_summary(transition: &PlanTransition<'_>) -> PlanSummary {
-    let plan: &PatchPlan = transition.plan;
-    let status = plan.status.as_ref();
-    let actions = plan
-        .spec
-        .actions
-        .iter()
-        .enumerate()
-        .map(|(i, a)| ActionSummary {
-            type_: a.action.config_name().to_string(),
-            target: a.target.clone(),
-            key: a.key.clone(),
-            val: a.value.clone(),
-            state: format!("{:?}", status.and_then(|s| s.actions.get(i)).map(|s| s.state).unwrap_or_default()),
-        })
-        .collect();
-    let created = plan.metadata.creation_timestamp.as_ref();
-    let finished = status.and_then(|s| s.finished_at.as_ref());
-    let seconds = created.zip(finished).map(|(c, f)| (f.0.as_nanosecond() - c.0.as_nanosecond()).max(0) as f64 / 1e9);
-    PlanSummary {
-        id: plan.metadata.name.clone().unwrap_or_default(),
-        namespace: plan.metadata.namespace.clone().unwrap_or_default(),
-        uid: plan.metadata.uid.clone().unwrap_or_default(),
-        source_alert: plan.spec.alert.as_ref().map(|a| a.id.clone()),
-        actions,
-        status: format!("{:?}", plan.phase()),
-        reason: transition.reason.to_string(),
-        message: transition.message.to_string(),
-        created_at: rfc3339(created),
-        finished_at: rfc3339(finished),
-        seconds,
-        transition: event_name(transition.kind).unwrap_or(transition.kind.name()).to_string(),
+/// The shared plan summary (`report::summary::plan_summary`, the same one the Socket.IO
+/// broadcast sends) plus the event name, with the transition's own reason and message.
+pub fn with_transition(transition: &PlanTransition<'_>) -> Value {
+    let mut data = crate::report::summary::plan_summary(transition.plan);
+    if let Value::Object(map) = &mut data {
+        let event = event_name(transition.kind).unwrap_or(transition.kind.name());
+        map.insert("transition".into(), Value::String(event.into()));
+        map.insert("reason".into(), Value::String(transition.reason.into()));
+        map.insert("message".into(), Value::String(transition.message.into()));
     }
+    data
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::plan::ActionType;
+    use crate::plan::PatchPlan;
     use crate::plan::{ActionStatus, AlertSummary, PatchPlanSpec, PatchPlanStatus, Phase, PlanAction, StepState};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn at(seconds: i64) -> Time {
         Time(jiff::Timestamp::from_second(seconds).expect("valid timestamp"))
@@ -133,19 +68,42 @@ mod tests {
     fn summary_keeps_the_original_patch_applied_fields() {
         let plan = plan(Phase::Succeeded, [StepState::Succeeded, StepState::Succeeded]);
         let t = PlanTransition { plan: &plan, kind: TransitionKind::Applied, reason: "Applied", message: "applied 2" };
-        let json = serde_json::to_value(plan_summary(&t)).expect("serialises");
+        let json = with_transition(&t);
+        let keep = [
+            "id",
+            "namespace",
+            "uid",
+            "source_alert",
+            "status",
+            "reason",
+            "message",
+            "createdAt",
+            "finishedAt",
+            "seconds",
+            "transition",
+        ];
+        let picked: serde_json::Map<String, Value> = keep.iter().map(|k| (k.to_string(), json[*k].clone())).collect();
         assert_eq!(
-            json,
+            Value::Object(picked),
             serde_json::json!({
                 "id": "alert-abc", "namespace": "vael", "uid": "u-1", "source_alert": "nexus-42",
-                "actions": [
-                    {"type": "restart", "target": "VAEL_Core", "key": null, "val": null, "state": "Succeeded"},
-                    {"type": "edit_env", "target": "VAEL_Core", "key": "MODE", "val": "safe", "state": "Succeeded"},
-                ],
                 "status": "Succeeded", "reason": "Applied", "message": "applied 2",
                 "createdAt": "2023-11-14T22:13:20Z", "finishedAt": "2023-11-14T22:13:22Z", "seconds": 2.0,
                 "transition": "patch_applied",
             })
+        );
+        let actions: Vec<Value> = json["actions"]
+            .as_array()
+            .expect("actions")
+            .iter()
+            .map(|a| serde_json::json!({"type": a["type"], "target": a["target"], "key": a["key"], "val": a["val"], "state": a["state"]}))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                serde_json::json!({"type": "restart", "target": "VAEL_Core", "key": null, "val": null, "state": "Succeeded"}),
+                serde_json::json!({"type": "edit_env", "target": "VAEL_Core", "key": "MODE", "val": "safe", "state": "Succeeded"}),
+            ]
         );
     }
 
@@ -167,11 +125,12 @@ mod tests {
     fn failed_summary_shows_where_it_stopped() {
         let plan = plan(Phase::Failed, [StepState::Failed, StepState::Pending]);
         let t = PlanTransition { plan: &plan, kind: TransitionKind::Failed, reason: "NotAllowed", message: "no" };
-        let s = plan_summary(&t);
+        let s = with_transition(&t);
         assert_eq!(
-            (s.status.as_str(), s.reason.as_str(), s.transition.as_str()),
-            ("Failed", "NotAllowed", "patch_failed")
+            (&s["status"], &s["reason"], &s["transition"]),
+            (&Value::from("Failed"), &Value::from("NotAllowed"), &Value::from("patch_failed"))
         );
-        assert_eq!(s.actions.iter().map(|a| a.state.as_str()).collect::<Vec<_>>(), ["Failed", "Pending"]);
+        let states: Vec<&Value> = s["actions"].as_array().expect("actions").iter().map(|a| &a["state"]).collect();
+        assert_eq!(states, [&Value::from("Failed"), &Value::from("Pending")]);
     }
 }

@@ -1,0 +1,239 @@
+//! Live plan news for the VAEL UI: Socket.IO (socketioxide, namespace `/`, on the same axum
+//! listener as `/metrics`) emits `patch_applied` when a plan's `PatchApplied` turns True and
+//! `patch_failed` when it fails, each with [`plan_summary`]. `GET /api/antibody/plans` lists
+//! recent plans, newest first, for a UI that connects late.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use jiff::Timestamp;
+use kube::Api;
+use kube::api::ListParams;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use socketioxide::extract::SocketRef;
+use socketioxide::layer::SocketIoLayer;
+use socketioxide::{SocketIo, adapter::LocalAdapter};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::summary::plan_summary;
+use super::{Hook, PlanTransition, TransitionKind};
+use crate::plan::PatchPlan;
+
+pub const PATCH_APPLIED_EVENT: &str = "patch_applied";
+pub const PATCH_FAILED_EVENT: &str = "patch_failed";
+/// Plans kept for `GET /api/antibody/plans`.
+pub const RECENT_PLANS: usize = 200;
+
+/// The socket.io event a transition is announced with, if any.
+pub fn event_for(kind: TransitionKind) -> Option<&'static str> {
+    match kind {
+        TransitionKind::Applied => Some(PATCH_APPLIED_EVENT),
+        TransitionKind::Failed => Some(PATCH_FAILED_EVENT),
+        TransitionKind::Started | TransitionKind::ActionSucceeded { .. } | TransitionKind::DryRun => None,
+    }
+}
+
+fn name_of(plan: &PatchPlan) -> &str {
+    plan.metadata.name.as_deref().unwrap_or_default()
+}
+
+struct Entry {
+    key: String,
+    created: Option<Timestamp>,
+    name: String,
+    summary: Value,
+}
+
+/// The newest plans (by creation time), each with its latest summary. Bounded.
+pub struct RecentPlans {
+    capacity: usize,
+    /// Newest first.
+    entries: Vec<Entry>,
+}
+
+impl RecentPlans {
+    pub fn new(capacity: usize) -> Self {
+        Self { capacity, entries: Vec::new() }
+    }
+
+    fn key(plan: &PatchPlan) -> String {
+        plan.metadata
+            .uid
+            .clone()
+            .unwrap_or_else(|| format!("{}/{}", plan.metadata.namespace.as_deref().unwrap_or_default(), name_of(plan)))
+    }
+
+    /// Insert or replace `plan`'s summary (`replace: false` keeps a newer one already there).
+    pub fn upsert(&mut self, plan: &PatchPlan, replace: bool) {
+        let key = Self::key(plan);
+        if let Some(index) = self.entries.iter().position(|e| e.key == key) {
+            if !replace {
+                return;
+            }
+            self.entries.remove(index);
+        }
+        let entry = Entry {
+            key,
+            created: plan.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            name: name_of(plan).to_string(),
+            summary: plan_summary(plan),
+        };
+        // Newest first; same second: by name, so the order is stable.
+        let position = self
+            .entries
+            .iter()
+            .position(|e| (e.created, std::cmp::Reverse(&e.name)) < (entry.created, std::cmp::Reverse(&entry.name)))
+            .unwrap_or(self.entries.len());
+        self.entries.insert(position, entry);
+        self.entries.truncate(self.capacity);
+    }
+
+    pub fn list(&self, limit: usize) -> Vec<Value> {
+        self.entries.iter().take(limit).map(|e| e.summary.clone()).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// The broadcast hook. `on_plan` only queues: emitting happens on a task.
+pub struct Broadcast {
+    io: SocketIo<LocalAdapter>,
+    queue: mpsc::UnboundedSender<(&'static str, Value)>,
+    recent: Mutex<RecentPlans>,
+}
+
+impl Broadcast {
+    /// The hook and the Socket.IO layer to put on the HTTP router. Call inside the runtime.
+    pub fn new() -> (Arc<Self>, SocketIoLayer) {
+        let (layer, io) = SocketIo::new_layer();
+        io.ns("/", async |socket: SocketRef| {
+            debug!(sid = %socket.id, "socket.io client connected");
+        });
+        let (queue, pending) = mpsc::unbounded_channel();
+        tokio::spawn(emit_loop(io.clone(), pending));
+        (Arc::new(Self { io, queue, recent: Mutex::new(RecentPlans::new(RECENT_PLANS)) }), layer)
+    }
+
+    /// `GET /api/antibody/plans[?limit=N]` → `{"plans": [summary, …]}`, newest first.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new().route("/api/antibody/plans", get(list_plans)).with_state(self.clone())
+    }
+
+    /// Fill the list with plans that exist already (a restarted controller still shows them).
+    /// Plans a transition reported meanwhile keep their newer summary.
+    pub async fn seed(&self, plans: Api<PatchPlan>) {
+        match plans.list(&ListParams::default()).await {
+            Ok(list) => {
+                let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+                for plan in &list.items {
+                    recent.upsert(plan, false);
+                }
+                debug!(plans = recent.len(), "recent plans loaded");
+            }
+            Err(e) => warn!(error = %e, "could not list PatchPlans for /api/antibody/plans"),
+        }
+    }
+
+    /// Disconnect every client: the HTTP server's graceful shutdown waits for open connections.
+    pub async fn close(&self) {
+        self.io.close().await;
+    }
+
+    pub fn recent(&self, limit: usize) -> Vec<Value> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner()).list(limit)
+    }
+}
+
+async fn emit_loop(io: SocketIo<LocalAdapter>, mut pending: mpsc::UnboundedReceiver<(&'static str, Value)>) {
+    while let Some((event, summary)) = pending.recv().await {
+        match io.emit(event, &summary).await {
+            Ok(()) => debug!(event, plan = %summary["id"], "socket.io broadcast"),
+            Err(e) => warn!(event, error = %e, "socket.io broadcast failed"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+}
+
+async fn list_plans(State(broadcast): State<Arc<Broadcast>>, Query(query): Query<ListQuery>) -> Json<Value> {
+    let plans = broadcast.recent(query.limit.unwrap_or(RECENT_PLANS).min(RECENT_PLANS));
+    Json(json!({ "plans": plans }))
+}
+
+impl Hook for Broadcast {
+    fn on_plan(&self, transition: &PlanTransition<'_>) {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner()).upsert(transition.plan, true);
+        if let Some(event) = event_for(transition.kind) {
+            // Only fails once the emitter stopped (shutdown): nothing left to tell.
+            let _ = self.queue.send((event, plan_summary(transition.plan)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{ActionType, PatchPlanSpec, PlanAction};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn plan(name: &str, uid: &str, created: i64) -> PatchPlan {
+        let mut plan = PatchPlan::new(
+            name,
+            PatchPlanSpec {
+                alert: None,
+                actions: vec![PlanAction::new(ActionType::Restart, "X")],
+                ..Default::default()
+            },
+        );
+        plan.metadata.uid = Some(uid.into());
+        plan.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created).expect("time")));
+        plan
+    }
+
+    fn names(recent: &RecentPlans) -> Vec<String> {
+        recent.list(usize::MAX).iter().map(|s| s["id"].as_str().unwrap_or_default().to_string()).collect()
+    }
+
+    #[test]
+    fn newest_first_bounded_and_updated_in_place() {
+        let mut recent = RecentPlans::new(3);
+        recent.upsert(&plan("b", "2", 20), true);
+        recent.upsert(&plan("a", "1", 10), true);
+        recent.upsert(&plan("d", "4", 30), true);
+        recent.upsert(&plan("c", "3", 30), true);
+        assert_eq!(names(&recent), ["c", "d", "b"], "newest first, ties by name, oldest dropped");
+        recent.upsert(&plan("a", "1", 10), true);
+        assert_eq!(names(&recent), ["c", "d", "b"], "an old plan does not push a newer one out");
+
+        let mut updated = plan("b", "2", 20);
+        updated.metadata.namespace = Some("after".into());
+        recent.upsert(&updated, false);
+        assert_eq!(recent.list(3)[2]["namespace"], Value::Null, "seeding keeps the newer summary");
+        recent.upsert(&updated, true);
+        assert_eq!(recent.list(3)[2]["namespace"], "after", "a transition replaces it");
+        assert_eq!(recent.len(), 3);
+        assert_eq!(recent.list(1).len(), 1);
+    }
+
+    #[test]
+    fn only_terminal_outcomes_are_broadcast() {
+        assert_eq!(event_for(TransitionKind::Applied), Some("patch_applied"));
+        assert_eq!(event_for(TransitionKind::Failed), Some("patch_failed"));
+        for kind in [TransitionKind::Started, TransitionKind::ActionSucceeded { index: 0 }, TransitionKind::DryRun] {
+            assert_eq!(event_for(kind), None, "{kind:?}");
+        }
+    }
+}

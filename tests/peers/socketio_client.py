@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""A Socket.IO client as the VAEL UI uses (python-socketio 5.x, the Flask-SocketIO protocol).
+
+Connects to Antibody's Socket.IO endpoint and prints one JSON line on stdout per thing that
+happens, so a test can read them:
+  {"event": "connect", "sid": ..., "transport": ...}
+  {"event": "patch_applied", "transport": ..., "data": {...}}
+  {"event": "disconnect"}
+Exits 0 after --count events, 2 on timeout.
+"""
+
+import argparse
+import json
+import sys
+import threading
+
+import socketio
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True, help="http://127.0.0.1:PORT")
+    parser.add_argument("--event", action="append", required=True, help="event to listen for (repeatable)")
+    parser.add_argument("--transport", choices=["default", "websocket"], default="default",
+                        help="default: long-polling first, then upgrade to WebSocket")
+    parser.add_argument("--count", type=int, default=1, help="exit after this many events")
+    parser.add_argument("--timeout", type=float, default=60.0)
+    args = parser.parse_args()
+
+    sio = socketio.Client(reconnection=False)
+    done = threading.Event()
+    lock = threading.Lock()
+    received = 0
+
+    def say(obj):
+        with lock:
+            print(json.dumps(obj), flush=True)
+
+    @sio.event
+    def connect():
+        say({"event": "connect", "sid": sio.sid, "transport": sio.transport()})
+
+    @sio.event
+    def disconnect(*_reason):
+        say({"event": "disconnect"})
+        done.set()
+
+    def listen(name):
+        def handler(data):
+            nonlocal received
+            say({"event": name, "transport": sio.transport(), "data": data})
+            with lock:
+                received += 1
+                if received >= args.count:
+                    done.set()
+        sio.on(name, handler)
+
+    for name in args.event:
+        listen(name)
+
+    transports = ["websocket"] if args.transport == "websocket" else None
+    sio.connect(args.url, transports=transports, wait_timeout=10)
+    finished = done.wait(args.timeout)
+    if sio.connected:
+        sio.disconnect()
+    return 0 if finished and received >= args.count else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
