@@ -681,6 +681,9 @@ async fn config_hot_reload_applies_valid_changes_and_keeps_the_old_config_on_inv
         post(port, "/api/nexus/alert", Some(TOKEN), &serde_json::to_value(a).expect("json"))
     };
     assert_eq!(send("r-1", "restart:VAEL_Core").0, 202);
+    // The file as loaded (and --audit-dir overriding log_path) is not a change.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(counter(&metrics(port), r#"antibody_config_reloads_total{result="applied"}"#), 0, "no spurious reload");
 
     // Like a ConfigMap update: new content appears atomically.
     let path = config_path(&ns.name);

@@ -11,13 +11,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::tokens::{TokenStore, Tokens};
 use crate::config::{Config, SharedConfig};
 use crate::report::Metrics;
 
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Settings used once at startup (the audit log is opened then, and `--audit-dir` overrides
+/// `log_path`): a reload keeps the values in force. Returns the fields the file wanted changed.
+pub fn keep_startup_only(new: &mut Config, current: &Config) -> Vec<&'static str> {
+    let mut kept = Vec::new();
+    if new.log_path != current.log_path {
+        new.log_path.clone_from(&current.log_path);
+        kept.push("log_path");
+    }
+    if new.audit_max_bytes != current.audit_max_bytes {
+        new.audit_max_bytes = current.audit_max_bytes;
+        kept.push("audit_max_bytes");
+    }
+    if new.audit_keep != current.audit_keep {
+        new.audit_keep = current.audit_keep;
+        kept.push("audit_keep");
+    }
+    kept
+}
 
 /// What a poll found.
 #[derive(Debug, PartialEq)]
@@ -90,8 +109,12 @@ pub async fn watch(
         }
         match config_file.poll(|text| Config::from_yaml(text).map_err(|e| e.to_string())).await {
             Change::Unchanged => {}
-            Change::Valid(new) => {
+            Change::Valid(mut new) => {
                 let old = config.get();
+                let kept = keep_startup_only(&mut new, &old);
+                if !kept.is_empty() {
+                    debug!(fields = ?kept, "read at startup only (or set on the command line): kept as in force");
+                }
                 if *old != new {
                     config.set(new);
                     metrics.config_reload("applied");
@@ -175,6 +198,17 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         assert!(matches!(watched.poll(parse).await, Change::Invalid(e) if e.contains("cannot read")));
         assert_eq!(watched.poll(parse).await, Change::Unchanged, "a missing file is reported once");
+    }
+
+    #[test]
+    fn startup_only_settings_survive_a_reload() {
+        let current = parse("log_path: /var/log/antibody-from-cli\naudit_keep: 3\n").expect("valid");
+        let mut new = parse("log_path: logs/\naudit_keep: 3\ningest: {cooldown_seconds: 5}\n").expect("valid");
+        assert_eq!(keep_startup_only(&mut new, &current), ["log_path"]);
+        assert_eq!(new.log_path, "/var/log/antibody-from-cli");
+        assert_eq!(new.ingest.cooldown_seconds, 5, "live settings still change");
+        let mut same = current.clone();
+        assert!(keep_startup_only(&mut same, &current).is_empty());
     }
 
     #[tokio::test]
