@@ -46,6 +46,9 @@ pub struct Config {
     /// Where plan outcomes are sent: the VAEL UI's Socket.IO queue, webhooks.
     #[serde(default)]
     pub notify: crate::report::notify::NotifyConfig,
+    /// Alert intake: cool-down, REST limits, feed reconnects (see `ingest::IngestConfig`).
+    #[serde(default)]
+    pub ingest: crate::ingest::IngestConfig,
 }
 
 /// What Antibody does when a plan hits a cool-down or budget.
@@ -415,6 +418,7 @@ impl Config {
                 }
             }
         }
+        self.ingest.validate()?;
         Ok(())
     }
 

@@ -67,6 +67,9 @@ enum Command {
         /// Audit log directory (default: `log_path` from antibody.yml).
         #[arg(long, env = "ANTIBODY_AUDIT_DIR")]
         audit_dir: Option<PathBuf>,
+        /// Alert intake: NEXUS feeds, gRPC intake, REST tokens.
+        #[command(flatten)]
+        ingest: Box<antibody::ingest::IngestArgs>,
     },
     /// The hash-chained audit log.
     Audit {
@@ -225,13 +228,14 @@ fn main() -> ExitCode {
             }
         }
         Command::Run {
-            config,
+            config: config_path,
             namespace,
             dry_run,
             concurrency,
             http_addr,
             log_format,
             log_level,
+            ingest,
             leader_elect,
             lease_name,
             lease_namespace,
@@ -240,7 +244,7 @@ fn main() -> ExitCode {
             audit_dir,
         } => {
             telemetry::init(log_format, &log_level);
-            let mut config = match Config::load(&config) {
+            let mut config = match Config::load(&config_path) {
                 Ok(c) => c,
                 Err(e) => return fail(&e.to_string()),
             };
@@ -266,7 +270,7 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
             };
-            match runtime.block_on(run(config, settings, http_addr, instance, lease)) {
+            match runtime.block_on(run(config, settings, http_addr, instance, lease, ingest, config_path)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e.to_string()),
             }
@@ -280,6 +284,8 @@ async fn run(
     http_addr: std::net::SocketAddr,
     instance: String,
     lease: Option<antibody::leader::LeaseSettings>,
+    ingest: Box<antibody::ingest::IngestArgs>,
+    config_path: PathBuf,
 ) -> antibody::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn({
@@ -321,8 +327,20 @@ async fn run(
     let health = Arc::new(Health::default());
     health.config_loaded.store(true, std::sync::atomic::Ordering::Relaxed);
 
-    let router =
-        antibody::report::http::router(health.clone(), metrics.clone()).merge(broadcast.router()).layer(socket_io);
+    // Ingest: feeds, gRPC intake, config hot reload; its REST routes share the HTTP listener.
+    let ingest = antibody::ingest::start(
+        *ingest,
+        &config_path,
+        client.clone(),
+        config.clone(),
+        reporter.clone(),
+        settings.namespace.clone(),
+        shutdown.clone(),
+    )?;
+    let router = antibody::report::http::router(health.clone(), metrics.clone())
+        .merge(broadcast.router())
+        .merge(ingest.router)
+        .layer(socket_io);
     let http = tokio::spawn(server::serve(http_addr, router, shutdown.clone()));
 
     let ctx = Arc::new(Context::new(client.clone(), config, settings, reporter));
@@ -348,6 +366,9 @@ async fn run(
         Ok(Err(e)) => tracing::warn!(error = %e, "http server"),
         Err(e) => tracing::warn!(error = %e, "http task"),
         Ok(Ok(())) => {}
+    }
+    for task in ingest.tasks {
+        let _ = task.await;
     }
     result
 }

@@ -42,6 +42,11 @@ pub struct RuleLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: String,
 }
@@ -98,6 +103,7 @@ pub struct Metrics {
     pub duplicate_transitions: Counter,
     pub feed_reconnects: Family<FeedLabels, Counter>,
     pub would_have_acted: Family<RuleLabels, Counter>,
+    pub config_reloads: Family<ReloadLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -147,6 +153,12 @@ impl Metrics {
             "Dry-run plans that proved they would act, by rule",
             would_have_acted.clone(),
         );
+        let config_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config / token file changes seen: applied, or rejected as invalid (old one kept)",
+            config_reloads.clone(),
+        );
         let plan_phases = Arc::new(PlanPhases::default());
         registry.register_collector(Box::new(plan_phases.clone()));
         Self {
@@ -160,7 +172,12 @@ impl Metrics {
             duplicate_transitions,
             feed_reconnects,
             would_have_acted,
+            config_reloads,
         }
+    }
+
+    pub fn config_reload(&self, result: &str) {
+        self.config_reloads.get_or_create(&ReloadLabels { result: result.into() }).inc();
     }
 
     /// Count plans by phase from the controller's watch store from now on.

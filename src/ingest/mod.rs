@@ -1,0 +1,709 @@
+//! Ingest: every way an alert reaches Antibody, and the one place that turns it into a PatchPlan.
+//!
+//! Feeds ([`grpc`] NEXUS subscriber and intake service, [`ws`] Socket.IO `nexus_alert`,
+//! [`http`] REST and Alertmanager) only parse and validate; [`Intake::submit`] runs the policy
+//! with the live config and ends each alert in exactly one recorded outcome: plan created,
+//! deduplicated (same alert → same plan name), cooled down (see [`cooldown`]), ignored by a rule,
+//! or refused. Plans are created by server-side apply with field manager `antibody`.
+//!
+//! Hot path: a storm of alerts for one target is answered from memory after the first plan
+//! (no API call per alert); the memory is a cache of the cool-down table kept in the cluster, so a
+//! restarted or failed-over Antibody reads it back before creating anything.
+
+pub mod alertmanager;
+pub mod backoff;
+pub mod cooldown;
+pub mod grpc;
+pub mod http;
+pub mod reload;
+pub mod tokens;
+pub mod ws;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
+use kube::{Client, ResourceExt};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::alert::ThreatAlert;
+use crate::config::{Config, ConfigError, SharedConfig};
+use crate::plan::{PatchPlan, Phase, StepState};
+use crate::policy::{self, Decision};
+use crate::report::{AlertOutcome, AlertRecord, Metrics, Reporter};
+use cooldown::{CooldownTable, Coverage};
+use tokens::{TokenStore, Tokens};
+
+/// The `ingest:` section of antibody.yml. Every field has a default; the section may be absent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// A plan claims its remedies (action + target) this long; alerts asking for no more than
+    /// claimed remedies are `cooled_down` into it. 0 turns the cool-down off.
+    #[serde(default = "default_cooldown_seconds")]
+    pub cooldown_seconds: u64,
+    /// Largest REST request body; bigger ones get 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Most alerts in one `POST /api/nexus/alert` list.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Longest wait between feed reconnects (exponential backoff with jitter up to this).
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+}
+
+fn default_cooldown_seconds() -> u64 {
+    60
+}
+fn default_max_body_bytes() -> usize {
+    256 * 1024
+}
+fn default_max_batch() -> usize {
+    1000
+}
+fn default_reconnect_max_ms() -> u64 {
+    5000
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            cooldown_seconds: default_cooldown_seconds(),
+            max_body_bytes: default_max_body_bytes(),
+            max_batch: default_max_batch(),
+            reconnect_max_ms: default_reconnect_max_ms(),
+        }
+    }
+}
+
+impl IngestConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |field: &str, message: String| ConfigError { field: format!("ingest.{field}"), message };
+        if self.cooldown_seconds > 24 * 3600 {
+            return Err(err("cooldown_seconds", format!("{} is more than a day", self.cooldown_seconds)));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
+            return Err(err("max_body_bytes", format!("{} is outside 1 KiB..16 MiB", self.max_body_bytes)));
+        }
+        if !(1..=10_000).contains(&self.max_batch) {
+            return Err(err("max_batch", format!("{} is outside 1..10000", self.max_batch)));
+        }
+        if !(100..=600_000).contains(&self.reconnect_max_ms) {
+            return Err(err("reconnect_max_ms", format!("{} is outside 100..600000", self.reconnect_max_ms)));
+        }
+        Ok(())
+    }
+
+    pub fn reconnect_backoff(&self) -> backoff::Backoff {
+        backoff::Backoff::new(Duration::from_millis(100), Duration::from_millis(self.reconnect_max_ms))
+    }
+}
+
+/// Refusal reasons the intake adds to those of policy and admission.
+pub const INVALID_ALERT: &str = "InvalidAlert";
+pub const API_UNAVAILABLE: &str = "ApiUnavailable";
+pub const API_REJECTED: &str = "ApiRejected";
+pub const SIGNING_FAILED: &str = "SigningFailed";
+
+/// Annotations naming who asked for a plan and through which feed.
+pub const REQUESTED_BY_ANNOTATION: &str = "antibody.vael.io/requested-by";
+pub const FEED_ANNOTATION: &str = "antibody.vael.io/feed";
+
+/// A claim younger than this is trusted without looking for its plan (another replica may be
+/// creating it this instant); an older one whose plan does not exist is dropped.
+const CLAIM_GRACE: Duration = Duration::from_secs(10);
+
+/// Plan names remembered as existing; past this the memory starts over (it is only a cache).
+const MAX_KNOWN_PLANS: usize = 100_000;
+
+#[derive(Debug, Default)]
+struct Memory {
+    cooldown: CooldownTable,
+    known_plans: HashSet<String>,
+}
+
+/// What became of an Alertmanager `resolved` notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancel {
+    /// The plan had not started and is deleted.
+    Cancelled,
+    /// An action already started: the plan runs to its end.
+    AlreadyStarted,
+    NotFound,
+}
+
+impl Cancel {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Cancel::Cancelled => "cancelled",
+            Cancel::AlreadyStarted => "already_started",
+            Cancel::NotFound => "not_found",
+        }
+    }
+}
+
+/// A plan has started once the reconciler moved it past `Pending` or touched any action.
+pub fn has_started(plan: &PatchPlan) -> bool {
+    plan.status.as_ref().is_some_and(|s| {
+        s.phase != Phase::Pending
+            || s.actions.iter().any(|a| {
+                a.state != StepState::Pending
+                    || a.started_at.is_some()
+                    || a.restarted_at.is_some()
+                    || a.backup_name.is_some()
+                    || !a.signalled_pods.is_empty()
+            })
+    })
+}
+
+pub struct Intake {
+    client: Client,
+    config: Arc<SharedConfig>,
+    reporter: Arc<Reporter>,
+    /// Where plans go; `None`: `defaults.plan_namespace` of the live config.
+    plan_namespace: Option<String>,
+    memory: Mutex<HashMap<String, Memory>>,
+    /// Serializes the (rare) paths that talk to the API, so a storm's first alerts do not race
+    /// each other: whoever waits re-checks memory first.
+    slow_path: tokio::sync::Mutex<()>,
+}
+
+impl Intake {
+    pub fn new(
+        client: Client,
+        config: Arc<SharedConfig>,
+        reporter: Arc<Reporter>,
+        plan_namespace: Option<String>,
+    ) -> Self {
+        Self { client, config, reporter, plan_namespace, memory: Mutex::default(), slow_path: Default::default() }
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.get()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.reporter.metrics
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn plan_namespace(&self, config: &Config) -> String {
+        self.plan_namespace.clone().unwrap_or_else(|| config.defaults.plan_namespace.clone())
+    }
+
+    /// Decide and act on a validated alert. The outcome is recorded (metrics, hooks) exactly once.
+    pub async fn submit(&self, alert: &ThreatAlert, feed: &str, requester: &str) -> AlertOutcome {
+        let outcome = self.outcome(alert, feed, requester).await;
+        self.record(&alert.id, feed, requester, outcome.clone());
+        outcome
+    }
+
+    /// An alert that did not parse or validate: recorded as refused, nothing else happens.
+    pub fn refuse_invalid(&self, alert_id: &str, feed: &str, requester: &str, message: String) -> AlertOutcome {
+        let outcome = AlertOutcome::Refused { reason: INVALID_ALERT.into(), message };
+        self.record(alert_id, feed, requester, outcome.clone());
+        outcome
+    }
+
+    /// Record a decision taken outside [`Intake::submit`] (manual plans).
+    pub fn record(&self, alert_id: &str, feed: &str, requester: &str, outcome: AlertOutcome) {
+        match &outcome {
+            AlertOutcome::PlanCreated { plan } => info!(alert = alert_id, feed, requester, plan, "plan created"),
+            AlertOutcome::Refused { reason, message } => {
+                warn!(alert = alert_id, feed, requester, reason, message, "alert refused")
+            }
+            other => debug!(alert = alert_id, feed, requester, outcome = other.name(), "alert handled"),
+        }
+        let alert_id = if alert_id.is_empty() { "-" } else { alert_id };
+        self.reporter.alert(&AlertRecord {
+            alert_id: alert_id.to_string(),
+            feed: feed.to_string(),
+            requester: requester.to_string(),
+            outcome,
+        });
+    }
+
+    async fn outcome(&self, alert: &ThreatAlert, feed: &str, requester: &str) -> AlertOutcome {
+        let config = self.config.get();
+        let namespace = self.plan_namespace(&config);
+        let (rule, name, spec) = match policy::decide(&config, alert, &namespace) {
+            Decision::Ignore { rule } => return AlertOutcome::Ignored { rule },
+            Decision::Refuse(refusal) => {
+                return AlertOutcome::Refused { reason: refusal.reason.into(), message: refusal.message };
+            }
+            Decision::Plan { rule, name, spec } => (rule, name, spec),
+        };
+        let window = Duration::from_secs(config.ingest.cooldown_seconds);
+        let remedies = cooldown::remedies(&spec);
+        if let Some(outcome) = self.remembered(&namespace, &name, &remedies, window) {
+            return outcome;
+        }
+        let mut plan = policy::plan_object(&name, &namespace, &rule, spec);
+        annotate(&mut plan, feed, requester);
+        if let Err(message) = sign_if_configured(&config, &mut plan) {
+            return AlertOutcome::Refused { reason: SIGNING_FAILED.into(), message };
+        }
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.create_or_cool_down(&namespace, &plan, &remedies, window).await {
+                Ok(outcome) => return outcome,
+                Err(kube::Error::Api(status)) if !transient(status.code) => {
+                    return AlertOutcome::Refused {
+                        reason: API_REJECTED.into(),
+                        message: format!("the API server refused plan {name}: {}", status.message),
+                    };
+                }
+                Err(e) if attempt >= 3 => {
+                    return AlertOutcome::Refused {
+                        reason: API_UNAVAILABLE.into(),
+                        message: format!("could not create plan {name} after {attempt} attempts: {e}"),
+                    };
+                }
+                Err(e) => {
+                    warn!(plan = %name, error = %e, attempt, "creating plan failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+    }
+
+    fn with_memory<R>(&self, namespace: &str, f: impl FnOnce(&mut Memory) -> R) -> R {
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        f(memory.entry(namespace.to_string()).or_default())
+    }
+
+    fn remember_plan(&self, namespace: &str, name: &str) {
+        self.with_memory(namespace, |m| {
+            if m.known_plans.len() >= MAX_KNOWN_PLANS {
+                m.known_plans.clear();
+            }
+            m.known_plans.insert(name.to_string());
+        });
+    }
+
+    /// The fast path: answered from memory, no API call.
+    fn remembered(&self, namespace: &str, name: &str, remedies: &[String], window: Duration) -> Option<AlertOutcome> {
+        self.with_memory(namespace, |m| {
+            if m.known_plans.contains(name) {
+                return Some(AlertOutcome::Deduplicated { plan: name.to_string() });
+            }
+            coverage_outcome(name, m.cooldown.check(name, remedies, Timestamp::now(), window))
+        })
+    }
+
+    /// The slow path: read the cluster's view, claim the remedies (compare-and-swap), create.
+    async fn create_or_cool_down(
+        &self,
+        namespace: &str,
+        plan: &PatchPlan,
+        remedies: &[String],
+        window: Duration,
+    ) -> Result<AlertOutcome, kube::Error> {
+        let _serial = self.slow_path.lock().await;
+        let name = plan.name_any();
+        if let Some(outcome) = self.remembered(namespace, &name, remedies, window) {
+            return Ok(outcome);
+        }
+        let plans: Api<PatchPlan> = Api::namespaced(self.client.clone(), namespace);
+        if plans.get_opt(&name).await?.is_some() {
+            self.remember_plan(namespace, &name);
+            return Ok(AlertOutcome::Deduplicated { plan: name });
+        }
+        if window.is_zero() {
+            apply_plan(&plans, plan).await?;
+            self.remember_plan(namespace, &name);
+            return Ok(AlertOutcome::PlanCreated { plan: name });
+        }
+        let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let mut conflicts = 0;
+        loop {
+            let now = Timestamp::now();
+            let (stored, mut table) = read_table(&config_maps).await?;
+            table.prune(now, window);
+            // A settled claim whose plan is gone (deleted, or a crash between claim and create)
+            // frees its remedies.
+            for claimant in table.settled_claimants(remedies, now, window, CLAIM_GRACE) {
+                if claimant != name && plans.get_opt(&claimant).await?.is_none() {
+                    table.release(&claimant);
+                }
+            }
+            self.with_memory(namespace, |m| m.cooldown = table.clone());
+            if let Some(outcome @ AlertOutcome::CooledDown { .. }) =
+                coverage_outcome(&name, table.check(&name, remedies, now, window))
+            {
+                return Ok(outcome);
+            }
+            table.claim(&name, remedies, now);
+            match write_table(&config_maps, stored, &table).await {
+                Ok(()) => {}
+                Err(kube::Error::Api(status))
+                    if (status.is_conflict() || status.is_already_exists()) && conflicts < 8 =>
+                {
+                    conflicts += 1;
+                    debug!(plan = %name, conflicts, "cool-down table changed underneath; re-reading");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            self.with_memory(namespace, |m| m.cooldown = table);
+            if let Err(e) = apply_plan(&plans, plan).await {
+                // Free the claim so the next alert can act; if this fails too, the claim is
+                // dropped on the next read because its plan does not exist.
+                if let Err(release) = self.release_claims(namespace, &name).await {
+                    warn!(plan = %name, error = %release, "releasing the cool-down claim failed");
+                }
+                return Err(e);
+            }
+            self.remember_plan(namespace, &name);
+            return Ok(AlertOutcome::PlanCreated { plan: name });
+        }
+    }
+
+    /// Drop a plan's claims, in memory and in the cluster.
+    async fn release_claims(&self, namespace: &str, plan: &str) -> Result<(), kube::Error> {
+        self.with_memory(namespace, |m| m.cooldown.release(plan));
+        let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        for _ in 0..8 {
+            let (stored, mut table) = read_table(&config_maps).await?;
+            if !table.release(plan) {
+                return Ok(());
+            }
+            match write_table(&config_maps, stored, &table).await {
+                Err(kube::Error::Api(status)) if status.is_conflict() => continue,
+                other => return other,
+            }
+        }
+        Ok(())
+    }
+
+    /// Alertmanager `resolved`: delete the alert's plan unless an action has started.
+    pub async fn cancel(&self, alert: &ThreatAlert) -> Result<(String, Cancel), kube::Error> {
+        let config = self.config.get();
+        let namespace = self.plan_namespace(&config);
+        let name = alert.plan_name();
+        let plans: Api<PatchPlan> = Api::namespaced(self.client.clone(), &namespace);
+        let _serial = self.slow_path.lock().await;
+        for _ in 0..3 {
+            let Some(plan) = plans.get_opt(&name).await? else {
+                self.with_memory(&namespace, |m| m.known_plans.remove(&name));
+                return Ok((name, Cancel::NotFound));
+            };
+            if has_started(&plan) {
+                return Ok((name, Cancel::AlreadyStarted));
+            }
+            // Only the version we looked at: if the reconciler wrote status since, look again.
+            let preconditions = Preconditions { resource_version: plan.resource_version(), uid: plan.uid() };
+            let params = DeleteParams { preconditions: Some(preconditions), ..DeleteParams::background() };
+            match plans.delete(&name, &params).await {
+                Ok(_) => {
+                    self.with_memory(&namespace, |m| m.known_plans.remove(&name));
+                    self.release_claims(&namespace, &name).await?;
+                    info!(plan = %name, "plan cancelled: its alert resolved before it started");
+                    return Ok((name, Cancel::Cancelled));
+                }
+                Err(kube::Error::Api(status)) if status.is_conflict() => continue,
+                Err(kube::Error::Api(status)) if status.is_not_found() => return Ok((name, Cancel::NotFound)),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((name, Cancel::AlreadyStarted))
+    }
+}
+
+fn coverage_outcome(name: &str, coverage: Coverage) -> Option<AlertOutcome> {
+    match coverage {
+        Coverage::Open => None,
+        Coverage::Same => Some(AlertOutcome::Deduplicated { plan: name.to_string() }),
+        Coverage::Covered { plan, remedy } => {
+            Some(AlertOutcome::CooledDown { target: cooldown::target_of(&remedy).to_string(), plan })
+        }
+    }
+}
+
+/// 409 (conflict), 429 (throttled) and 5xx are worth retrying; other API errors are final.
+fn transient(code: u16) -> bool {
+    code == 409 || code == 429 || code >= 500 || code == 0
+}
+
+pub fn annotate(plan: &mut PatchPlan, feed: &str, requester: &str) {
+    let annotations = plan.metadata.annotations.get_or_insert_with(Default::default);
+    annotations.insert(REQUESTED_BY_ANNOTATION.into(), requester.into());
+    annotations.insert(FEED_ANNOTATION.into(), feed.into());
+}
+
+/// Sign a plan Antibody creates with `safety.signing_key_file`, when set (after every other
+/// change to it: the signature covers namespace, name and spec). The key is read each time, so
+/// a rotated key (a Secret update) applies to the next plan.
+pub fn sign_if_configured(config: &Config, plan: &mut PatchPlan) -> Result<(), String> {
+    let Some(path) = &config.safety.signing_key_file else {
+        return Ok(());
+    };
+    let key = crate::signing::read_private_key(Path::new(path)).map_err(|e| format!("signing key: {e}"))?;
+    crate::signing::sign(plan, &config.safety.signing_key_name, &key).map_err(|e| format!("signing: {e}"))
+}
+
+/// Server-side apply with Antibody's field manager: creating a plan twice is one plan.
+pub async fn apply_plan(plans: &Api<PatchPlan>, plan: &PatchPlan) -> Result<PatchPlan, kube::Error> {
+    plans.patch(&plan.name_any(), &PatchParams::apply(crate::FIELD_MANAGER), &Patch::Apply(plan)).await
+}
+
+async fn read_table(config_maps: &Api<ConfigMap>) -> Result<(Option<ConfigMap>, CooldownTable), kube::Error> {
+    let stored = config_maps.get_opt(cooldown::CONFIG_MAP).await?;
+    let table = stored.as_ref().and_then(|c| c.data.as_ref()).map(CooldownTable::from_data).unwrap_or_default();
+    Ok((stored, table))
+}
+
+/// Write the table only if nobody else did since we read it (resourceVersion / create).
+async fn write_table(
+    config_maps: &Api<ConfigMap>,
+    stored: Option<ConfigMap>,
+    table: &CooldownTable,
+) -> Result<(), kube::Error> {
+    match stored {
+        Some(config_map) => {
+            // A merge patch carrying the resourceVersion read is a compare-and-swap (409 if the
+            // map changed since); keys no longer in the table are removed with null.
+            let data = table.to_data();
+            let mut patch_data: serde_json::Map<String, serde_json::Value> =
+                data.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+            for key in config_map.data.iter().flat_map(|d| d.keys()) {
+                if !data.contains_key(key) {
+                    patch_data.insert(key.clone(), serde_json::Value::Null);
+                }
+            }
+            let patch = serde_json::json!({
+                "metadata": { "resourceVersion": config_map.resource_version() },
+                "data": patch_data,
+            });
+            config_maps.patch(cooldown::CONFIG_MAP, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        }
+        None => {
+            let config_map = ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some(cooldown::CONFIG_MAP.into()),
+                    labels: Some([("app.kubernetes.io/managed-by".to_string(), "antibody".to_string())].into()),
+                    annotations: Some(
+                        [(
+                            "antibody.vael.io/purpose".to_string(),
+                            "per-target alert cool-down claims (see ingest.cooldown_seconds)".to_string(),
+                        )]
+                        .into(),
+                    ),
+                    ..Default::default()
+                },
+                data: Some(table.to_data()),
+                ..Default::default()
+            };
+            config_maps.create(&PostParams::default(), &config_map).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Parse one alert from a JSON value (a REST list item, a Socket.IO payload).
+pub fn alert_from_value(value: serde_json::Value) -> Result<ThreatAlert, String> {
+    let alert: ThreatAlert = match value {
+        // NEXUS sometimes sends the envelope as a JSON string.
+        serde_json::Value::String(text) => return ThreatAlert::from_json(&text),
+        other => serde_json::from_value(other).map_err(|e| format!("malformed alert JSON: {e}"))?,
+    };
+    alert.validate()?;
+    Ok(alert)
+}
+
+/// Best-effort id of an alert that did not validate, for the refusal record.
+pub fn id_hint(value: &serde_json::Value) -> String {
+    let value = match value {
+        serde_json::Value::String(text) => serde_json::from_str(text).unwrap_or_default(),
+        other => other.clone(),
+    };
+    value
+        .get("id")
+        .and_then(|id| id.as_str())
+        .filter(|id| !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_graphic()))
+        .unwrap_or("-")
+        .to_string()
+}
+
+/// Command-line options of the ingest side of `antibody run`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct IngestArgs {
+    /// NEXUS gRPC ThreatFeed to subscribe to, e.g. http://nexus:50051.
+    #[arg(long, env = "ANTIBODY_NEXUS_GRPC")]
+    pub nexus_grpc: Option<String>,
+    /// NEXUS Socket.IO server to take `nexus_alert` events from, e.g. http://nexus:5000.
+    #[arg(long, env = "ANTIBODY_NEXUS_WS")]
+    pub nexus_ws: Option<String>,
+    /// Serve the gRPC AlertIntake (with reflection) here, e.g. 127.0.0.1:50052.
+    #[arg(long, env = "ANTIBODY_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// Bearer tokens for REST and gRPC intake: lines `name:token`; the name is the requester.
+    #[arg(long, env = "ANTIBODY_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Namespace for PatchPlans made from alerts (default: --namespace, else
+    /// `defaults.plan_namespace` from antibody.yml).
+    #[arg(long, env = "ANTIBODY_PLAN_NAMESPACE")]
+    pub plan_namespace: Option<String>,
+}
+
+/// The running ingest side: its HTTP routes (to merge into the main router) and its tasks.
+pub struct Ingest {
+    pub router: axum::Router,
+    pub intake: Arc<Intake>,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// Start everything ingest needs. Errors are startup errors (bad flags, unreadable token file).
+pub fn start(
+    args: IngestArgs,
+    config_path: &Path,
+    client: Client,
+    config: Arc<SharedConfig>,
+    reporter: Arc<Reporter>,
+    watch_namespace: Option<String>,
+    shutdown: CancellationToken,
+) -> crate::Result<Ingest> {
+    let startup = |message: String| crate::Error::Config { path: "antibody run".into(), message };
+    let plan_namespace = args.plan_namespace.clone().or(watch_namespace);
+    if let Some(ns) = &plan_namespace {
+        crate::validate::dns1123_label(ns).map_err(|e| startup(format!("--plan-namespace: {e}")))?;
+    }
+    let tokens = match &args.token_file {
+        Some(path) => Tokens::load(path).map_err(startup)?,
+        None => {
+            warn!("no --token-file: REST and gRPC alert intake refuse every request (401)");
+            Tokens::default()
+        }
+    };
+    let tokens = Arc::new(TokenStore::new(tokens));
+    let intake = Arc::new(Intake::new(client, config.clone(), reporter.clone(), plan_namespace));
+    let mut tasks = Vec::new();
+
+    tasks.push(tokio::spawn(reload::watch(
+        config_path.to_path_buf(),
+        config,
+        args.token_file.clone().map(|path| (path, tokens.clone())),
+        reporter.metrics.clone(),
+        reload::POLL_INTERVAL,
+        shutdown.clone(),
+    )));
+    if let Some(url) = &args.nexus_grpc {
+        let endpoint = grpc::endpoint(url).map_err(|e| startup(format!("--nexus-grpc: {e}")))?;
+        tasks.push(tokio::spawn(grpc::subscribe(endpoint, intake.clone(), shutdown.clone())));
+    }
+    if let Some(url) = &args.nexus_ws {
+        ws::check_url(url).map_err(|e| startup(format!("--nexus-ws: {e}")))?;
+        tasks.push(tokio::spawn(ws::subscribe(url.clone(), intake.clone(), shutdown.clone())));
+    }
+    if let Some(addr) = args.grpc_addr {
+        let (intake, tokens, shutdown) = (intake.clone(), tokens.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = grpc::serve(addr, intake, tokens, shutdown).await {
+                warn!(error = %e, %addr, "gRPC intake server stopped");
+            }
+        }));
+    }
+    let router = http::router(intake.clone(), tokens);
+    Ok(Ingest { router, intake, tasks })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{ActionStatus, PatchPlanSpec, PatchPlanStatus};
+
+    #[test]
+    fn ingest_config_defaults_and_limits() {
+        let config = Config::from_yaml("{}").expect("empty config is valid");
+        assert_eq!(config.ingest, IngestConfig::default());
+        assert_eq!(config.ingest.cooldown_seconds, 60);
+        assert_eq!(config.ingest.max_body_bytes, 256 * 1024);
+        let cases: &[(&str, &str)] = &[
+            ("ingest: {cooldown_seconds: 90000}", "ingest.cooldown_seconds"),
+            ("ingest: {max_body_bytes: 10}", "ingest.max_body_bytes"),
+            ("ingest: {max_batch: 0}", "ingest.max_batch"),
+            ("ingest: {reconnect_max_ms: 1}", "ingest.reconnect_max_ms"),
+            ("ingest: {colour: red}", "ingest"),
+        ];
+        for (yaml, field) in cases {
+            let error = Config::from_yaml(yaml).expect_err(yaml);
+            assert!(error.field.starts_with(field), "{yaml}: {error}");
+        }
+        let tuned = Config::from_yaml("ingest: {cooldown_seconds: 0, max_batch: 5}").expect("valid");
+        assert_eq!((tuned.ingest.cooldown_seconds, tuned.ingest.max_batch), (0, 5));
+    }
+
+    #[test]
+    fn started_means_the_reconciler_moved() {
+        let mut plan = PatchPlan::new("p", PatchPlanSpec::default());
+        assert!(!has_started(&plan), "no status: not started");
+        plan.status = Some(PatchPlanStatus {
+            actions: vec![ActionStatus::default(), ActionStatus::default()],
+            ..Default::default()
+        });
+        assert!(!has_started(&plan), "status with pending actions: not started");
+        let mutations: [fn(&mut PatchPlanStatus); 6] = [
+            |s| s.phase = Phase::Running,
+            |s| s.phase = Phase::Failed,
+            |s| s.actions[1].state = StepState::Running,
+            |s| s.actions[0].restarted_at = Some("t".into()),
+            |s| s.actions[0].backup_name = Some("b".into()),
+            |s| s.actions[0].signalled_pods = vec!["uid".into()],
+        ];
+        for (i, mutate) in mutations.iter().enumerate() {
+            let mut started = plan.clone();
+            mutate(started.status.as_mut().expect("status"));
+            assert!(has_started(&started), "mutation {i} means started");
+        }
+    }
+
+    #[test]
+    fn alert_values_and_id_hints() {
+        let good = serde_json::json!({"id":"a1","source":"NEXUS","category":"heartbeat","severity":"high"});
+        assert_eq!(alert_from_value(good.clone()).expect("valid").id, "a1");
+        assert_eq!(alert_from_value(serde_json::Value::String(good.to_string())).expect("string form").id, "a1");
+        let cases: &[(serde_json::Value, &str, &str)] = &[
+            (serde_json::json!({"source":"N","category":"c","severity":"high"}), "missing field `id`", "-"),
+            (serde_json::json!({"id":"x","source":"N","category":"c","severity":"urgent"}), "unknown variant", "x"),
+            (
+                serde_json::json!({"id":"x","source":"N","category":"c","severity":"high","patch_hint":"restart:../x"}),
+                "invalid target",
+                "x",
+            ),
+            (serde_json::json!([1, 2]), "malformed alert JSON", "-"),
+            (serde_json::Value::String("{not json".into()), "malformed", "-"),
+            (serde_json::json!({"id":"has space","source":"N","category":"c","severity":"high"}), "printable", "-"),
+        ];
+        for (value, want, id) in cases {
+            let error = alert_from_value(value.clone()).expect_err(want);
+            assert!(error.contains(want), "{value}: {error}");
+            assert_eq!(id_hint(value), *id, "{value}");
+        }
+    }
+
+    #[test]
+    fn coverage_maps_to_outcomes() {
+        assert_eq!(coverage_outcome("p", Coverage::Open), None);
+        assert_eq!(coverage_outcome("p", Coverage::Same), Some(AlertOutcome::Deduplicated { plan: "p".into() }));
+        assert_eq!(
+            coverage_outcome("p", Coverage::Covered { plan: "q".into(), remedy: "restart:VAEL_Core".into() }),
+            Some(AlertOutcome::CooledDown { target: "VAEL_Core".into(), plan: "q".into() })
+        );
+        assert!(transient(503) && transient(429) && transient(409) && !transient(422) && !transient(403));
+    }
+}
