@@ -93,7 +93,7 @@ while time.time() < deadline:
     time.sleep(0.05)
 
 print()
-header = f"{'alert':<8} {'category/severity':<20} {'plan':<28} {'actions':<44} {'result':<22} {'alert→PatchApplied':>18}"
+header = f"{'alert':<16} {'category/severity':<20} {'plan':<28} {'actions':<44} {'result':<22} {'alert→PatchApplied':>18}"
 print(header)
 print("-" * len(header))
 failures = 0
@@ -105,7 +105,7 @@ for alert in alerts:
         expected_none = alert["severity"] in ("info", "warn", "low")
         result = "no action (by rule)" if expected_none and aid in sent else "MISSING"
         failures += 0 if result.startswith("no action") else 1
-        print(f"{aid:<8} {kind:<20} {'—':<28} {'—':<44} {result:<22} {'—':>18}")
+        print(f"{aid:<16} {kind:<20} {'—':<28} {'—':<44} {result:<22} {'—':>18}")
         continue
     name = plan["metadata"]["name"]
     actions = ", ".join(f"{a['type']}:{a['target']}" for a in plan["spec"]["actions"])
@@ -114,6 +114,6 @@ for alert in alerts:
     result = "PatchApplied" if ok else (ready or {}).get("reason", "pending")
     failures += 0 if ok else 1
     took = f"{(finished[aid] - sent[aid]) * 1000:.0f} ms" if ok and aid in sent and aid in finished else "—"
-    print(f"{aid:<8} {kind:<20} {name:<28} {actions:<44} {result:<22} {took:>18}")
+    print(f"{aid:<16} {kind:<20} {name:<28} {actions:<44} {result:<22} {took:>18}")
 print()
 sys.exit(1 if failures else 0)
