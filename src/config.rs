@@ -306,6 +306,39 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError { field: field.into(), message: message.into() }
 }
 
+/// Far above any real antibody.yml; bounds the work a hostile file can cause.
+pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+const MAX_FLOW_DEPTH: usize = 64;
+
+/// Refuse oversize files and deep `[`/`{` nesting before the YAML parser sees them: its time
+/// grows faster than linearly with depth (100,000 levels took 90 s before the recursion limit
+/// answered). Quotes and comments are skipped; a stray bracket in a plain scalar only counts up.
+fn check_shape(text: &str) -> Result<(), ConfigError> {
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(err("antibody.yml", format!("{} bytes (max {MAX_CONFIG_BYTES})", text.len())));
+    }
+    let (mut depth, mut quote, mut comment, mut previous) = (0usize, None, false, ' ');
+    for c in text.chars() {
+        match (quote, c) {
+            _ if comment => comment = c != '\n',
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '#') if previous.is_whitespace() => comment = true,
+            (None, '[' | '{') => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    return Err(err("antibody.yml", format!("nesting deeper than {MAX_FLOW_DEPTH} levels")));
+                }
+            }
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        previous = c;
+    }
+    Ok(())
+}
+
 impl Config {
     pub fn load(path: &Path) -> crate::Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| crate::Error::Config {
@@ -318,6 +351,7 @@ impl Config {
 
     /// Parse and validate. Errors name the offending field (`targets.VAEL_Core.deployment`).
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        check_shape(text)?;
         let deserializer = serde_yaml::Deserializer::from_str(text);
         let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let path = e.path().to_string();
@@ -460,6 +494,18 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing_but_quoted_brackets_are_text() {
+        let deep = format!("log_path: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let started = std::time::Instant::now();
+        assert!(Config::from_yaml(&deep).expect_err("deep").to_string().contains("nesting deeper than 64"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let quoted = format!("log_path: \"{}\" # {}\n", "[".repeat(100), "{".repeat(100));
+        assert_eq!(Config::from_yaml(&quoted).expect("quoted brackets").log_path, "[".repeat(100));
+        let big = "#".repeat(MAX_CONFIG_BYTES + 1);
+        assert!(Config::from_yaml(&big).expect_err("big").to_string().contains("max 1048576"));
+    }
 
     const SEED: &str = r#"
 actions:

@@ -58,7 +58,15 @@ pub fn env_value(value: &str) -> Result<(), String> {
     if let Some(c) = value.chars().find(|c| c.is_control()) {
         return Err(format!("env value holds control character {c:?}: one line of printable text only"));
     }
+    // Bidi overrides and zero-width characters make a value read differently than it acts.
+    if let Some(c) = value.chars().find(|&c| is_invisible_or_bidi(c)) {
+        return Err(format!("env value holds invisible or bidirectional-override character {c:?}"));
+    }
     Ok(())
+}
+
+fn is_invisible_or_bidi(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 #[cfg(test)]
@@ -97,6 +105,10 @@ mod tests {
             (env_value, "V\nX=Y", false),
             (env_value, "V\rX", false),
             (env_value, "nul\0", false),
+            (env_value, "\u{202E}gubed", false),
+            (env_value, "de\u{200D}bug", false),
+            (env_value, "\u{FEFF}x", false),
+            (env_value, "café ünïcode", true),
             (env_value, &"x".repeat(MAX_ENV_VALUE + 1), false),
         ];
         for (check, input, ok) in cases {

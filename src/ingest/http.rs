@@ -84,11 +84,23 @@ async fn require_token(State(state): State<HttpState>, mut request: Request, nex
     }
 }
 
-/// Read the body up to `limit` bytes; more is a 413 (checked from Content-Length first).
+/// Read the body up to `limit` bytes; more is a 413 (checked from Content-Length first). A
+/// Content-Type other than application/json is a 415 (none at all is taken as JSON).
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Response> {
     let too_large = |size: String| {
         error(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", format!("request body is {size} (max {limit} bytes)"))
     };
+    // Every route takes JSON; a body declared as anything else was not meant for us.
+    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+        let media_type = content_type.to_str().unwrap_or("").split(';').next().unwrap_or("").trim();
+        if !media_type.eq_ignore_ascii_case("application/json") {
+            return Err(error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                format!("Content-Type {media_type:?} is not accepted: send application/json"),
+            ));
+        }
+    }
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if let Some(length) = declared.filter(|&l| l > limit as u64) {
         return Err(too_large(format!("{length} bytes")));

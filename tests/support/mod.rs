@@ -233,6 +233,15 @@ impl ControllerProcess {
 
     /// Start with a known identity (`POD_NAME`: the Lease holder name under leader election).
     pub fn start_as(identity: &str, config_yaml: &str, namespace: &str, extra: &[&str]) -> Self {
+        Self::spawn(&kubeconfig_path(), identity, config_yaml, namespace, extra)
+    }
+
+    /// Start against another cluster (a private control plane a chaos test may break).
+    pub fn start_on(kubeconfig: &Path, config_yaml: &str, namespace: &str, extra: &[&str]) -> Self {
+        Self::spawn(kubeconfig, &unique("antibody"), config_yaml, namespace, extra)
+    }
+
+    fn spawn(kubeconfig: &Path, identity: &str, config_yaml: &str, namespace: &str, extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join("antibody-tests");
         std::fs::create_dir_all(&dir).expect("temp dir");
         let config = dir.join(format!("{namespace}.yml"));
@@ -247,7 +256,7 @@ impl ControllerProcess {
             .args(["--namespace", namespace, "--log-level", "info,antibody=debug,kube=warn"])
             .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
             .args(extra)
-            .env("KUBECONFIG", kubeconfig_path())
+            .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", identity)
             .env("ANTIBODY_AUDIT_DIR", &audit_dir)
             .stdin(Stdio::null())
@@ -288,6 +297,11 @@ impl ControllerProcess {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Our child's pid (for /proc/PID/status: memory checks).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Still running?
