@@ -100,12 +100,14 @@ async fn controller_killed_at_random_points_every_plan_completes_once() {
     assert_eq!(all.items.len(), total, "{:?}", all.items.iter().map(|p| p.name_any()).collect::<Vec<_>>());
     // reloadFlask is at most once: the pod is recorded as signalled before the exec, so a crash
     // between the two leaves the HUP in doubt and the restarted controller does not resend it
-    // (its step then reports "to 0 pod(s)").
+    // (its step then says their delivery is unconfirmed).
     let in_doubt = all
         .items
         .iter()
         .filter(|p| {
-            p.status.as_ref().is_some_and(|s| s.actions.get(1).is_some_and(|a| a.message.contains("to 0 pod(s)")))
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.actions.get(1).is_some_and(|a| a.message.contains("delivery is unconfirmed")))
         })
         .count();
     eprintln!(

@@ -61,6 +61,10 @@ pub async fn run(
     }
 
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    // Pods recorded by an earlier attempt that did not finish (the controller died between
+    // recording and the result): at most once means they are not signalled again, and we
+    // cannot confirm they were — say so rather than claim it.
+    let in_doubt = status.signalled_pods.len();
     let mut sent = 0;
     for pod in &pods {
         let (Some(pod_name), Some(uid)) = (&pod.metadata.name, &pod.metadata.uid) else {
@@ -92,7 +96,15 @@ pub async fn run(
             }
         }
     }
-    Ok(Step::Done(format!("sent {command:?} to {sent} pod(s) of {ns}/{name} ({} in all)", status.signalled_pods.len())))
+    let doubt = if in_doubt > 0 {
+        format!(
+            "; {in_doubt} pod(s) recorded before a controller restart were not signalled again \
+             (at most once) and their delivery is unconfirmed"
+        )
+    } else {
+        String::new()
+    };
+    Ok(Step::Done(format!("sent {command:?} to {sent} pod(s) of {ns}/{name}{doubt}")))
 }
 
 /// Ready, not terminating pods owned by the ReplicaSet of the Deployment's current revision.
