@@ -382,7 +382,9 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
                     &now,
                 );
                 writer.save().await?;
-                return Ok(Action::requeue(requeue.max(Duration::from_millis(200))));
+                // Watches wake us on progress; the requeue is the safety net if a watch is
+                // broken (e.g. an API server outage expired it): look again at least every 10 s.
+                return Ok(Action::requeue(requeue.clamp(Duration::from_millis(200), Duration::from_secs(10))));
             }
             Step::Failed { reason, message } => {
                 let failure = format!("{}: {message}", action.describe());
