@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use antibody::ingest::grpc::proto::ThreatAlert as WireAlert;
 use antibody::ingest::grpc::proto::alert_intake_client::AlertIntakeClient;
 use antibody::plan::{ActionType, PatchPlan, PatchPlanSpec, PatchPlanStatus, PlanAction};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
