@@ -484,10 +484,13 @@ async fn alert_latency(
 ) -> Result<Vec<f64>> {
     let mut intake = controller.intake().await?;
     let mut samples = Vec::with_capacity(n);
+    // Distinct alert ids across calls, so no alert is deduplicated into an earlier plan.
+    static SENT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let run = format!("{}-{}", category, std::process::id());
     for i in 0..n {
+        let serial = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let sent = Instant::now();
-        let (outcome, plan) = submit(&mut intake, &format!("{run}-{i}"), category, &hint(i)).await?;
+        let (outcome, plan) = submit(&mut intake, &format!("{run}-{serial}"), category, &hint(i)).await?;
         if outcome != "plan_created" {
             return Err(format!("{category} alert {i}: outcome {outcome}, expected plan_created").into());
         }
