@@ -314,9 +314,8 @@ impl Controller {
     }
 
     async fn intake(&self) -> Result<AlertIntakeClient<tonic::transport::Channel>> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", self.grpc_port))?
-            .connect()
-            .await?;
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", self.grpc_port))?.connect().await?;
         Ok(AlertIntakeClient::new(channel))
     }
 }
@@ -527,7 +526,11 @@ done"#
     if !output.status.success() {
         return Err(format!("kubectl loop failed: {}", output.status).into());
     }
-    Ok(String::from_utf8_lossy(&output.stdout).lines().filter_map(|l| l.trim().parse::<f64>().ok()).map(|us| us / 1000.0).collect())
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<f64>().ok())
+        .map(|us| us / 1000.0)
+        .collect())
 }
 
 #[derive(Serialize, Default)]
@@ -653,7 +656,8 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 async fn run(results: &mut Results, namespaces: &mut Vec<String>) -> Result<()> {
-    let bin = std::env::var("ANTIBODY_BIN").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("target/release/antibody"));
+    let bin =
+        std::env::var("ANTIBODY_BIN").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("target/release/antibody"));
     if !bin.exists() {
         return Err(format!("{} missing: cargo build --release --bin antibody", bin.display()).into());
     }
@@ -717,9 +721,15 @@ async fn run(results: &mut Results, namespaces: &mut Vec<String>) -> Result<()> 
     for _ in 0..env_usize("BENCH_RESTART_N", 5) {
         let generation = deployments.get("bench-restart").await?.metadata.generation.unwrap_or(0);
         let mut sent_at = None;
-        let one = alert_latency(&controller, &seen, 1, "restart", |_| "restart:BenchR".into(), Duration::from_secs(120), |s, _| {
-            sent_at = Some(s)
-        })
+        let one = alert_latency(
+            &controller,
+            &seen,
+            1,
+            "restart",
+            |_| "restart:BenchR".into(),
+            Duration::from_secs(120),
+            |s, _| sent_at = Some(s),
+        )
         .await?;
         restart_samples.extend(one);
         let bumped = generations.lock().ok().and_then(|m| m.get(&(generation + 1)).copied());
@@ -738,15 +748,22 @@ async fn run(results: &mut Results, namespaces: &mut Vec<String>) -> Result<()> 
         create_deployment(&client, &ns_storm, "bench-app").await?;
         let storm_controller = Controller::start(&bin, &ns_storm, &bench_config(&ns_storm, 60, 0))?;
         results.storm = Some(
-            storm(&client, &storm_controller, &ns_storm, env_usize("BENCH_STORM_N", 10_000), env_usize("BENCH_STORM_C", 64))
-                .await?,
+            storm(
+                &client,
+                &storm_controller,
+                &ns_storm,
+                env_usize("BENCH_STORM_N", 10_000),
+                env_usize("BENCH_STORM_C", 64),
+            )
+            .await?,
         );
     }
 
     eprintln!("[bench] 1,000 editEnv PatchPlans (server-side apply, 32 in parallel) → PatchApplied");
     let before = seen.applied.lock().map(|m| m.len()).unwrap_or(0);
-    let thousand: Vec<PatchPlan> =
-        (0..1000).map(|i| edit_plan(&format!("thousand-{i}"), &format!("E{}", i % EDIT_TARGETS), &format!("t{i}"))).collect();
+    let thousand: Vec<PatchPlan> = (0..1000)
+        .map(|i| edit_plan(&format!("thousand-{i}"), &format!("E{}", i % EDIT_TARGETS), &format!("t{i}")))
+        .collect();
     let started = Instant::now();
     let created = apply_plans(&client, &ns, thousand, 32, Duration::from_secs(60)).await;
     let applied = seen.wait_count(false, before + created, Duration::from_secs(90)).await - before;
@@ -754,7 +771,9 @@ async fn run(results: &mut Results, namespaces: &mut Vec<String>) -> Result<()> 
     if applied >= 1000 {
         results.thousand_plans_seconds = Some(started.elapsed().as_secs_f64());
     } else {
-        results.notes.push(format!("only {applied} of 1,000 plans ({created} created) reached PatchApplied in the budget"));
+        results
+            .notes
+            .push(format!("only {applied} of 1,000 plans ({created} created) reached PatchApplied in the budget"));
     }
     if let Some((rss, hwm)) = controller.rss_mib() {
         results.rss.at_1000_mib = Some(rss);
@@ -827,20 +846,33 @@ fn print_table(r: &Results) {
     println!("{}", stats::row("antibody restart: PatchApplied", &r.restart_complete));
     println!("{}", stats::row("kubectl loop (patch + exec)", &r.kubectl_edit_env));
     let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
-    println!("\nratios: editEnv/limit p50 {} p99 {}; kubectl/antibody editEnv p50 {}",
-        f(r.ratio_edit_env_p50_over_limit), f(r.ratio_edit_env_p99_over_limit), f(r.ratio_kubectl_p50_over_edit_env));
+    println!(
+        "\nratios: editEnv/limit p50 {} p99 {}; kubectl/antibody editEnv p50 {}",
+        f(r.ratio_edit_env_p50_over_limit),
+        f(r.ratio_edit_env_p99_over_limit),
+        f(r.ratio_kubectl_p50_over_edit_env)
+    );
     if let Some(s) = &r.storm {
         println!(
             "storm: {} alerts in {:.2} s = {:.0} alerts/s (concurrency {}), {} plan(s), outcomes {:?}",
             s.alerts, s.seconds, s.alerts_per_second, s.concurrency, s.plans, s.outcomes
         );
     }
-    println!("1,000 editEnv plans → PatchApplied: {} ({} applied)", r.thousand_plans_seconds.map_or("-".into(), |s| format!("{s:.2} s")), r.thousand_plans_applied);
+    println!(
+        "1,000 editEnv plans → PatchApplied: {} ({} applied)",
+        r.thousand_plans_seconds.map_or("-".into(), |s| format!("{s:.2} s")),
+        r.thousand_plans_applied
+    );
     let m = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
     println!(
         "RSS MiB (VmRSS / VmHWM): idle {} / {}; at 1,000 plans {} / {}; at {} plans {} / {}",
-        m(r.rss.idle_mib), m(r.rss.idle_peak_mib), m(r.rss.at_1000_mib), m(r.rss.at_1000_peak_mib),
-        r.rss.at_max_plans, m(r.rss.at_max_mib), m(r.rss.at_max_peak_mib)
+        m(r.rss.idle_mib),
+        m(r.rss.idle_peak_mib),
+        m(r.rss.at_1000_mib),
+        m(r.rss.at_1000_peak_mib),
+        r.rss.at_max_plans,
+        m(r.rss.at_max_mib),
+        m(r.rss.at_max_peak_mib)
     );
     println!("\ntargets:");
     for v in &r.verdicts {
@@ -859,11 +891,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let mut results = Results {
-        date: jiff::Timestamp::now().to_string(),
-        machine: machine(),
-        ..Default::default()
-    };
+    let mut results = Results { date: jiff::Timestamp::now().to_string(), machine: machine(), ..Default::default() };
     let mut namespaces = Vec::new();
     let outcome = runtime.block_on(async {
         let outcome = tokio::time::timeout(Duration::from_secs(480), run(&mut results, &mut namespaces)).await;
