@@ -22,5 +22,15 @@ fi
 step "local control plane"
 tests/cluster/up.sh
 step "cargo test"
-cargo test "$@" -- --test-threads="${TEST_THREADS:-4}"
-step "all tests passed in $((SECONDS - t0)) s"
+log="$(mktemp)"
+status=0
+cargo test "$@" -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$log" || status=$?
+# One closing line for every suite together (cargo prints one per test binary).
+sum() { grep -E '^test result:' "$log" | grep -oE "[0-9]+ $1" | awk '{n += $1} END {print n + 0}'; }
+passed=$(sum passed); failed=$(sum failed); ignored=$(sum ignored)
+rm -f "$log"
+# Stop the cluster now rather than in the EXIT trap, so the summary is the last line printed.
+if [[ "${ANTIBODY_KEEP_CLUSTER:-}" != 1 ]]; then trap - EXIT; cleanup; fi
+step "finished in $((SECONDS - t0)) s"
+echo "tests: $passed passed, $failed failed, $ignored skipped"
+exit "$status"
