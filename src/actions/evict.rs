@@ -5,11 +5,10 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, EvictParams};
 
-use super::{ActionContext, Checkpoint, Step, TARGET_NOT_FOUND, elapsed, not_found};
+use super::{ActionContext, Checkpoint, Step, elapsed};
 use crate::plan::{ActionStatus, StepState};
 use crate::reconcile::rollout::{RolloutState, rollout_state};
 
@@ -22,9 +21,9 @@ pub async fn run(
 ) -> crate::Result<Step> {
     let ns = &ctx.target.namespace;
     let name = &ctx.target.deployment;
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-    let Some(deployment) = not_found(deployments.get(name).await)? else {
-        return Ok(Step::failed(TARGET_NOT_FOUND, format!("Deployment {ns}/{name} not found")));
+    let deployment = match ctx.target_deployment().await? {
+        Ok(deployment) => deployment,
+        Err(step) => return Ok(step),
     };
     status.state = StepState::Running;
     status.started_at.get_or_insert_with(|| ctx.now.clone());

@@ -62,6 +62,14 @@ impl ActionContext<'_> {
         )
     }
 
+    /// The target's Deployment, or the `TargetNotFound` step that ends the plan.
+    pub async fn target_deployment(&self) -> crate::Result<Result<k8s_openapi::api::apps::v1::Deployment, Step>> {
+        let (ns, name) = (&self.target.namespace, &self.target.deployment);
+        let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> = kube::Api::namespaced(self.client.clone(), ns);
+        Ok(not_found(api.get(name).await)?
+            .ok_or_else(|| Step::failed(TARGET_NOT_FOUND, format!("Deployment {ns}/{name} not found"))))
+    }
+
     pub fn plan_uid(&self) -> &str {
         self.plan.metadata.uid.as_deref().unwrap_or_default()
     }

@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::api::{Api, AttachParams, ListParams};
 use tokio::io::AsyncReadExt;
 
-use super::{ActionContext, Checkpoint, Step, TARGET_NOT_FOUND, elapsed, not_found};
+use super::{ActionContext, Checkpoint, Step, elapsed};
 use crate::plan::{ActionStatus, StepState};
 
 pub const NON_ZERO_EXIT_CODE: &str = "NonZeroExitCode";
@@ -31,9 +31,9 @@ pub async fn run(
 ) -> crate::Result<Step> {
     let ns = &ctx.target.namespace;
     let name = &ctx.target.deployment;
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-    let Some(deployment) = not_found(deployments.get(name).await)? else {
-        return Ok(Step::failed(TARGET_NOT_FOUND, format!("Deployment {ns}/{name} not found")));
+    let deployment = match ctx.target_deployment().await? {
+        Ok(deployment) => deployment,
+        Err(step) => return Ok(step),
     };
     status.state = StepState::Running;
     status.started_at.get_or_insert_with(|| ctx.now.clone());
