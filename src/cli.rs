@@ -6,7 +6,7 @@ use std::path::Path;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 
-use crate::config::{Config, ConfigMapMode};
+use crate::config::Config;
 use crate::plan::{ActionType, PatchPlan, PatchPlanSpec, PlanAction};
 use crate::{signing, validate};
 
@@ -56,13 +56,10 @@ pub fn rollback_plan(config_file: &Path, target: &str, backup: &str, namespace: 
     let config = Config::load(config_file).map_err(|e| e.to_string())?;
     let resolved = config.resolve(target, namespace)?;
     validate::dns1123_subdomain(backup)?;
-    let follow_up = match resolved.config_map_mode {
-        ConfigMapMode::Env => ActionType::Restart,
-        ConfigMapMode::File => ActionType::ReloadFlask,
-    };
     let mut restore = PlanAction::new(ActionType::Rollback, target);
     restore.backup = Some(backup.to_string());
-    let spec = PatchPlanSpec { actions: vec![restore, PlanAction::new(follow_up, target)], ..Default::default() };
+    let follow_up = resolved.config_map_mode.follow_up().map(|action| PlanAction::new(action, target));
+    let spec = PatchPlanSpec { actions: std::iter::once(restore).chain(follow_up).collect(), ..Default::default() };
     crate::reconcile::admission::admit(&config, &spec, namespace)
         .map_err(|r| format!("{}: {}", r.reason, r.message))?;
     let suffix: String = backup.chars().rev().take(10).collect::<String>().chars().rev().collect();

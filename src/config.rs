@@ -187,6 +187,19 @@ pub enum ConfigMapMode {
     Env,
     /// Mounted as a file (`.env`): a reload picks it up once the kubelet synced the file.
     File,
+    /// Mounted as a file the application watches and re-reads itself: nothing must follow.
+    Watched,
+}
+
+impl ConfigMapMode {
+    /// The action an edit of the ConfigMap needs before it takes effect, if any.
+    pub fn follow_up(self) -> Option<crate::plan::ActionType> {
+        match self {
+            ConfigMapMode::Env => Some(crate::plan::ActionType::Restart),
+            ConfigMapMode::File => Some(crate::plan::ActionType::ReloadFlask),
+            ConfigMapMode::Watched => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -440,11 +453,13 @@ impl Config {
             for action in &rule.actions {
                 let (kind, target) = action.split_once(':').map_or((action.as_str(), None), |(k, t)| (k, Some(t)));
                 let kind = ActionType::from_config_name(kind)
-                    .ok_or_else(|| err(field("actions"), format!("unknown action {kind:?} (restart, reload_flask)")))?;
-                if kind == ActionType::EditEnv {
+                    .ok_or_else(|| err(field("actions"), format!("unknown action {kind:?} (restart, reload_flask, edit_env)")))?;
+                // `edit_env` in a rule means "the edit the alert's patch hint carries": the key,
+                // value and target only ever come from the hint.
+                if kind == ActionType::EditEnv && target.is_some() {
                     return Err(err(
                         field("actions"),
-                        "edit_env needs a key and value: it only comes from a patch hint",
+                        "edit_env takes its target, key and value from the patch hint: write `edit_env`",
                     ));
                 }
                 if let Some(target) = target.or(rule.target.as_deref()) {

@@ -58,11 +58,11 @@ pub fn decide(config: &Config, alert: &ThreatAlert, plan_namespace: &str) -> Dec
         actions.push(PlanAction::edit_env(target.clone(), key.clone(), value.clone()));
         // Env is read at container start: an env-consumed ConfigMap needs a restart, a mounted
         // file a reload. The follow-up is part of the plan so it is ordered and audited.
-        let follow_up = match config.resolve(target, plan_namespace).map(|t| t.config_map_mode) {
-            Ok(ConfigMapMode::File) => ActionType::ReloadFlask,
-            _ => ActionType::Restart,
-        };
-        actions.push(PlanAction::new(follow_up, target.clone()));
+        // A target that does not resolve is refused by admission; Env's restart is the default.
+        let mode = config.resolve(target, plan_namespace).map_or(ConfigMapMode::Env, |t| t.config_map_mode);
+        if let Some(follow_up) = mode.follow_up() {
+            actions.push(PlanAction::new(follow_up, target.clone()));
+        }
     }
     for name in &action_names {
         let (kind, fixed_target) =
@@ -87,6 +87,16 @@ pub fn decide(config: &Config, alert: &ThreatAlert, plan_namespace: &str) -> Dec
             (ActionType::Restart, RestartMode::Hup) => ActionType::ReloadFlask,
             (kind, _) => kind,
         };
+        // A rule's `edit_env` is what the hint's KEY=VALUE does; a rule cannot invent the value.
+        if kind == ActionType::EditEnv {
+            if actions.iter().any(|a| a.action == ActionType::EditEnv && a.target == target) {
+                continue;
+            }
+            return Decision::Refuse(Refusal {
+                reason: admission::INVALID_SPEC,
+                message: format!("rule {rule_name} wants edit_env on {target} but the alert's patch_hint has no KEY=VALUE for it"),
+            });
+        }
         let action = PlanAction::new(kind, target);
         if !actions.contains(&action) {
             actions.push(action);
@@ -215,6 +225,23 @@ mod tests {
         let tx = decide_for("config", "edit_env:A:K=v");
         assert_eq!(actions(&tx), ["editEnv:A:K", "restart:A"]);
         assert!(matches!(tx, Decision::Plan { spec, .. } if spec.rollback_on_failure));
+    }
+
+    #[test]
+    fn an_edit_brings_the_follow_up_its_config_map_mode_needs() {
+        let cases = [("env", &["editEnv:A:K", "restart:A"][..]), ("file", &["editEnv:A:K", "reloadFlask:A"]), ("watched", &["editEnv:A:K"])];
+        for (mode, want) in cases {
+            let yaml = format!(
+                "actions: {{edit_env: [A], restart: [A], reload_flask: [A]}}\n\
+                 targets: {{A: {{deployment: a, config_map: a-env, config_map_mode: {mode}}}}}\n\
+                 rules: [{{name: cfg, category: config, actions: [edit_env]}}]"
+            );
+            let config = Config::from_yaml(&yaml).expect("valid");
+            let decision = decide(&config, &alert("config", Severity::High, Some("edit_env:A:K=v")), "ns");
+            assert_eq!(actions(&decision), want, "config_map_mode {mode}");
+            let no_value = decide(&config, &alert("config", Severity::High, Some("restart:A")), "ns");
+            assert_eq!(actions(&no_value), ["refuse:InvalidSpec"], "a rule cannot invent the edit");
+        }
     }
 
     #[test]

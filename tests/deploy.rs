@@ -20,7 +20,7 @@ fn expected() -> BTreeMap<&'static str, &'static str> {
         ("pods/exec", "get create"),
         ("pods/eviction", "create"),
         ("configmaps", "get list watch create patch delete"),
-        ("namespaces", "get"),
+        ("namespaces", "get list watch"),
         ("events.events.k8s.io", "create patch"),
     ])
 }

@@ -1,16 +1,9 @@
 #![no_main]
 //! Any string → `PatchHint::parse`: never panics; an accepted target is a valid logical name
-//! and an accepted env value holds no control character.
+//! The property lives in `fuzz/checks.rs`, shared with the stable replay in `tests/fuzz_corpus.rs`.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        if let Ok(hint) = antibody::alert::PatchHint::parse(text) {
-            assert!(antibody::validate::logical_name(&hint.target).is_ok());
-            if let Some((key, value)) = &hint.env {
-                assert!(antibody::validate::env_key(key).is_ok());
-                assert!(!value.chars().any(char::is_control));
-            }
-        }
-    }
-});
+#[path = "../checks.rs"]
+mod checks;
+
+fuzz_target!(|data: &[u8]| checks::patch_hint(data));

@@ -1,13 +1,9 @@
 #![no_main]
-//! Any JSON spec → canonical bytes: deterministic, and stable through a serialise/parse round trip
-//! (so a signature made over one rendering verifies over another).
+//! Any JSON spec → canonical bytes: deterministic and stable through a serialise/parse round trip.
+//! The property lives in `fuzz/checks.rs`, shared with the stable replay in `tests/fuzz_corpus.rs`.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(spec) = serde_json::from_slice::<antibody::plan::PatchPlanSpec>(data) else { return };
-    let Ok(first) = antibody::signing::canonical_bytes("ns", "plan", &spec) else { return };
-    let again = serde_yaml::to_string(&spec).ok().and_then(|y| serde_yaml::from_str::<antibody::plan::PatchPlanSpec>(&y).ok());
-    if let Some(again) = again {
-        assert_eq!(antibody::signing::canonical_bytes("ns", "plan", &again).ok(), Some(first));
-    }
-});
+#[path = "../checks.rs"]
+mod checks;
+
+fuzz_target!(|data: &[u8]| checks::plan_canonical(data));

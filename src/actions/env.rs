@@ -4,14 +4,16 @@
 //! the first backup, which holds the data from before the edit. The edit itself is a
 //! server-side apply of one key with Antibody's field manager: repeating it changes nothing.
 //! Backups are labelled with the ConfigMap they belong to; only the newest
-//! `safety.backup_history` are kept.
+//! `safety.backup_history` are kept (pruned in the background, after the edit).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{LazyLock, Mutex};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+use tracing::warn;
 
 use super::{ActionContext, Step, TARGET_NOT_FOUND, not_found};
 use crate::FIELD_MANAGER;
@@ -70,9 +72,42 @@ async fn back_up(
         Err(e) => return Err(e.into()),
     }
     if !ctx.dry_run {
-        prune(api, &cm_name, ctx.history).await?;
+        schedule_prune(api.clone(), &ctx.target.namespace, &cm_name, ctx.history);
     }
     Ok(())
+}
+
+/// ConfigMaps with a prune running → whether another edit asked for one meanwhile.
+static PRUNING: LazyLock<Mutex<HashMap<String, bool>>> = LazyLock::new(Mutex::default);
+
+/// Prune in the background, off the plan's critical path, coalescing a burst of edits of one
+/// ConfigMap into at most two list calls. Our own new backup is always among the newest, so
+/// it never waits on this; a failed prune is logged and retried by the next edit.
+fn schedule_prune(api: Api<ConfigMap>, namespace: &str, config_map: &str, keep: usize) {
+    let key = format!("{namespace}/{config_map}");
+    {
+        let mut pruning = PRUNING.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(again) = pruning.get_mut(&key) {
+            *again = true;
+            return;
+        }
+        pruning.insert(key.clone(), false);
+    }
+    let config_map = config_map.to_string();
+    tokio::spawn(async move {
+        loop {
+            if let Err(error) = prune(&api, &config_map, keep).await {
+                warn!(config_map = %key, %error, "pruning old backups failed; the next edit retries");
+            }
+            let mut pruning = PRUNING.lock().unwrap_or_else(|p| p.into_inner());
+            if pruning.get(&key) == Some(&true) {
+                pruning.insert(key.clone(), false);
+                continue;
+            }
+            pruning.remove(&key);
+            break;
+        }
+    });
 }
 
 /// Delete all but the newest `keep` backups of `config_map`.
@@ -151,6 +186,7 @@ fn takes_effect(mode: ConfigMapMode) -> &'static str {
     match mode {
         ConfigMapMode::Env => "consumed as env: takes effect after a restart",
         ConfigMapMode::File => "mounted as a file: takes effect after a reload",
+        ConfigMapMode::Watched => "mounted as a file the app watches: takes effect when it re-reads it",
     }
 }
 

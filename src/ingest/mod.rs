@@ -129,6 +129,8 @@ const MAX_KNOWN_PLANS: usize = 100_000;
 struct Memory {
     cooldown: CooldownTable,
     known_plans: HashSet<String>,
+    /// The cool-down ConfigMap as this replica last wrote it (resourceVersion for the next CAS).
+    stored_table: Option<ConfigMap>,
 }
 
 /// What became of an Alertmanager `resolved` notification.
@@ -320,20 +322,23 @@ impl Intake {
             return Ok(outcome);
         }
         let plans: Api<PatchPlan> = Api::namespaced(self.client.clone(), namespace);
-        if plans.get_opt(&name).await?.is_some() {
-            self.remember_plan(namespace, &name);
-            return Ok(AlertOutcome::Deduplicated { plan: name });
-        }
         if window.is_zero() {
-            apply_plan(&plans, plan).await?;
-            self.remember_plan(namespace, &name);
-            return Ok(AlertOutcome::PlanCreated { plan: name });
+            return self.create_plan(namespace, &plans, plan).await;
         }
         let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
         let mut conflicts = 0;
         loop {
             let now = Timestamp::now();
-            let (stored, mut table) = read_table(&config_maps).await?;
+            // The table as this replica last wrote it, if any: the write below is a
+            // compare-and-swap, so a stale copy costs a 409 and a re-read, never a double claim.
+            let cached = if conflicts == 0 { self.with_memory(namespace, |m| m.stored_table.clone()) } else { None };
+            let (stored, mut table) = match cached {
+                Some(stored) => {
+                    let table = stored.data.as_ref().map(CooldownTable::from_data).unwrap_or_default();
+                    (Some(stored), table)
+                }
+                None => read_table(&config_maps).await?,
+            };
             table.prune(now, window);
             // A settled claim whose plan is gone (deleted, or a crash between claim and create)
             // frees its remedies.
@@ -350,7 +355,7 @@ impl Intake {
             }
             table.claim(&name, remedies, now);
             match write_table(&config_maps, stored, &table).await {
-                Ok(()) => {}
+                Ok(written) => self.with_memory(namespace, |m| m.stored_table = Some(written)),
                 Err(kube::Error::Api(status))
                     if (status.is_conflict() || status.is_already_exists()) && conflicts < 8 =>
                 {
@@ -358,20 +363,45 @@ impl Intake {
                     debug!(plan = %name, conflicts, "cool-down table changed underneath; re-reading");
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.with_memory(namespace, |m| m.stored_table = None);
+                    return Err(e);
+                }
             }
             self.with_memory(namespace, |m| m.cooldown = table);
-            if let Err(e) = apply_plan(&plans, plan).await {
-                // Free the claim so the next alert can act; if this fails too, the claim is
-                // dropped on the next read because its plan does not exist.
-                if let Err(release) = self.release_claims(namespace, &name).await {
-                    warn!(plan = %name, error = %release, "releasing the cool-down claim failed");
+            return match self.create_plan(namespace, &plans, plan).await {
+                Ok(outcome) => Ok(outcome),
+                Err(e) => {
+                    // Free the claim so the next alert can act; if this fails too, the claim is
+                    // dropped on the next read because its plan does not exist.
+                    if let Err(release) = self.release_claims(namespace, &name).await {
+                        warn!(plan = %name, error = %release, "releasing the cool-down claim failed");
+                    }
+                    Err(e)
                 }
-                return Err(e);
-            }
-            self.remember_plan(namespace, &name);
-            return Ok(AlertOutcome::PlanCreated { plan: name });
+            };
         }
+    }
+
+    /// Create the plan; one that already exists (same alert, same name) is a duplicate. One
+    /// round-trip: no GET first.
+    async fn create_plan(
+        &self,
+        namespace: &str,
+        plans: &Api<PatchPlan>,
+        plan: &PatchPlan,
+    ) -> Result<AlertOutcome, kube::Error> {
+        let name = plan.name_any();
+        let params = PostParams { field_manager: Some(crate::FIELD_MANAGER.into()), ..Default::default() };
+        let outcome = match plans.create(&params, plan).await {
+            Ok(_) => AlertOutcome::PlanCreated { plan: name.clone() },
+            Err(kube::Error::Api(status)) if status.is_already_exists() => {
+                AlertOutcome::Deduplicated { plan: name.clone() }
+            }
+            Err(e) => return Err(e),
+        };
+        self.remember_plan(namespace, &name);
+        Ok(outcome)
     }
 
     /// Drop a plan's claims, in memory and in the cluster.
@@ -385,7 +415,11 @@ impl Intake {
             }
             match write_table(&config_maps, stored, &table).await {
                 Err(kube::Error::Api(status)) if status.is_conflict() => continue,
-                other => return other,
+                Err(e) => return Err(e),
+                Ok(written) => {
+                    self.with_memory(namespace, |m| m.stored_table = Some(written));
+                    return Ok(());
+                }
             }
         }
         Ok(())
@@ -469,12 +503,13 @@ async fn read_table(config_maps: &Api<ConfigMap>) -> Result<(Option<ConfigMap>, 
 }
 
 /// Write the table only if nobody else did since we read it (resourceVersion / create).
+/// Returns the ConfigMap as written (its new resourceVersion is the next compare-and-swap's).
 async fn write_table(
     config_maps: &Api<ConfigMap>,
     stored: Option<ConfigMap>,
     table: &CooldownTable,
-) -> Result<(), kube::Error> {
-    match stored {
+) -> Result<ConfigMap, kube::Error> {
+    let written = match stored {
         Some(config_map) => {
             // A merge patch carrying the resourceVersion read is a compare-and-swap (409 if the
             // map changed since); keys no longer in the table are removed with null.
@@ -490,7 +525,7 @@ async fn write_table(
                 "metadata": { "resourceVersion": config_map.resource_version() },
                 "data": patch_data,
             });
-            config_maps.patch(cooldown::CONFIG_MAP, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            config_maps.patch(cooldown::CONFIG_MAP, &PatchParams::default(), &Patch::Merge(&patch)).await?
         }
         None => {
             let config_map = ConfigMap {
@@ -509,10 +544,10 @@ async fn write_table(
                 data: Some(table.to_data()),
                 ..Default::default()
             };
-            config_maps.create(&PostParams::default(), &config_map).await?;
+            config_maps.create(&PostParams::default(), &config_map).await?
         }
-    }
-    Ok(())
+    };
+    Ok(written)
 }
 
 /// Parse one alert from a JSON value (a REST list item, a Socket.IO payload).

@@ -18,8 +18,9 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
@@ -60,6 +61,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Every PatchPlan the controller sees: the history cool-downs and budgets count.
     store: OnceLock<Store<PatchPlan>>,
+    /// Namespace metadata (the pause annotation), kept by a watch instead of a GET per plan.
+    namespaces: OnceLock<Store<PartialObjectMeta<Namespace>>>,
     /// Actions of plans admitted a moment ago, not yet visible in the store.
     reservations: Mutex<Vec<Activity>>,
     /// The status this controller last wrote, per plan uid. The watch can hand a reconcile an
@@ -85,6 +88,7 @@ impl Context {
             reporter,
             failures: Mutex::default(),
             store: OnceLock::new(),
+            namespaces: OnceLock::new(),
             reservations: Mutex::default(),
             written: WrittenStatus::default(),
         }
@@ -226,11 +230,16 @@ async fn paused(ctx: &Context, config: &Config, namespace: &str) -> crate::Resul
     if config.safety.paused {
         return Ok(Some("safety.paused is true in antibody.yml: new plans wait".into()));
     }
-    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
-    let ns = actions::not_found(namespaces.get(namespace).await)?;
-    let flagged = ns
-        .and_then(|n| n.metadata.annotations)
-        .is_some_and(|a| a.get(PAUSE_ANNOTATION).map(String::as_str) == Some("true"));
+    // From the namespace watch; a namespace it has not seen yet (still listing) is read directly.
+    let cached = ctx.namespaces.get().and_then(|store| store.get(&ObjectRef::new(namespace)));
+    let annotations = match cached {
+        Some(ns) => ns.metadata.annotations.clone(),
+        None => {
+            let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+            actions::not_found(namespaces.get_metadata(namespace).await)?.and_then(|n| n.metadata.annotations)
+        }
+    };
+    let flagged = annotations.is_some_and(|a| a.get(PAUSE_ANNOTATION).map(String::as_str) == Some("true"));
     Ok(flagged.then(|| format!("namespace {namespace} is annotated {PAUSE_ANNOTATION}=true: new plans wait")))
 }
 
@@ -362,10 +371,10 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
                 action_status.state = StepState::Succeeded;
                 action_status.finished_at = Some(Time(jiff::Timestamp::now()));
                 action_status.message = message.clone();
+                // Not saved yet: the next action's checkpoint, wait or the final status saves it
+                // (one write less per action). A crash before then re-runs this action, and
+                // every action is idempotent from the status it saved before acting.
                 writer.status.actions[index] = action_status;
-                if index + 1 < total {
-                    writer.save().await?;
-                }
                 let message = format!("{}: {message}", action.describe());
                 report(&ctx, &plan, &writer, TransitionKind::ActionSucceeded { index }, "ActionSucceeded", &message)
                     .await;
@@ -500,19 +509,72 @@ async fn report(
     ctx.reporter.plan(PlanTransition { plan: &snapshot, kind, reason, message }).await;
 }
 
-/// Back off per plan: 0.5 s, 1 s, 2 s … capped at 60 s. Never a hot loop.
+/// Back off per plan: 0.5 s, 1 s, 2 s … Never a hot loop.
 pub fn error_policy(plan: Arc<PatchPlan>, error: &crate::Error, ctx: Arc<Context>) -> Action {
     let key = format!("{}/{}", plan.namespace().unwrap_or_default(), plan.name_any());
     let failures = ctx.failure_count(&key, true);
     ctx.reporter.metrics.reconcile_errors.inc();
-    let delay = backoff(failures);
+    let delay = backoff(failures, api_unavailable(error));
     warn!(plan = %key, %error, failures, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
     Action::requeue(delay)
 }
 
-pub fn backoff(failures: u32) -> Duration {
+/// The API server is unreachable or shedding load (connect/transport error, 429, 5xx): the
+/// plan itself is fine and should resume soon after the API is back.
+pub fn api_unavailable(error: &crate::Error) -> bool {
+    match error {
+        crate::Error::Kube(kube::Error::Api(status)) => status.code == 429 || status.code >= 500,
+        crate::Error::Kube(kube::Error::Service(_) | kube::Error::HyperError(_)) => true,
+        _ => false,
+    }
+}
+
+/// Capped at 60 s for errors of the plan, at 5 s while the API is unavailable: a failed connect
+/// costs nothing, and a 30 s outage must not leave a plan asleep for a minute after it.
+pub fn backoff(failures: u32, api_unavailable: bool) -> Duration {
     let exponent = failures.saturating_sub(1).min(7);
-    Duration::from_millis(500u64 << exponent).min(Duration::from_secs(60))
+    let cap = if api_unavailable { Duration::from_secs(5) } else { Duration::from_secs(60) };
+    Duration::from_millis(500u64 << exponent).min(cap)
+}
+
+/// Watch re-connect backoff: 250 ms doubling to 5 s, with jitter, reset by the first event.
+/// kube's default (client-go's 0.8 s → 30 s) kept the watches down for half a minute after an
+/// API outage ended.
+struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(5);
+    fn new() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        // ±25 % so that many controllers do not reconnect in lockstep.
+        Some(delay.mul_f64(0.75 + fastrand::f64() / 2.0))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+/// What the controller keeps of a PatchPlan in its cache: managedFields and kubectl's
+/// last-applied copy of the spec are never read and were most of an object's size.
+fn trim_for_cache(plan: &mut PatchPlan) {
+    plan.metadata.managed_fields = None;
+    if let Some(annotations) = plan.metadata.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 /// Deployment events → the plan that restarted it (annotation `antibody.vael.io/plan`).
@@ -535,7 +597,23 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
             message: format!("cannot list PatchPlans ({e}); is the CRD installed? `antibody crd | kubectl apply -f -`"),
         });
     }
-    let deployments: Api<Deployment> = Api::all(client);
+    let deployments: Api<Deployment> = Api::all(client.clone());
+    // The pause switch's namespaces, watched (metadata only) for the life of the controller.
+    let namespace_watch = match &ctx.settings.namespace {
+        Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
+        None => watcher::Config::default(),
+    };
+    let (namespaces, namespace_writer) = reflector::store();
+    let _ = ctx.namespaces.set(namespaces);
+    let namespace_watch = watcher(Api::<PartialObjectMeta<Namespace>>::all(client), namespace_watch)
+        .backoff(WatchBackoff::new())
+        .reflect(namespace_writer)
+        .for_each(|event| async move {
+            if let Err(error) = event {
+                warn!(%error, "namespace watch");
+            }
+        });
+    let namespace_watch = tokio::spawn(namespace_watch);
     let scope = ctx.settings.namespace.clone();
     let restarted = watcher::Config::default().labels(&format!("{}=true", actions::restart::RESTARTED_LABEL));
     info!(
@@ -543,8 +621,13 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
         dry_run = ctx.settings.dry_run,
         "controller starting"
     );
-    let controller = Controller::new(plans, watcher::Config::default());
-    let store = controller.store();
+    let (store, writer) = reflector::store();
+    let plan_events = watcher(plans, watcher::Config::default())
+        .backoff(WatchBackoff::new())
+        .modify(trim_for_cache)
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(plan_events, store.clone());
     let _ = ctx.store.set(store.clone());
     ctx.reporter.metrics.watch_plans(store.clone());
     // Polled in the controller's own task: the store's readiness signal wakes only its last
@@ -561,6 +644,7 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
             plan_of_deployment(deployment).filter(|plan| scope.is_none() || plan.namespace == scope)
         })
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
+        .trigger_backoff(WatchBackoff::new())
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(
             |plan, ctx: Arc<Context>| async move {
@@ -584,6 +668,7 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
     {
         controller.await;
     }
+    namespace_watch.abort();
     info!("controller stopped");
     Ok(())
 }
@@ -594,8 +679,33 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        let delays: Vec<u64> = [1, 2, 3, 8, 50].iter().map(|&n| backoff(n).as_millis() as u64).collect();
-        assert_eq!(delays, [500, 1000, 2000, 60_000, 60_000]);
+        let delays = |unavailable| -> Vec<u64> {
+            [1, 2, 3, 4, 8, 50].iter().map(|&n| backoff(n, unavailable).as_millis() as u64).collect()
+        };
+        assert_eq!(delays(false), [500, 1000, 2000, 4000, 60_000, 60_000]);
+        assert_eq!(delays(true), [500, 1000, 2000, 4000, 5000, 5000]);
+    }
+
+    #[test]
+    fn only_an_unavailable_api_gets_the_short_backoff() {
+        let api = |code| crate::Error::Kube(kube::Error::Api(kube::core::Status::failure("x", "y").with_code(code).boxed()));
+        let cases = [(api(429), true), (api(503), true), (api(500), true), (api(409), false), (api(422), false)];
+        for (error, expected) in cases {
+            assert_eq!(api_unavailable(&error), expected, "{error}");
+        }
+        assert!(!api_unavailable(&crate::Error::InvalidAlert("x".into())));
+    }
+
+    #[test]
+    fn watch_backoff_grows_to_five_seconds_and_resets() {
+        use kube::runtime::utils::Backoff;
+        let mut backoff = WatchBackoff::new();
+        let delays: Vec<Duration> = backoff.by_ref().take(8).collect();
+        assert!(delays[0] >= Duration::from_millis(187) && delays[0] <= Duration::from_millis(313), "{delays:?}");
+        assert!(delays.iter().all(|d| *d <= Duration::from_millis(6250)), "{delays:?}");
+        assert!(delays[7] >= Duration::from_millis(3750), "{delays:?}");
+        backoff.reset();
+        assert!(backoff.next().is_some_and(|d| d <= Duration::from_millis(313)));
     }
 
     #[test]

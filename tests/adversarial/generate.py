@@ -227,7 +227,7 @@ BAD_CONFIGS = [
     ("safety unknown field", "safety:\n  disable_whitelist: true\n", "unknown field `disable_whitelist`"),
     ("rule empty name", "rules:\n  - name: ''\n", "must not be empty"),
     ("rule missing name", "rules:\n  - actions: [restart]\n", "missing field `name`"),
-    ("rule edit_env", "rules:\n  - name: r\n    actions: [edit_env]\n", "edit_env needs a key and value"),
+    ("rule edit_env with a target", "rules:\n  - name: r\n    actions: [\"edit_env:VAEL_Core\"]\n", "edit_env takes its target, key and value from the patch hint"),
     ("rule unknown action", "rules:\n  - name: r\n    actions: [explode]\n", "unknown action \"explode\""),
     ("rule target traversal", "rules:\n  - name: r\n    actions: ['restart:../x']\n", "invalid target name"),
     ("rule restart_mode unknown", "rules:\n  - name: r\n    restart_mode: nuke\n", "unknown variant `nuke`"),
