@@ -39,8 +39,13 @@ pub fn config_loader(data: &[u8]) {
 pub fn plan_canonical(data: &[u8]) {
     let Ok(spec) = serde_json::from_slice::<antibody::plan::PatchPlanSpec>(data) else { return };
     let Ok(first) = antibody::signing::canonical_bytes("ns", "plan", &spec) else { return };
-    let again = serde_yaml::to_string(&spec).ok().and_then(|y| serde_yaml::from_str::<antibody::plan::PatchPlanSpec>(&y).ok());
+    let again =
+        serde_yaml::to_string(&spec).ok().and_then(|y| serde_yaml::from_str::<antibody::plan::PatchPlanSpec>(&y).ok());
     if let Some(again) = again {
-        assert_eq!(antibody::signing::canonical_bytes("ns", "plan", &again).ok(), Some(first), "canonical bytes changed");
+        assert_eq!(
+            antibody::signing::canonical_bytes("ns", "plan", &again).ok(),
+            Some(first),
+            "canonical bytes changed"
+        );
     }
 }

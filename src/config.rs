@@ -452,8 +452,9 @@ impl Config {
             }
             for action in &rule.actions {
                 let (kind, target) = action.split_once(':').map_or((action.as_str(), None), |(k, t)| (k, Some(t)));
-                let kind = ActionType::from_config_name(kind)
-                    .ok_or_else(|| err(field("actions"), format!("unknown action {kind:?} (restart, reload_flask, edit_env)")))?;
+                let kind = ActionType::from_config_name(kind).ok_or_else(|| {
+                    err(field("actions"), format!("unknown action {kind:?} (restart, reload_flask, edit_env)"))
+                })?;
                 // `edit_env` in a rule means "the edit the alert's patch hint carries": the key,
                 // value and target only ever come from the hint.
                 if kind == ActionType::EditEnv && target.is_some() {

@@ -94,7 +94,9 @@ pub fn decide(config: &Config, alert: &ThreatAlert, plan_namespace: &str) -> Dec
             }
             return Decision::Refuse(Refusal {
                 reason: admission::INVALID_SPEC,
-                message: format!("rule {rule_name} wants edit_env on {target} but the alert's patch_hint has no KEY=VALUE for it"),
+                message: format!(
+                    "rule {rule_name} wants edit_env on {target} but the alert's patch_hint has no KEY=VALUE for it"
+                ),
             });
         }
         let action = PlanAction::new(kind, target);
@@ -229,7 +231,11 @@ mod tests {
 
     #[test]
     fn an_edit_brings_the_follow_up_its_config_map_mode_needs() {
-        let cases = [("env", &["editEnv:A:K", "restart:A"][..]), ("file", &["editEnv:A:K", "reloadFlask:A"]), ("watched", &["editEnv:A:K"])];
+        let cases = [
+            ("env", &["editEnv:A:K", "restart:A"][..]),
+            ("file", &["editEnv:A:K", "reloadFlask:A"]),
+            ("watched", &["editEnv:A:K"]),
+        ];
         for (mode, want) in cases {
             let yaml = format!(
                 "actions: {{edit_env: [A], restart: [A], reload_flask: [A]}}\n\

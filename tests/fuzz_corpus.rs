@@ -7,7 +7,10 @@ mod checks;
 
 use std::path::Path;
 
-fn replay(target: &str, check: fn(&[u8])) -> usize {
+/// A fuzz target's property: panics when it breaks.
+type Check = fn(&[u8]);
+
+fn replay(target: &str, check: Check) -> usize {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let mut count = 0;
     for dir in ["corpus", "artifacts"] {
@@ -28,7 +31,7 @@ fn replay(target: &str, check: fn(&[u8])) -> usize {
 
 #[test]
 fn fuzz_corpora_replay_without_a_broken_property() {
-    let targets: [(&str, fn(&[u8])); 4] = [
+    let targets: [(&str, Check); 4] = [
         ("alert_parser", checks::alert_parser),
         ("patch_hint", checks::patch_hint),
         ("config_loader", checks::config_loader),

@@ -24,7 +24,7 @@ tests/cluster/up.sh
 step "cargo test"
 log="$(mktemp)"
 status=0
-cargo test "$@" -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$log" || status=$?
+cargo test --no-fail-fast "$@" -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$log" || status=$?
 # One closing line for every suite together (cargo prints one per test binary).
 sum() { grep -E '^test result:' "$log" | grep -oE "[0-9]+ $1" | awk '{n += $1} END {print n + 0}'; }
 passed=$(sum passed); failed=$(sum failed); ignored=$(sum ignored)

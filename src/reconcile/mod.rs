@@ -17,9 +17,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -568,10 +568,11 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
     }
 }
 
-/// What the controller keeps of a PatchPlan in its cache: managedFields and kubectl's
-/// last-applied copy of the spec are never read and were most of an object's size.
+/// What the controller keeps of a PatchPlan in its cache: the field sets of managedFields
+/// (only who owns the spec is read) and kubectl's last-applied copy of the spec were most of
+/// an object's size.
 fn trim_for_cache(plan: &mut PatchPlan) {
-    plan.metadata.managed_fields = None;
+    crate::report::summary::trim_managed_fields(plan);
     if let Some(annotations) = plan.metadata.annotations.as_mut() {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
@@ -688,7 +689,8 @@ mod tests {
 
     #[test]
     fn only_an_unavailable_api_gets_the_short_backoff() {
-        let api = |code| crate::Error::Kube(kube::Error::Api(kube::core::Status::failure("x", "y").with_code(code).boxed()));
+        let api =
+            |code| crate::Error::Kube(kube::Error::Api(kube::core::Status::failure("x", "y").with_code(code).boxed()));
         let cases = [(api(429), true), (api(503), true), (api(500), true), (api(409), false), (api(422), false)];
         for (error, expected) in cases {
             assert_eq!(api_unavailable(&error), expected, "{error}");

@@ -131,16 +131,29 @@ impl Broadcast {
 
     /// Fill the list with plans that exist already (a restarted controller still shows them).
     /// Plans a transition reported meanwhile keep their newer summary.
+    /// Read in pages of 500, so thousands of plans never sit in memory at once.
     pub async fn seed(&self, plans: Api<PatchPlan>) {
-        match plans.list(&ListParams::default()).await {
-            Ok(list) => {
-                let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-                for plan in &list.items {
-                    recent.upsert(plan, false);
+        let mut params = ListParams::default().limit(500);
+        loop {
+            match plans.list(&params).await {
+                Ok(page) => {
+                    let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+                    for plan in &page.items {
+                        recent.upsert(plan, false);
+                    }
+                    match page.metadata.continue_ {
+                        Some(token) if !token.is_empty() => params = params.continue_token(&token),
+                        _ => {
+                            debug!(plans = recent.len(), "recent plans loaded");
+                            return;
+                        }
+                    }
                 }
-                debug!(plans = recent.len(), "recent plans loaded");
+                Err(e) => {
+                    warn!(error = %e, "could not list PatchPlans for /api/antibody/plans");
+                    return;
+                }
             }
-            Err(e) => warn!(error = %e, "could not list PatchPlans for /api/antibody/plans"),
         }
     }
 
