@@ -343,7 +343,7 @@ async fn run(
         .layer(socket_io);
     let http = tokio::spawn(server::serve(http_addr, router, shutdown.clone()));
 
-    let ctx = Arc::new(Context::new(client.clone(), config, settings, reporter));
+    let ctx = Arc::new(Context::new(client.clone(), config, settings, reporter.clone()));
     let leading = match &lease {
         Some(lease) => {
             health.standby.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -361,6 +361,7 @@ async fn run(
     shutdown.cancel();
     // Every transition reported so far is on disk before we exit.
     audit.close();
+    reporter.flush_events(std::time::Duration::from_secs(5)).await;
     broadcast.close().await;
     match http.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "http server"),

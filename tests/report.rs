@@ -309,6 +309,33 @@ async fn audit_log_chain_verifies_and_catches_tampering_truncation_across_rotati
     assert_eq!(events("restart-core"), ["started", "action_succeeded", "patch_applied"]);
     assert_eq!(events("env-then-restart"), ["started", "action_succeeded", "action_succeeded", "patch_applied"]);
     assert_eq!(events("restart-ui"), ["patch_failed"]);
+
+    // The same transitions as Kubernetes Events regarding each plan (by uid), in order; they are
+    // published off the plan's critical path and flushed by the graceful exit above.
+    let kube_events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns.name);
+    let plan_api: Api<PatchPlan> = Api::namespaced(client.clone(), &ns.name);
+    let published = kube_events.list(&Default::default()).await.expect("list events").items;
+    for (plan, want) in [
+        ("restart-core", &["Started", "ActionSucceeded", "Applied"][..]),
+        ("env-then-restart", &["Started", "ActionSucceeded", "ActionSucceeded", "Applied"]),
+        ("restart-ui", &["NotAllowed"]),
+    ] {
+        let uid = plan_api.get(plan).await.expect("plan").uid();
+        let mut about: Vec<_> =
+            published.iter().filter(|e| e.regarding.as_ref().and_then(|r| r.uid.clone()) == uid).collect();
+        about.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+        // The Recorder folds a repeated reason into one Event with a series count.
+        let reasons: Vec<&str> = about
+            .iter()
+            .flat_map(|e| {
+                let times = e.series.as_ref().map_or(1, |s| s.count.max(1)) as usize;
+                std::iter::repeat_n(e.reason.as_deref().unwrap_or_default(), times)
+            })
+            .collect();
+        assert_eq!(reasons, want, "Events regarding {plan}");
+        let controller = about.first().and_then(|e| e.reporting_controller.as_deref());
+        assert_eq!(controller, Some("antibody"), "{plan}");
+    }
     let refused = records.iter().find(|r| r["plan"]["name"] == "restart-ui").expect("refused record");
     assert_eq!(refused["reason"], "NotAllowed");
     let applied = records.iter().find(|r| r["event"] == "patch_applied" && r["plan"]["name"] == "env-then-restart");

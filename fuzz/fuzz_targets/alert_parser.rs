@@ -3,6 +3,8 @@
 //! The property lives in `fuzz/checks.rs`, shared with the stable replay in `tests/fuzz_corpus.rs`.
 use libfuzzer_sys::fuzz_target;
 
+// Each target uses one of the shared checks.
+#[allow(dead_code)]
 #[path = "../checks.rs"]
 mod checks;
 

@@ -337,7 +337,7 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
         );
         writer.save().await?;
         let message = format!("running {}", plan.summary());
-        report(&ctx, &plan, &writer, TransitionKind::Started, "Started", &message).await;
+        report(&ctx, &plan, &writer, TransitionKind::Started, "Started", &message);
     }
 
     let rollout_timeout = Duration::from_secs(config.defaults.rollout_timeout_seconds);
@@ -376,8 +376,7 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
                 // every action is idempotent from the status it saved before acting.
                 writer.status.actions[index] = action_status;
                 let message = format!("{}: {message}", action.describe());
-                report(&ctx, &plan, &writer, TransitionKind::ActionSucceeded { index }, "ActionSucceeded", &message)
-                    .await;
+                report(&ctx, &plan, &writer, TransitionKind::ActionSucceeded { index }, "ActionSucceeded", &message);
             }
             Step::Wait { message, requeue } => {
                 action_status.state = StepState::Running;
@@ -491,22 +490,15 @@ async fn finish(
         TransitionKind::Failed => warn!(plan = %writer.name, reason, %message, "plan failed"),
         _ => info!(plan = %writer.name, reason, %message, "plan finished"),
     }
-    report(ctx, plan, writer, kind, reason, &message).await;
+    report(ctx, plan, writer, kind, reason, &message);
     Ok(Action::await_change())
 }
 
-/// Tell the reporter, with the plan as it now stands.
-async fn report(
-    ctx: &Context,
-    plan: &PatchPlan,
-    writer: &StatusWriter,
-    kind: TransitionKind,
-    reason: &str,
-    message: &str,
-) {
+/// Tell the reporter, with the plan as it now stands (never waits on the API).
+fn report(ctx: &Context, plan: &PatchPlan, writer: &StatusWriter, kind: TransitionKind, reason: &str, message: &str) {
     let mut snapshot = plan.clone();
     snapshot.status = Some(writer.status.clone());
-    ctx.reporter.plan(PlanTransition { plan: &snapshot, kind, reason, message }).await;
+    ctx.reporter.plan(PlanTransition { plan: &snapshot, kind, reason, message });
 }
 
 /// Back off per plan: 0.5 s, 1 s, 2 s … Never a hot loop.

@@ -101,6 +101,7 @@ pub struct Metrics {
     pub plan_seconds: Histogram,
     pub reconcile_errors: Counter,
     pub duplicate_transitions: Counter,
+    pub events_dropped: Counter,
     pub feed_reconnects: Family<FeedLabels, Counter>,
     pub would_have_acted: Family<RuleLabels, Counter>,
     pub config_reloads: Family<ReloadLabels, Counter>,
@@ -141,6 +142,12 @@ impl Metrics {
             "Plan transitions reached again by a reconcile on a stale cached plan, not reported twice",
             duplicate_transitions.clone(),
         );
+        let events_dropped = Counter::default();
+        registry.register(
+            "events_dropped",
+            "Kubernetes Events not published: the queue was full or the API refused them (the audit log has every transition)",
+            events_dropped.clone(),
+        );
         let feed_reconnects = Family::<FeedLabels, Counter>::default();
         registry.register(
             "feed_reconnects",
@@ -170,6 +177,7 @@ impl Metrics {
             plan_seconds,
             reconcile_errors,
             duplicate_transitions,
+            events_dropped,
             feed_reconnects,
             would_have_acted,
             config_reloads,

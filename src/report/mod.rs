@@ -139,7 +139,7 @@ impl ReportedTransitions {
 const REPORTED_CAPACITY: usize = 50_000;
 
 pub struct Reporter {
-    recorder: Recorder,
+    events: events::EventQueue,
     pub metrics: Arc<Metrics>,
     hooks: RwLock<Vec<Arc<dyn Hook>>>,
     reported: Mutex<ReportedTransitions>,
@@ -149,7 +149,7 @@ impl Reporter {
     pub fn new(client: Client, instance: String, metrics: Arc<Metrics>) -> Self {
         let reporter = EventReporter { controller: "antibody".into(), instance: Some(instance) };
         Self {
-            recorder: Recorder::new(client, reporter),
+            events: events::EventQueue::start(Recorder::new(client, reporter), metrics.clone()),
             metrics,
             hooks: RwLock::default(),
             reported: Mutex::new(ReportedTransitions::new(REPORTED_CAPACITY)),
@@ -165,7 +165,7 @@ impl Reporter {
     }
 
     /// A plan transition: Event on the plan, metrics, hooks.
-    pub async fn plan(&self, transition: PlanTransition<'_>) {
+    pub fn plan(&self, transition: PlanTransition<'_>) {
         if let Some(uid) = transition.plan.metadata.uid.as_deref() {
             let first = self.reported.lock().unwrap_or_else(|p| p.into_inner()).first_time(uid, transition.kind);
             if !first {
@@ -180,19 +180,16 @@ impl Reporter {
             TransitionKind::ActionSucceeded { .. } => (EventType::Normal, "Act"),
             TransitionKind::Applied | TransitionKind::DryRun => (EventType::Normal, "Finish"),
         };
-        events::publish(
-            &self.recorder,
-            transition.plan,
-            type_,
-            transition.reason,
-            action,
-            transition.message.to_string(),
-        )
-        .await;
+        self.events.publish(transition.plan, type_, transition.reason, action, transition.message.to_string());
         self.metrics.plan_transition(&transition);
         for hook in self.hooks() {
             hook.on_plan(&transition);
         }
+    }
+
+    /// Send the Events still queued (bounded wait): on shutdown.
+    pub async fn flush_events(&self, limit: std::time::Duration) {
+        self.events.flush(limit).await;
     }
 
     /// A terminal plan reconciled again: hooks' [`Hook::on_terminal_replay`] only (no Event,
