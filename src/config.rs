@@ -138,6 +138,11 @@ impl Default for Safety {
 }
 
 impl Safety {
+    /// Cool-downs or budgets are configured: a plan's start is gated on the history of others.
+    pub fn throttles(&self) -> bool {
+        self.cooldown_seconds > 0 || self.global_budget.is_some() || self.namespace_budget.is_some()
+    }
+
     /// Trusted keys, parsed (validated at load, so errors here are not expected).
     pub fn verifying_keys(&self) -> BTreeMap<String, ed25519_dalek::VerifyingKey> {
         self.trusted_keys

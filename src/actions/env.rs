@@ -77,12 +77,15 @@ async fn back_up(
     Ok(())
 }
 
+const PRUNE_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// ConfigMaps with a prune running → whether another edit asked for one meanwhile.
 static PRUNING: LazyLock<Mutex<HashMap<String, bool>>> = LazyLock::new(Mutex::default);
 
-/// Prune in the background, off the plan's critical path, coalescing a burst of edits of one
-/// ConfigMap into at most two list calls. Our own new backup is always among the newest, so
-/// it never waits on this; a failed prune is logged and retried by the next edit.
+/// Prune in the background, off the plan's critical path, 0.5 s after the edit that asked for
+/// it, so that a burst of edits of one ConfigMap costs one list and its deletes instead of a
+/// list per edit. Our own new backup is always among the newest, so it never waits on this;
+/// a failed prune is logged and retried by the next edit.
 fn schedule_prune(api: Api<ConfigMap>, namespace: &str, config_map: &str, keep: usize) {
     let key = format!("{namespace}/{config_map}");
     {
@@ -96,6 +99,7 @@ fn schedule_prune(api: Api<ConfigMap>, namespace: &str, config_map: &str, keep: 
     let config_map = config_map.to_string();
     tokio::spawn(async move {
         loop {
+            tokio::time::sleep(PRUNE_DELAY).await;
             if let Err(error) = prune(&api, &config_map, keep).await {
                 warn!(config_map = %key, %error, "pruning old backups failed; the next edit retries");
             }

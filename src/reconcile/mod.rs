@@ -108,7 +108,7 @@ impl Context {
     /// One lock around check-and-reserve: concurrent reconciles cannot both pass a full budget.
     fn gate(&self, config: &Config, plan: &PatchPlan, targets: &[ResolvedTarget], now: &Time) -> Gate {
         let safety = &config.safety;
-        if safety.cooldown_seconds == 0 && safety.global_budget.is_none() && safety.namespace_budget.is_none() {
+        if !safety.throttles() {
             return Gate::Open;
         }
         let uid = plan.metadata.uid.clone().unwrap_or_default();
@@ -335,7 +335,13 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
             &Outcome::in_progress("Started", format!("running {total} action(s): {}", plan.summary())),
             &now,
         );
-        writer.save().await?;
+        // With cool-downs or budgets the start is history other plans are gated on, and a re-run
+        // after a crash must not be throttled after it acted: save it before acting. Otherwise
+        // the first checkpoint (restart, reload, evict save before they act) or the final status
+        // carries it: one write less per plan, and a crash re-runs idempotent actions.
+        if config.safety.throttles() {
+            writer.save().await?;
+        }
         let message = format!("running {}", plan.summary());
         report(&ctx, &plan, &writer, TransitionKind::Started, "Started", &message);
     }

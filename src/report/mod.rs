@@ -180,7 +180,13 @@ impl Reporter {
             TransitionKind::ActionSucceeded { .. } => (EventType::Normal, "Act"),
             TransitionKind::Applied | TransitionKind::DryRun => (EventType::Normal, "Finish"),
         };
-        self.events.publish(transition.plan, type_, transition.reason, action, transition.message.to_string());
+        // The last action's success is announced by the plan's own `Applied` Event right after
+        // it: one Event (an API write) less per plan. Audit and hooks still get every transition.
+        let last_action = matches!(transition.kind, TransitionKind::ActionSucceeded { index }
+            if index + 1 == transition.plan.spec.actions.len());
+        if !last_action {
+            self.events.publish(transition.plan, type_, transition.reason, action, transition.message.to_string());
+        }
         self.metrics.plan_transition(&transition);
         for hook in self.hooks() {
             hook.on_plan(&transition);
