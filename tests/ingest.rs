@@ -367,6 +367,11 @@ async fn socketio_feed_creates_plans_and_reconnects() {
     let plan =
         support::wait_for(api, &second.plan_name(), Duration::from_secs(20), |p: Option<&PatchPlan>| p.is_some()).await;
     assert_eq!(plan.summary(), "reloadFlask:VAEL_UI");
+    // The feed records the outcome once the create call has returned: the plan can be seen first.
+    eventually("second plan_created counted", Duration::from_secs(10), || {
+        alerts(&metrics(controller.http_port), "ws", "plan_created") == 2
+    })
+    .await;
     let m = metrics(controller.http_port);
     assert_eq!(alerts(&m, "ws", "plan_created"), 2, "{m}");
     assert!(reconnects(&m, "ws") >= 1, "the disconnect was counted:\n{m}");
