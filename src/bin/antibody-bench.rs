@@ -267,13 +267,18 @@ fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn http_status(port: u16, path: &str) -> Option<u16> {
+/// The whole HTTP/1.1 response (status line, headers, body) to `GET path` on the controller.
+fn http_get(port: u16, path: &str) -> Option<String> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    response.split_whitespace().nth(1)?.parse().ok()
+    Some(response)
+}
+
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    http_get(port, path)?.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn bench_config(ns: &str, cooldown_seconds: u64, edit_targets: usize) -> String {
@@ -712,12 +717,7 @@ impl NexusFeed for StormFeedService {
 
 /// Sum of `antibody_alerts_total{feed="grpc",…}` on the controller's /metrics.
 fn grpc_alerts_handled(port: u16) -> Option<f64> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let total = response
+    let total = http_get(port, "/metrics")?
         .lines()
         .filter(|l| l.starts_with("antibody_alerts_total{") && l.contains("feed=\"grpc\""))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
