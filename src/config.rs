@@ -227,6 +227,17 @@ pub struct TargetSpec {
     /// When set, editEnv may only set these keys.
     #[serde(default)]
     pub env_keys: Option<Vec<String>>,
+    /// How reloadFlask reaches the app: `signal` (reload_command), `companion` (in place) or
+    /// `companion_hup` (workers replaced and verified gone). See `effect`.
+    #[serde(default)]
+    pub reload_mode: crate::effect::ReloadMode,
+    /// The `antibody_reload` companion in the app's image (for the companion reload modes).
+    #[serde(default)]
+    pub companion: Option<crate::effect::CompanionSpec>,
+    /// A probe run in every ready pod after each action on this target; the action counts as
+    /// applied only when it passes.
+    #[serde(default)]
+    pub verify: Option<crate::effect::VerifySpec>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -310,6 +321,9 @@ pub struct ResolvedTarget {
     pub container: Option<String>,
     pub reload_command: Vec<String>,
     pub env_keys: Option<Vec<String>>,
+    pub reload_mode: crate::effect::ReloadMode,
+    pub companion: crate::effect::CompanionSpec,
+    pub verify: Option<crate::effect::VerifySpec>,
 }
 
 /// A configuration problem, naming the field.
@@ -407,6 +421,15 @@ impl Config {
             for key in target.env_keys.iter().flatten() {
                 validate::env_key(key).map_err(|m| err(field("env_keys"), m))?;
             }
+            if let Some(companion) = &target.companion {
+                companion.validate().map_err(|(f, m)| err(field(&format!("companion.{f}")), m))?;
+            }
+            if target.reload_mode != crate::effect::ReloadMode::Signal && target.companion.is_none() {
+                return Err(err(field("reload_mode"), "the companion reload modes need a `companion:` section"));
+            }
+            if let Some(verify) = &target.verify {
+                verify.validate().map_err(|(f, m)| err(field(&format!("verify.{f}")), m))?;
+            }
         }
         for (action, target) in self.actions.all() {
             validate::logical_name(target).map_err(|m| err(format!("actions.{action}"), m))?;
@@ -490,6 +513,9 @@ impl Config {
                 container: t.container.clone(),
                 reload_command: t.reload_command.clone(),
                 env_keys: t.env_keys.clone(),
+                reload_mode: t.reload_mode,
+                companion: t.companion.clone().unwrap_or_default(),
+                verify: t.verify.clone(),
             });
         }
         let known = self.actions.all().any(|(_, t)| t == name);
@@ -508,6 +534,9 @@ impl Config {
             container: None,
             reload_command: default_reload_command(),
             env_keys: None,
+            reload_mode: crate::effect::ReloadMode::Signal,
+            companion: crate::effect::CompanionSpec::default(),
+            verify: None,
         })
     }
 }
@@ -568,6 +597,10 @@ log_path: logs/antibody_patches/
             ("targets: {X: {deployment: x, reload_command: ['kill', \"-HUP\\n\"]}}", "targets.X.reload_command"),
             ("targets: {X: {deployment: x, env_keys: ['1BAD']}}", "targets.X.env_keys"),
             ("targets: {X: {deployment: x, colour: red}}", "targets.X"),
+            ("targets: {X: {deployment: x, reload_mode: companion}}", "targets.X.reload_mode"),
+            ("targets: {X: {deployment: x, companion: {state_dir: rel}}}", "targets.X.companion.state_dir"),
+            ("targets: {X: {deployment: x, verify: {command: []}}}", "targets.X.verify.command"),
+            ("targets: {X: {deployment: x, verify: {command: [p], interval_ms: 1}}}", "targets.X.verify.interval_ms"),
             ("targets: {X: {deployment: x}}\nactions: {edit_env: [X]}", "actions.edit_env"),
             ("severity_map: {high: [reboot]}", "severity_map.high"),
             ("severity_map: {urgent: [restart]}", "severity_map"),

@@ -11,6 +11,7 @@ pub mod alert;
 pub mod cli;
 pub mod conditions;
 pub mod config;
+pub mod effect;
 pub mod ingest;
 pub mod leader;
 pub mod plan;

@@ -5,6 +5,7 @@ pub mod env;
 pub mod evict;
 pub mod restart;
 pub mod signal;
+pub mod verify;
 
 use std::time::Duration;
 

@@ -25,6 +25,8 @@ use crate::plan::PatchPlan;
 
 pub const PATCH_APPLIED_EVENT: &str = "patch_applied";
 pub const PATCH_FAILED_EVENT: &str = "patch_failed";
+/// Every action carried out, not every effect observed: never announced as `patch_applied`.
+pub const PATCH_UNVERIFIED_EVENT: &str = "patch_unverified";
 /// Plans kept for `GET /api/antibody/plans`.
 pub const RECENT_PLANS: usize = 200;
 
@@ -33,6 +35,7 @@ pub fn event_for(kind: TransitionKind) -> Option<&'static str> {
     match kind {
         TransitionKind::Applied => Some(PATCH_APPLIED_EVENT),
         TransitionKind::Failed => Some(PATCH_FAILED_EVENT),
+        TransitionKind::Unverified => Some(PATCH_UNVERIFIED_EVENT),
         TransitionKind::Started | TransitionKind::ActionSucceeded { .. } | TransitionKind::DryRun => None,
     }
 }
@@ -245,6 +248,7 @@ mod tests {
     fn only_terminal_outcomes_are_broadcast() {
         assert_eq!(event_for(TransitionKind::Applied), Some("patch_applied"));
         assert_eq!(event_for(TransitionKind::Failed), Some("patch_failed"));
+        assert_eq!(event_for(TransitionKind::Unverified), Some("patch_unverified"));
         for kind in [TransitionKind::Started, TransitionKind::ActionSucceeded { index: 0 }, TransitionKind::DryRun] {
             assert_eq!(event_for(kind), None, "{kind:?}");
         }
