@@ -65,8 +65,9 @@ def log(msg):
 class Probe:
     """One browser stand-in: a python-socketio client that records what happens to it."""
 
-    def __init__(self, index, url, expected_ref, lock):
+    def __init__(self, index, url, expected_ref, lock, replay=True):
         self.index = index
+        self.replay = replay
         self.url = url
         self.expected_ref = expected_ref  # [value or None, t0_ms]
         self.lock = lock
@@ -89,8 +90,8 @@ class Probe:
         c.on("tick", self.tracker.dedup(self._on_tick))
 
     def start(self):
-        self.client.connect(self.url, transports=["websocket"], auth=self.tracker.auth,
-                            wait_timeout=15)
+        self.client.connect(self.url, transports=["websocket"],
+                            auth=self.tracker.auth if self.replay else None, wait_timeout=15)
 
     def _on_connect(self):
         with self.lock:
@@ -196,9 +197,11 @@ class Harness:
         argv = [os.path.join(bindir, "gunicorn"), "--bind", "127.0.0.1:%d" % self.port,
                 "--worker-class", "gthread", "--threads", str(threads), "--workers",
                 str(self.args.workers), "--graceful-timeout", str(self.args.graceful_timeout),
-                "--timeout", str(max(self.args.graceful_timeout, 30)),
+                "--timeout", str(self.args.worker_timeout),
                 "--pid", os.path.join(self.state_dir, "gunicorn.pid"),
                 "--chdir", HERE, "--log-level", "warning", "ws_app:app"]
+        if self.args.preload:
+            argv.insert(-1, "--preload")
         if os.geteuid() == 0:
             argv = ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups"] + argv
         env = dict(os.environ, WS_APP_MESSAGE_QUEUE=self.queue_url,
@@ -213,19 +216,23 @@ class Harness:
         self.wait_workers(self.args.workers, 30)
 
         url = "http://127.0.0.1:%d" % self.port
-        self.probes = [Probe(i, url, self.expected_ref, self.lock) for i in range(self.args.clients)]
+        self.probes = [Probe(i, url, self.expected_ref, self.lock, not self.args.no_replay) for i in range(self.args.clients)]
         for probe in self.probes:
-            probe.start()
+            try:
+                probe.start()
+            except socketio.exceptions.ConnectionError as exc:
+                log("client %d did not connect: %s" % (probe.index, exc))
         self.broadcaster = Broadcaster(self.queue_url, self.args.rate)
         self.broadcaster.start()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + self.args.ready_timeout
         while True:
             with self.lock:
-                flowing = all(p.connected and p.ticks_since_connect >= 2 for p in self.probes)
-            if flowing:
+                flowing = sum(p.connected and p.ticks_since_connect >= 2 for p in self.probes)
+            if flowing == len(self.probes):
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError("clients not all connected with events flowing after 60s")
+                raise RuntimeError("only %d of %d clients connected with events flowing after %ss"
+                                   % (flowing, len(self.probes), self.args.ready_timeout))
             time.sleep(0.05)
 
     def wait_workers(self, count, timeout):
@@ -272,20 +279,25 @@ class Harness:
         """Record until every client is on the new config and settled, or the window ends."""
         digest = hashlib.sha256(expected.encode()).hexdigest()
         window_end = time.monotonic() + self.args.window
-        effect_ms = None
+        effect_ms = effect_seen_ms = None
+        last_mismatch_ms = 0.0
         old_gone_ms = None
         old = set(self.started_workers)
         settled_since = None
         while time.monotonic() < window_end:
             workers = reload_state.live_workers(self.state_dir)
             self.started_workers.update(w["pid"] for w in workers)
-            if effect_ms is None and workers and all(
-                    (w.get("env") or {}).get(KEY) == digest for w in workers):
-                # When the last of them applied it (its own clock stamp), not when we looked.
-                stamps = [w.get("applied_at") for w in workers]
-                seen = now_ms() - t0
-                effect_ms = (max(stamps) * 1000.0 - t0) if all(stamps) else seen
-                effect_ms = min(effect_ms, seen)
+            matched = bool(workers) and all(
+                (w.get("env") or {}).get(KEY) == digest for w in workers)
+            if effect_ms is None and matched:
+                # The effect happened after the last look that still saw a worker without it
+                # and not before the last worker stamped it (its own clock): the later of the
+                # two is the earliest moment it can have been true; `effect_seen_ms` the latest.
+                stamps = [w.get("applied_at") or 0 for w in workers]
+                effect_seen_ms = now_ms() - t0
+                effect_ms = min(effect_seen_ms, max(max(stamps) * 1000.0 - t0, last_mismatch_ms))
+            elif not matched:
+                last_mismatch_ms = now_ms() - t0
             if old_gone_ms is None and not any(w["pid"] in old for w in workers):
                 old_gone_ms = now_ms() - t0
             with self.lock:
@@ -297,9 +309,9 @@ class Harness:
             else:
                 settled_since = None
             time.sleep(0.02)
-        return effect_ms, old_gone_ms
+        return effect_ms, effect_seen_ms, old_gone_ms
 
-    def result(self, expected, t0, effect_ms, old_gone_ms, action):
+    def result(self, expected, t0, effect_ms, effect_seen_ms, old_gone_ms, action):
         # Let in-flight events land, then stop publishing and count what each client missed.
         time.sleep(0.3)
         self.broadcaster.stop_event.set()
@@ -333,9 +345,12 @@ class Harness:
             "clients": len(self.probes),
             "rate_per_s": self.args.rate,
             "graceful_timeout_s": self.args.graceful_timeout,
+            "worker_timeout_s": self.args.worker_timeout,
             "retire_spread_ms": self.args.spread_ms,
+            "preload": self.args.preload,
             "expected": expected,
             "effect_ms": None if effect_ms is None else round(effect_ms),
+            "effect_seen_ms": None if effect_seen_ms is None else round(effect_seen_ms),
             "old_workers_gone_ms": None if old_gone_ms is None else round(old_gone_ms),
             "all_on_new_config_ms": all_new,
             "new_config_p99_ms": p99,
@@ -395,7 +410,14 @@ def main():
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="default: clients + 16")
     parser.add_argument("--graceful-timeout", type=int, default=30)
+    parser.add_argument("--worker-timeout", type=int, default=30,
+                        help="gunicorn --timeout: what finally kills a retired gthread worker "
+                             "whose threads still serve WebSockets")
     parser.add_argument("--spread-ms", type=int, default=500)
+    parser.add_argument("--no-replay", action="store_true",
+                        help="clients do not send their last seq (shows what replay saves)")
+    parser.add_argument("--preload", action="store_true", help="gunicorn --preload")
+    parser.add_argument("--ready-timeout", type=float, default=60.0)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args()
     if not (1 <= args.clients <= 500 and 0 < args.rate <= 200 and 0 < args.window <= 120):
@@ -424,10 +446,10 @@ def main():
             harness.expected_ref[:] = [expected, t0]
             # A client may have seen the value before the GO line arrived.
             action, trigger = None, None
-        effect_ms, old_gone_ms = harness.watch(expected, t0)
+        effect_ms, effect_seen_ms, old_gone_ms = harness.watch(expected, t0)
         if trigger is not None:
             trigger.join(30)
-        print(json.dumps(harness.result(expected, t0, effect_ms, old_gone_ms, action)), flush=True)
+        print(json.dumps(harness.result(expected, t0, effect_ms, effect_seen_ms, old_gone_ms, action)), flush=True)
         return 0
     except Exception as exc:
         print(json.dumps({"error": str(exc)}), flush=True)
