@@ -1,0 +1,292 @@
+"""The in-app side: one Companion per worker process.
+
+    from antibody_reload import Companion
+    companion = Companion(app, socketio=socketio)
+
+- registers the worker in STATE_DIR/workers/<pid>.json (generation, env digests, ready);
+- applies the env file in place when STATE_DIR/request.json names a new generation
+  (os.environ and app.config, then the on_reload hooks), and acknowledges it;
+- when gunicorn retires the worker (HUP of the master), hands its WebSocket clients over to
+  the newer worker: waits until one is ready, then closes the clients' transports spread over
+  ANTIBODY_RETIRE_SPREAD_MS so they reconnect (a Socket.IO/Engine.IO "close" packet would
+  make standard clients give up), and the worker exits promptly instead of at graceful_timeout;
+- keeps a few seconds of broadcast events from the message queue and replays the ones a
+  reconnecting client missed (see replay.py).
+"""
+import atexit
+import logging
+import os
+import random
+import signal
+import sys
+import threading
+import time
+
+from . import envfile, gunicorn_worker, replay, state
+
+logger = logging.getLogger("antibody_reload")
+
+
+def _env_float(name, default):
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+class Companion:
+    def __init__(self, app, socketio=None, state_dir=None, env_file=None, poll_interval=0.075,
+                 retire_spread_ms=None, retire_wait_s=None, replay_field="seq",
+                 replay_auth_key="last_seq", replay_seconds=10.0, watch_env_file=None):
+        self.app = app
+        self.socketio = socketio
+        self.state_dir = state.state_dir(state_dir)
+        self.env_file = env_file or os.environ.get("ANTIBODY_ENV_FILE") or None
+        self.poll_interval = poll_interval
+        self.retire_spread_ms = (retire_spread_ms if retire_spread_ms is not None
+                                 else _env_float("ANTIBODY_RETIRE_SPREAD_MS", 500.0))
+        self.retire_wait_s = (retire_wait_s if retire_wait_s is not None
+                              else _env_float("ANTIBODY_RETIRE_WAIT_S", 2.0))
+        # ANTIBODY_RETIRE=0: leave retired workers to gunicorn alone (the baseline behaviour).
+        self.retire = os.environ.get("ANTIBODY_RETIRE", "1") not in ("0", "false", "off")
+        self.replay_field = os.environ.get("ANTIBODY_REPLAY_FIELD", replay_field)
+        self.replay_auth_key = replay_auth_key
+        self.ring = replay.EventRing(seconds=replay_seconds)
+        if watch_env_file is None:
+            watch_env_file = os.environ.get("ANTIBODY_WATCH_ENV_FILE", "") in ("1", "true")
+        self.watch_env_file = watch_env_file
+        self.generation = None
+        self.env_digests = {}
+        self.applied_at = None
+        self.error = None
+        self.started_at = None
+        self.retiring = False
+        self._hooks = []
+        self._lock = threading.Lock()
+        self._retire_event = threading.Event()
+        self._started = False
+        self._pid = None
+        self._last_file_digest = None
+        if gunicorn_worker.in_preload_master():
+            # Imported by gunicorn's master (--preload): threads do not survive fork, start
+            # in each worker instead.
+            os.register_at_fork(after_in_child=self._start)
+        else:
+            self._start()
+
+    # -- public API -------------------------------------------------------------------
+
+    def on_reload(self, fn):
+        """Register fn(changed: dict KEY->VALUE, generation) called after an in-place reload."""
+        self._hooks.append(fn)
+        return fn
+
+    # -- start ------------------------------------------------------------------------
+
+    def _start(self):
+        if self._started and self._pid == os.getpid():
+            return
+        self._started = True
+        self._pid = os.getpid()
+        self._retire_event = threading.Event()
+        self._chain_sigterm()
+        threading.Thread(target=self._boot, name="antibody-reload", daemon=True).start()
+
+    def _chain_sigterm(self):
+        """Run the companion's retirement right after gunicorn's own SIGTERM handler."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+        if gunicorn_worker.current_worker() is None:
+            return  # not in a gunicorn worker (yet): the boot thread watches `alive`
+
+        def handler(signum, frame):
+            if callable(previous):
+                previous(signum, frame)
+            self._retire_event.set()
+
+        signal.signal(signal.SIGTERM, handler)
+
+    def _boot(self):
+        try:
+            worker = None
+            if any(name.startswith("gunicorn") for name in sys.modules):
+                deadline = time.monotonic() + 60
+                while worker is None and time.monotonic() < deadline:
+                    worker = gunicorn_worker.current_worker() or self._chained_worker()
+                    if worker is None:
+                        time.sleep(0.02)
+            os.makedirs(state.workers_dir(self.state_dir), exist_ok=True)
+            self.started_at = time.time()
+            generation = state.read_generation(self.state_dir)
+            self._apply_env_file(generation, call_hooks=False)
+            self._init_socketio()
+            self._register()
+            atexit.register(self._unregister)
+            if worker is not None and self.retire:
+                threading.Thread(target=self._watch_retirement, args=(worker,),
+                                 name="antibody-reload-retire", daemon=True).start()
+            self._poll_requests()
+        except Exception:  # never take the app down
+            logger.exception("antibody_reload: companion stopped")
+
+    def _chained_worker(self):
+        # After _chain_sigterm the handler is ours; gunicorn's is its `previous` cell.
+        handler = signal.getsignal(signal.SIGTERM)
+        for cell in getattr(handler, "__closure__", None) or ():
+            worker = getattr(cell.cell_contents, "__self__", None)
+            if worker is not None and hasattr(worker, "alive"):
+                return worker
+        return None
+
+    def _init_socketio(self):
+        """Subscribe to the message queue now, not at the first client (so events published
+        while clients move here are already received and buffered for replay)."""
+        if self.socketio is None:
+            return
+        server = getattr(self.socketio, "server", None)
+        if server is None:
+            return
+        replay.install(server, self.ring, self.replay_field, self.replay_auth_key, logger)
+        if not getattr(server, "manager_initialized", True):
+            server.manager_initialized = True
+            server.manager.initialize()
+        if not hasattr(server.manager, "pubsub") or getattr(server.manager, "write_only", False):
+            return  # not a Redis queue: nothing to wait for
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            pubsub = server.manager.pubsub
+            if pubsub is not None and pubsub.subscribed:
+                return
+            time.sleep(0.01)
+        logger.warning("antibody_reload: not subscribed to the message queue after 5s")
+
+    # -- registration -----------------------------------------------------------------
+
+    def _worker_path(self):
+        return os.path.join(state.workers_dir(self.state_dir), "%d.json" % os.getpid())
+
+    def _register(self):
+        with self._lock:
+            info = {
+                "pid": os.getpid(),
+                "ppid": os.getppid(),
+                "started_at": self.started_at,
+                "generation": self.generation,
+                "applied_at": self.applied_at,
+                "env": dict(self.env_digests),
+                "ready": True,
+                "retiring": self.retiring,
+                "error": self.error,
+            }
+            state.write_json_atomic(self._worker_path(), info)
+
+    def _unregister(self):
+        if self._pid != os.getpid():
+            return
+        try:
+            os.unlink(self._worker_path())
+        except OSError:
+            pass
+
+    # -- in-place reload --------------------------------------------------------------
+
+    def _apply_env_file(self, generation, call_hooks=True):
+        values = envfile.read(self.env_file) if self.env_file else {}
+        if values is None:
+            self.error = "env file %s not readable" % self.env_file
+            values = {}
+        else:
+            self.error = None
+        changed = {k: v for k, v in values.items() if os.environ.get(k) != v}
+        for key, value in values.items():
+            os.environ[key] = value
+            if self.app is not None:
+                self.app.config[key] = value
+        self.env_digests = envfile.digests(values)
+        self.generation = generation
+        self.applied_at = time.time()
+        if call_hooks:
+            for hook in self._hooks:
+                try:
+                    hook(changed, generation)
+                except Exception as exc:
+                    logger.exception("antibody_reload: on_reload hook failed")
+                    self.error = "on_reload hook failed: %s" % exc
+
+    def _file_digest(self):
+        try:
+            with open(self.env_file, "rb") as f:
+                return envfile.digest(f.read().decode("utf-8", "replace"))
+        except (OSError, TypeError):
+            return None
+
+    def _poll_requests(self):
+        if self.watch_env_file:
+            self._last_file_digest = self._file_digest()
+        while True:
+            time.sleep(self.poll_interval)
+            generation = state.read_generation(self.state_dir)
+            file_changed = False
+            if self.watch_env_file:
+                current = self._file_digest()
+                file_changed = current != self._last_file_digest
+                self._last_file_digest = current
+            if (generation is not None and generation != self.generation) or file_changed:
+                self._apply_env_file(generation if generation is not None else self.generation)
+                self._register()
+            elif not os.path.exists(self._worker_path()):
+                self._register()  # someone cleaned the directory: register again
+
+    # -- retirement -------------------------------------------------------------------
+
+    def _watch_retirement(self, worker):
+        while not self._retire_event.wait(0.05):
+            if not getattr(worker, "alive", True):
+                break
+        self.retiring = True
+        self._register()
+        self._wait_for_successor()
+        self._close_clients_spread()
+
+    def _wait_for_successor(self):
+        deadline = time.monotonic() + self.retire_wait_s
+        me, parent = os.getpid(), os.getppid()
+        while time.monotonic() < deadline:
+            for other in state.live_workers(self.state_dir):
+                if (other.get("pid") != me and other.get("ppid") == parent
+                        and other.get("ready") and not other.get("retiring")
+                        and (other.get("started_at") or 0) >= (self.started_at or 0)):
+                    return True
+            time.sleep(0.02)
+        logger.warning("antibody_reload: no newer worker within %.1fs; handing clients over anyway",
+                       self.retire_wait_s)
+        return False
+
+    def _close_clients_spread(self):
+        server = getattr(self.socketio, "server", None)
+        eio = getattr(server, "eio", None)
+        if eio is None:
+            return
+        sockets = list(eio.sockets.items())
+        random.shuffle(sockets)
+        spread = max(self.retire_spread_ms, 0.0) / 1000.0
+        start = time.monotonic()
+        count = len(sockets)
+        for index, (sid, sock) in enumerate(sockets):
+            # Slot i of n, jittered inside its slot: spread evenly, never all at once.
+            at = start + spread * (index + random.random()) / max(count, 1)
+            delay = at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            close_transport(eio, sid, sock)
+
+
+def close_transport(eio, sid, sock):
+    """Close a client's transport without an Engine.IO CLOSE packet: the client sees a
+    transport error and reconnects (after a CLOSE packet it would stay disconnected)."""
+    try:
+        sock.close(wait=False, abort=True, reason=eio.reason.TRANSPORT_CLOSE)
+    except Exception:
+        logger.exception("antibody_reload: closing client %s failed", sid)
+    eio.sockets.pop(sid, None)
