@@ -110,6 +110,10 @@ pub struct Safety {
     /// ConfigMap backups kept per ConfigMap; older ones are deleted.
     #[serde(default = "default_backup_history")]
     pub backup_history: usize,
+    /// Refuse (`DisruptiveRestart`) restarts whose Deployment settings drop every live
+    /// connection at once (Recreate, all pods unavailable, one replica). See `preflight`.
+    #[serde(default)]
+    pub refuse_disruptive_restarts: bool,
 }
 
 fn default_signing_key_name() -> String {
@@ -133,6 +137,7 @@ impl Default for Safety {
             namespace_budget: None,
             on_throttle: OnThrottle::Fail,
             backup_history: default_backup_history(),
+            refuse_disruptive_restarts: false,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod leader;
 pub mod plan;
 pub mod policy;
+pub mod preflight;
 pub mod reconcile;
 pub mod report;
 pub mod server;

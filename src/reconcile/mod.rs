@@ -362,6 +362,7 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
             rollout_timeout,
             now: now.clone(),
             history: config.safety.backup_history,
+            refuse_disruptive_restarts: config.safety.refuse_disruptive_restarts,
         };
         let mut action_status = writer.status.actions[index].clone();
         let step = match (&action_status.effect, action.action) {
