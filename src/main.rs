@@ -125,13 +125,18 @@ enum Command {
         #[arg(long, default_value = "default")]
         namespace: String,
     },
-    /// Read one alert (JSON) on stdin and print the PatchPlan it would create. Offline.
+    /// Read one alert (JSON) on stdin and print the PatchPlan it would create, with how each
+    /// action's effect will be observed. Offline unless --preflight.
     Plan {
         #[arg(long, env = "ANTIBODY_CONFIG", default_value = "antibody.yml")]
         config: PathBuf,
         /// Namespace of the plan (default: `defaults.plan_namespace`).
         #[arg(long)]
         namespace: Option<String>,
+        /// Also read each restart target's Deployment (KUBECONFIG) and say what the rollout
+        /// will do to live connections.
+        #[arg(long)]
+        preflight: bool,
     },
 }
 
@@ -178,7 +183,7 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e.to_string()),
         },
-        Command::Plan { config, namespace } => plan_offline(&config, namespace),
+        Command::Plan { config, namespace, preflight } => plan_offline(&config, namespace, preflight),
         Command::Keygen { out } => match antibody::cli::keygen(&out) {
             Ok(public) => {
                 println!("wrote private key {} (keep it secret)", out.display());
@@ -405,7 +410,7 @@ fn check_notify(config: &Config, connect: bool) -> Result<String, String> {
     runtime.block_on(antibody::report::notify::preflight(&config.notify, connect, timeout)).map_err(|e| e.to_string())
 }
 
-fn plan_offline(config: &std::path::Path, namespace: Option<String>) -> ExitCode {
+fn plan_offline(config: &std::path::Path, namespace: Option<String>, preflight: bool) -> ExitCode {
     let config = match Config::load(config) {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string()),
@@ -421,6 +426,10 @@ fn plan_offline(config: &std::path::Path, namespace: Option<String>) -> ExitCode
     let namespace = namespace.unwrap_or_else(|| config.defaults.plan_namespace.clone());
     match policy::decide(&config, &alert, &namespace) {
         Decision::Plan { rule, name, spec } => {
+            // YAML comments: the output stays something `kubectl apply -f -` takes.
+            for line in plan_notes(&config, &spec, &namespace, preflight) {
+                println!("# {line}");
+            }
             match serde_yaml::to_string(&policy::plan_object(&name, &namespace, &rule, spec)) {
                 Ok(yaml) => {
                     print!("{yaml}");
@@ -435,6 +444,70 @@ fn plan_offline(config: &std::path::Path, namespace: Option<String>) -> ExitCode
         }
         Decision::Refuse(refusal) => fail(&format!("refused ({}): {}", refusal.reason, refusal.message)),
     }
+}
+
+/// How each action's effect will be observed, and (with `preflight`) what each restart will do
+/// to live connections, read from the cluster.
+fn plan_notes(config: &Config, spec: &antibody::plan::PatchPlanSpec, namespace: &str, preflight: bool) -> Vec<String> {
+    use antibody::effect::{Observation, observation};
+    let targets: Vec<_> = spec.actions.iter().filter_map(|a| config.resolve(&a.target, namespace).ok()).collect();
+    if targets.len() != spec.actions.len() {
+        return vec!["a target does not resolve: the controller will refuse this plan".into()];
+    }
+    let mut notes: Vec<String> = spec
+        .actions
+        .iter()
+        .enumerate()
+        .map(|(i, action)| {
+            let how = match observation(&spec.actions, &targets, i) {
+                Observation::Itself => "observed by the action itself".to_string(),
+                Observation::Probe => {
+                    format!("observed by the verify probe {:?}", targets[i].verify.as_ref().map(|v| &v.command))
+                }
+                Observation::CarriedBy(j) => format!("put into effect and observed by {}", spec.actions[j].describe()),
+                Observation::Unobservable => "NOT observed: the plan can end Unverified, not PatchApplied".to_string(),
+            };
+            format!("{}: {how}", action.describe())
+        })
+        .collect();
+    if preflight {
+        notes.extend(restart_preflight(spec, &targets).unwrap_or_else(|e| vec![format!("preflight failed: {e}")]));
+    }
+    notes
+}
+
+fn restart_preflight(
+    spec: &antibody::plan::PatchPlanSpec,
+    targets: &[antibody::config::ResolvedTarget],
+) -> Result<Vec<String>, String> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let client = kube::Client::try_default().await.map_err(|e| format!("no cluster: {e}"))?;
+        let mut notes = Vec::new();
+        for (action, target) in spec.actions.iter().zip(targets) {
+            if action.action != antibody::plan::ActionType::Restart {
+                continue;
+            }
+            let api: kube::Api<Deployment> = kube::Api::namespaced(client.clone(), &target.namespace);
+            let deployment = api
+                .get(&target.deployment)
+                .await
+                .map_err(|e| format!("Deployment {}/{}: {e}", target.namespace, target.deployment))?;
+            let risks = antibody::preflight::restart_risks(&deployment);
+            if risks.is_empty() {
+                notes.push(format!("preflight {}: rolls without dropping connections at once", action.describe()));
+            }
+            for risk in risks {
+                let all = if risk.drops_all { " [drops every connection at once]" } else { "" };
+                notes.push(format!("preflight {}: {}{all}", action.describe(), risk.message));
+            }
+        }
+        Ok(notes)
+    })
 }
 
 fn fail(message: &str) -> ExitCode {

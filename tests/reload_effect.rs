@@ -256,6 +256,33 @@ async fn run_mode(reload_mode: &str, sync_delay: Duration) -> Run {
     Run { plan, applied_ms: applied_at - t0, result }
 }
 
+/// Runs per mode: 1 in the suite; `ANTIBODY_WS_RUNS=N` for the benchmark table (each run
+/// is asserted, then the distribution is printed).
+fn runs() -> usize {
+    std::env::var("ANTIBODY_WS_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1)
+}
+
+/// p50 / max of one column over the runs, for the printed summary.
+fn summary(mode: &str, all: &[Run]) {
+    let column = |f: &dyn Fn(&Run) -> f64| {
+        let mut v: Vec<f64> = all.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        format!("p50 {:.0} / max {:.0}", v[v.len() / 2], v[v.len() - 1])
+    };
+    let field = |k: &'static str| move |r: &Run| r.result[k].as_f64().unwrap_or(f64::NAN);
+    eprintln!(
+        "[{mode}] {} run(s): alert→PatchApplied {} ms; effect {} ms; all clients on new config {} ms; \
+         disconnects {}; max reconnect {} ms; events lost {}",
+        all.len(),
+        column(&|r| r.applied_ms),
+        column(&field("effect_ms")),
+        column(&field("all_on_new_config_ms")),
+        column(&field("disconnects")),
+        column(&field("max_reconnect_ms")),
+        column(&field("events_lost")),
+    );
+}
+
 fn ms(value: &Value, what: &str) -> f64 {
     value.as_f64().unwrap_or_else(|| panic!("{what} missing: {value}"))
 }
@@ -264,7 +291,16 @@ fn ms(value: &Value, what: &str) -> f64 {
 /// the workers acknowledged the new generation; no client dropped, no event lost.
 #[tokio::test]
 async fn in_place_reload_keeps_every_client_and_patch_applied_follows_the_effect() {
-    let run = run_mode("companion", Duration::from_millis(1500)).await;
+    let mut all = Vec::new();
+    for _ in 0..runs() {
+        let run = run_mode("companion", Duration::from_millis(1500)).await;
+        check_in_place(&run);
+        all.push(run);
+    }
+    summary("companion", &all);
+}
+
+fn check_in_place(run: &Run) {
     let plan = &run.plan;
     let applied = plan.condition("PatchApplied").expect("PatchApplied");
     assert_eq!((applied.status.as_str(), applied.reason.as_str()), ("True", "Applied"), "{:?}", plan.status);
@@ -285,7 +321,16 @@ async fn in_place_reload_keeps_every_client_and_patch_applied_follows_the_effect
 /// worker replays what they missed.
 #[tokio::test]
 async fn worker_replacement_moves_every_client_promptly_without_losing_events() {
-    let run = run_mode("companion_hup", Duration::from_millis(500)).await;
+    let mut all = Vec::new();
+    for _ in 0..runs() {
+        let run = run_mode("companion_hup", Duration::from_millis(500)).await;
+        check_replacement(&run);
+        all.push(run);
+    }
+    summary("companion_hup", &all);
+}
+
+fn check_replacement(run: &Run) {
     let plan = &run.plan;
     let applied = plan.condition("PatchApplied").expect("PatchApplied");
     assert_eq!((applied.status.as_str(), applied.reason.as_str()), ("True", "Applied"), "{:?}", plan.status);
@@ -395,7 +440,8 @@ async fn restart_preflight_reports_and_refuses_disruptive_rollouts() {
     let config = format!(
         "actions: {{restart: [SINGLE, PAIR]}}\n\
          targets:\n  SINGLE: {{namespace: {ns}, deployment: single}}\n  PAIR: {{namespace: {ns}, deployment: pair}}\n\
-         safety: {{refuse_disruptive_restarts: true}}\ndefaults: {{rollout_timeout_seconds: 60}}\n"
+         rules: [{{name: heartbeat, category: heartbeat, actions: [restart]}}]\n\
+         safety: {{refuse_disruptive_restarts: true}}\ndefaults: {{rollout_timeout_seconds: 60, plan_namespace: {ns}}}\n"
     );
     let controller = ControllerProcess::start(&config, &ns, &[]);
     controller.wait_ready().await;
@@ -407,6 +453,25 @@ async fn restart_preflight_reports_and_refuses_disruptive_rollouts() {
         .expect("plan");
         support::apply_plan(&client, &ns, &plan).await;
     }
+    // `antibody plan --preflight` says it before anything is created.
+    let config_file = std::env::temp_dir().join("antibody-tests").join(format!("{ns}.yml"));
+    let mut plan_cli = Command::new(env!("CARGO_BIN_EXE_antibody"))
+        .args(["plan", "--preflight", "--config"])
+        .arg(&config_file)
+        .env("KUBECONFIG", support::kubeconfig_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("antibody plan");
+    let alert = r#"{"id":"hb-1","source":"NEXUS","category":"heartbeat","severity":"high","msg":"x","patch_hint":"restart:SINGLE"}"#;
+    plan_cli.stdin.take().expect("stdin").write_all(alert.as_bytes()).expect("alert on stdin");
+    let output = plan_cli.wait_with_output().expect("antibody plan output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("# restart:SINGLE: observed by the action itself"), "{stdout}");
+    assert!(stdout.contains("1 replica(s)") && stdout.contains("[drops every connection at once]"), "{stdout}");
+
     let plans: Api<PatchPlan> = Api::namespaced(client.clone(), &ns);
     let single =
         support::wait_for(plans.clone(), "restart-single", Duration::from_secs(60), support::plan_finished()).await;
