@@ -318,16 +318,13 @@ async fn run(
     // Reporting hooks: the audit log (hash-chained JSONL) and the Socket.IO broadcast.
     let audit = Arc::new(AuditLog::open(&AuditSettings::from_config(&config))?);
     reporter.add_hook(audit.clone());
+    // The UI broadcast follows plan status with its own watch, on every replica (leader or not).
     let (broadcast, socket_io) = Broadcast::new();
-    reporter.add_hook(broadcast.clone());
-    tokio::spawn({
-        let broadcast = broadcast.clone();
-        let plans = match &settings.namespace {
-            Some(ns) => kube::Api::namespaced(client.clone(), ns),
-            None => kube::Api::all(client.clone()),
-        };
-        async move { broadcast.seed(plans).await }
-    });
+    let plans = match &settings.namespace {
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
+    };
+    tokio::spawn(broadcast.clone().follow(plans, shutdown.clone()));
     let config = Arc::new(SharedConfig::new(config));
     let health = Arc::new(Health::default());
     health.config_loaded.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -4,6 +4,8 @@
 //! cluster is not up, the test fails and says how to start it.
 #![allow(dead_code)]
 
+pub mod socketio;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
