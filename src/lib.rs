@@ -17,6 +17,7 @@ pub mod leader;
 pub mod plan;
 pub mod policy;
 pub mod preflight;
+pub mod rbac;
 pub mod reconcile;
 pub mod report;
 pub mod server;

@@ -125,6 +125,21 @@ enum Command {
         #[arg(long, default_value = "default")]
         namespace: String,
     },
+    /// Print least-privilege RBAC for antibody.yml: a Role per namespace its targets and plans
+    /// live in, cluster scope only for namespace metadata (the pause switch).
+    Rbac {
+        #[arg(long, env = "ANTIBODY_CONFIG", default_value = "antibody.yml")]
+        config: PathBuf,
+        /// Antibody's own namespace (ServiceAccount, Leases).
+        #[arg(long, default_value = "antibody")]
+        namespace: String,
+        /// ServiceAccount name, also the name of every Role and binding.
+        #[arg(long, default_value = "antibody")]
+        service_account: String,
+        /// Namespaces holding PatchPlans (repeatable; default: `defaults.plan_namespace`).
+        #[arg(long)]
+        plan_namespace: Vec<String>,
+    },
     /// Read one alert (JSON) on stdin and print the PatchPlan it would create, with how each
     /// action's effect will be observed. Offline unless --preflight.
     Plan {
@@ -184,6 +199,22 @@ fn main() -> ExitCode {
             Err(e) => fail(&e.to_string()),
         },
         Command::Plan { config, namespace, preflight } => plan_offline(&config, namespace, preflight),
+        Command::Rbac { config, namespace, service_account, plan_namespace } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return fail(&e.to_string()),
+            };
+            let plan_namespaces =
+                if plan_namespace.is_empty() { vec![config.defaults.plan_namespace.clone()] } else { plan_namespace };
+            let settings = antibody::rbac::RbacSettings { namespace, name: service_account, plan_namespaces };
+            match antibody::rbac::render(&config, &settings) {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
         Command::Keygen { out } => match antibody::cli::keygen(&out) {
             Ok(public) => {
                 println!("wrote private key {} (keep it secret)", out.display());

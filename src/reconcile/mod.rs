@@ -662,7 +662,14 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
             message: format!("cannot list PatchPlans ({e}); is the CRD installed? `antibody crd | kubectl apply -f -`"),
         });
     }
-    let deployments: Api<Deployment> = Api::all(client.clone());
+    // Deployments Antibody restarted, watched only in the namespaces its targets live in (the
+    // RBAC `antibody rbac` renders grants nothing else); everywhere only when a target acts in
+    // any plan's namespace. A namespace added by a config reload is covered by the 10 s requeue.
+    let deployment_namespaces: Vec<Option<String>> =
+        match crate::rbac::target_namespaces(&ctx.config.get(), ctx.settings.namespace.as_deref()) {
+            Some(namespaces) => namespaces.into_iter().map(Some).collect(),
+            None => vec![None],
+        };
     // The pause switch's namespaces, watched (metadata only) for the life of the controller.
     let namespace_watch = match &ctx.settings.namespace {
         Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
@@ -670,7 +677,7 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
     };
     let (namespaces, namespace_writer) = reflector::store();
     let _ = ctx.namespaces.set(namespaces);
-    let namespace_watch = watcher(Api::<PartialObjectMeta<Namespace>>::all(client), namespace_watch)
+    let namespace_watch = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), namespace_watch)
         .backoff(WatchBackoff::new())
         .reflect(namespace_writer)
         .for_each(|event| async move {
@@ -703,11 +710,19 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
             info!("PatchPlan watch synced");
         }
     };
-    let controller = controller
-        .watches(deployments, restarted, move |deployment| {
+    let mut controller = controller;
+    for namespace in deployment_namespaces {
+        let deployments: Api<Deployment> = match &namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let scope = scope.clone();
+        controller = controller.watches(deployments, restarted.clone(), move |deployment| {
             // A namespaced controller ignores plans of other instances.
             plan_of_deployment(deployment).filter(|plan| scope.is_none() || plan.namespace == scope)
-        })
+        });
+    }
+    let controller = controller
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
         .trigger_backoff(WatchBackoff::new())
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
