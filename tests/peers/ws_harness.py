@@ -11,7 +11,7 @@ Starts (all on loopback, all cleaned up at the end):
 Protocol (driven by a test):
   stdout  {"ready": true, "state_dir":..., "env_file":..., "master_pid":..., "port":...}
   stdin   GO <epoch_ms>          (t0: the alert time)
-  stdin   <expected value>       (the new value of WS_APP_KEY the fix brings)
+  stdin   <expected value>       (the new VAEL_MODE value the fix brings)
   stdout  ONE JSON result line after at most --window seconds.
 
 Standalone baselines without Antibody: `--bare inplace|hup|hup-retire|plain-hup`:
@@ -20,7 +20,13 @@ Standalone baselines without Antibody: `--bare inplace|hup|hup-retire|plain-hup`
               hands clients over)
   hup-retire  write the env file, bare `kill -HUP <master>`; the companion hands clients over
   plain-hup   write the env file, bare `kill -HUP <master>` with ANTIBODY_RETIRE=0: gunicorn
-              alone (old worker keeps its clients until --graceful-timeout)
+              alone (the old worker keeps its clients until gunicorn's --timeout kills it)
+
+Driven by a test, the harness does not touch the env file after start (VAEL_MODE=old): the
+test writes it, as the kubelet's ConfigMap sync would. Result fields: effect_ms (earliest
+moment every live worker had the expected value; effect_seen_ms the latest), old_workers_gone_ms,
+all_on_new_config_ms, new_config_p99_ms, disconnects (+ first/last ms), max_reconnect_ms,
+events_published, events_lost, per_client[...]; all times in ms from t0.
 """
 import argparse
 import hashlib
@@ -207,7 +213,7 @@ class Harness:
         env = dict(os.environ, WS_APP_MESSAGE_QUEUE=self.queue_url,
                    ANTIBODY_STATE_DIR=self.state_dir, ANTIBODY_ENV_FILE=self.env_file,
                    ANTIBODY_RETIRE_SPREAD_MS=str(self.args.spread_ms),
-                   ANTIBODY_RETIRE="0" if self.args.bare == "plain-hup" else "1",
+                   ANTIBODY_RETIRE="0" if self.args.bare == "plain-hup" or self.args.no_retire else "1",
                    PYTHONUNBUFFERED="1")
         self.gunicorn_log = open(os.path.join(self.tmp, "gunicorn.log"), "w")
         self.gunicorn = subprocess.Popen(argv, env=env, stdout=self.gunicorn_log,
@@ -416,6 +422,9 @@ def main():
     parser.add_argument("--spread-ms", type=int, default=500)
     parser.add_argument("--no-replay", action="store_true",
                         help="clients do not send their last seq (shows what replay saves)")
+    parser.add_argument("--no-retire", action="store_true",
+                        help="ANTIBODY_RETIRE=0: retired workers are left to gunicorn (a plain "
+                             "HUP target; implied by --bare plain-hup)")
     parser.add_argument("--preload", action="store_true", help="gunicorn --preload")
     parser.add_argument("--ready-timeout", type=float, default=60.0)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
