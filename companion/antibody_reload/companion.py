@@ -91,7 +91,8 @@ class Companion:
             return
         self._started = True
         self._pid = os.getpid()
-        self._retire_event = threading.Event()
+        self._retire_event = threading.Event()  # fresh in a forked worker (--preload)
+        self._handover_done = threading.Event()
         self._chain_sigterm()
         threading.Thread(target=self._boot, name="antibody-reload", daemon=True).start()
 
@@ -100,10 +101,9 @@ class Companion:
         if threading.current_thread() is not threading.main_thread():
             return
         previous = signal.getsignal(signal.SIGTERM)
-        if gunicorn_worker.current_worker() is None:
-            return  # not in a gunicorn worker (yet): the boot thread watches `alive`
-
         worker = gunicorn_worker.current_worker()
+        if worker is None:
+            return  # not in a gunicorn worker (yet): the boot thread watches `alive`
 
         def handler(signum, frame):
             if callable(previous):
@@ -350,6 +350,8 @@ class Companion:
                         and other.get("ready") and not other.get("retiring")
                         and (other.get("started_at") or 0) >= (self.started_at or 0)):
                     return True
+            if not state.younger_siblings(me, parent):
+                return False  # the server is stopping, not reloading: nobody to wait for
             time.sleep(0.02)
         logger.warning("antibody_reload: no newer worker within %.1fs", self.retire_wait_s)
         return False

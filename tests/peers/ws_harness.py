@@ -29,6 +29,7 @@ all_on_new_config_ms, new_config_p99_ms, disconnects (+ first/last ms), max_reco
 events_published, events_lost, per_client[...]; all times in ms from t0.
 """
 import argparse
+import ctypes
 import hashlib
 import json
 import os
@@ -51,6 +52,7 @@ from antibody_reload.client import ReplayTracker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NOBODY = 65534
+PR_SET_PDEATHSIG = 1
 KEY = "VAEL_MODE"
 
 
@@ -62,6 +64,17 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def parent_death_signal(sig):
+    """preexec_fn: the kernel sends `sig` to the child if this harness dies (killed outright,
+    its cleanup never runs), so nothing it started outlives it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec():
+        libc.prctl(PR_SET_PDEATHSIG, int(sig))
+
+    return preexec
 
 
 def log(msg):
@@ -183,9 +196,12 @@ class Harness:
             os.chmod(d, 0o777)
         self.write_env("old")
         redis_port = free_port()
+        # --pdeathsig: if this harness is killed outright (its finally never runs), the kernel
+        # stops what it started.
         self.redis = subprocess.Popen(
             ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=parent_death_signal(signal.SIGTERM))
         self.queue_url = "redis://127.0.0.1:%d/0" % redis_port
         deadline = time.monotonic() + 10
         while True:
@@ -208,8 +224,9 @@ class Harness:
                 "--chdir", HERE, "--log-level", "warning", "ws_app:app"]
         if self.args.preload:
             argv.insert(-1, "--preload")
-        if os.geteuid() == 0:
-            argv = ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups"] + argv
+        # As uid 65534 when root; the parent-death signal is set after the uid change (a
+        # credential change clears it). SIGINT: gunicorn's quick shutdown, workers go too.
+        drop = dict(user=NOBODY, group=NOBODY, extra_groups=[]) if os.geteuid() == 0 else {}
         env = dict(os.environ, WS_APP_MESSAGE_QUEUE=self.queue_url,
                    ANTIBODY_STATE_DIR=self.state_dir, ANTIBODY_ENV_FILE=self.env_file,
                    ANTIBODY_RETIRE_SPREAD_MS=str(self.args.spread_ms),
@@ -217,8 +234,9 @@ class Harness:
                    PYTHONUNBUFFERED="1")
         self.gunicorn_log = open(os.path.join(self.tmp, "gunicorn.log"), "w")
         self.gunicorn = subprocess.Popen(argv, env=env, stdout=self.gunicorn_log,
-                                         stderr=subprocess.STDOUT)
-        self.master_pid = self.gunicorn.pid  # setpriv execs: same pid
+                                         stderr=subprocess.STDOUT,
+                                         preexec_fn=parent_death_signal(signal.SIGINT), **drop)
+        self.master_pid = self.gunicorn.pid
         self.wait_workers(self.args.workers, 30)
 
         url = "http://127.0.0.1:%d" % self.port
