@@ -108,3 +108,13 @@ def test_driven_protocol_as_the_controller_uses_it(tmp_path):
     assert result["effect_ms"] is not None
     assert result["all_on_new_config_ms"] is not None
     assert result["effect_ms"] <= result["all_on_new_config_ms"] + 100
+
+
+def test_gevent_worker_has_no_thread_per_websocket_and_hands_over():
+    pytest.importorskip("gevent")
+    # 5 clients on a worker that would have 2 threads under gthread.
+    r = harness("--worker-class", "gevent", "--threads", "2", "--bare", "hup")
+    assert r["action"]["rc"] == 0, r["action"]
+    assert r["old_workers_gone_ms"] < 3000
+    assert r["all_on_new_config_ms"] is not None and r["all_on_new_config_ms"] <= 4000
+    assert r["events_lost"] == 0

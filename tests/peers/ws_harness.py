@@ -217,7 +217,7 @@ class Harness:
         threads = self.args.threads or self.args.clients + 16
         bindir = os.path.dirname(sys.executable)
         argv = [os.path.join(bindir, "gunicorn"), "--bind", "127.0.0.1:%d" % self.port,
-                "--worker-class", "gthread", "--threads", str(threads), "--workers",
+                "--worker-class", self.args.worker_class, "--threads", str(threads), "--workers",
                 str(self.args.workers), "--graceful-timeout", str(self.args.graceful_timeout),
                 "--timeout", str(self.args.worker_timeout),
                 "--pid", os.path.join(self.state_dir, "gunicorn.pid"),
@@ -231,6 +231,7 @@ class Harness:
                    ANTIBODY_STATE_DIR=self.state_dir, ANTIBODY_ENV_FILE=self.env_file,
                    ANTIBODY_RETIRE_SPREAD_MS=str(self.args.spread_ms),
                    ANTIBODY_RETIRE="0" if self.args.bare == "plain-hup" or self.args.no_retire else "1",
+                   WS_APP_ASYNC_MODE="gevent" if self.args.worker_class == "gevent" else "threading",
                    PYTHONUNBUFFERED="1")
         self.gunicorn_log = open(os.path.join(self.tmp, "gunicorn.log"), "w")
         self.gunicorn = subprocess.Popen(argv, env=env, stdout=self.gunicorn_log,
@@ -372,6 +373,7 @@ class Harness:
             "worker_timeout_s": self.args.worker_timeout,
             "retire_spread_ms": self.args.spread_ms,
             "preload": self.args.preload,
+            "worker_class": self.args.worker_class,
             "expected": expected,
             "effect_ms": None if effect_ms is None else round(effect_ms),
             "effect_seen_ms": None if effect_seen_ms is None else round(effect_seen_ms),
@@ -433,6 +435,8 @@ def main():
     parser.add_argument("--bare", choices=["inplace", "hup", "hup-retire", "plain-hup"])
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="default: clients + 16")
+    parser.add_argument("--worker-class", choices=["gthread", "gevent"], default="gthread",
+                        help="gevent needs the gevent package (not in requirements.txt)")
     parser.add_argument("--graceful-timeout", type=int, default=30)
     parser.add_argument("--worker-timeout", type=int, default=30,
                         help="gunicorn --timeout: what finally kills a retired gthread worker "
