@@ -7,11 +7,13 @@
 - applies the env file in place when STATE_DIR/request.json names a new generation
   (os.environ and app.config, then the on_reload hooks), and acknowledges it;
 - when gunicorn retires the worker (HUP of the master), hands its WebSocket clients over to
-  the newer worker: waits until one is ready, then closes the clients' transports spread over
-  ANTIBODY_RETIRE_SPREAD_MS so they reconnect (a Socket.IO/Engine.IO "close" packet would
-  make standard clients give up), and the worker exits promptly instead of at graceful_timeout;
+  the newer worker: closes the clients' transports at once, spread over
+  ANTIBODY_RETIRE_SPREAD_MS, so they reconnect (a Socket.IO/Engine.IO "close" packet would
+  make standard clients give up) and the worker exits promptly instead of at gunicorn's
+  --timeout; it stays subscribed to the queue until the newer worker is, then hands its event
+  buffer over (STATE_DIR/handover/<pid>.json);
 - keeps a few seconds of broadcast events from the message queue and replays the ones a
-  reconnecting client missed (see replay.py).
+  reconnecting client missed, including those only the retired worker received (replay.py).
 """
 import atexit
 import logging
@@ -46,7 +48,7 @@ class Companion:
         self.retire_spread_ms = (retire_spread_ms if retire_spread_ms is not None
                                  else _env_float("ANTIBODY_RETIRE_SPREAD_MS", 500.0))
         self.retire_wait_s = (retire_wait_s if retire_wait_s is not None
-                              else _env_float("ANTIBODY_RETIRE_WAIT_S", 2.0))
+                              else _env_float("ANTIBODY_RETIRE_WAIT_S", 5.0))
         # ANTIBODY_RETIRE=0: leave retired workers to gunicorn alone (the baseline behaviour).
         self.retire = os.environ.get("ANTIBODY_RETIRE", "1") not in ("0", "false", "off")
         self.replay_field = os.environ.get("ANTIBODY_REPLAY_FIELD", replay_field)
@@ -64,6 +66,7 @@ class Companion:
         self._hooks = []
         self._lock = threading.Lock()
         self._retire_event = threading.Event()
+        self._handover_done = threading.Event()
         self._started = False
         self._pid = None
         self._last_file_digest = None
@@ -88,7 +91,8 @@ class Companion:
             return
         self._started = True
         self._pid = os.getpid()
-        self._retire_event = threading.Event()
+        self._retire_event = threading.Event()  # fresh in a forked worker (--preload)
+        self._handover_done = threading.Event()
         self._chain_sigterm()
         threading.Thread(target=self._boot, name="antibody-reload", daemon=True).start()
 
@@ -97,12 +101,15 @@ class Companion:
         if threading.current_thread() is not threading.main_thread():
             return
         previous = signal.getsignal(signal.SIGTERM)
-        if gunicorn_worker.current_worker() is None:
+        worker = gunicorn_worker.current_worker()
+        if worker is None:
             return  # not in a gunicorn worker (yet): the boot thread watches `alive`
 
         def handler(signum, frame):
             if callable(previous):
                 previous(signum, frame)
+            if self.retire:
+                stop_accepting(worker)
             self._retire_event.set()
 
         signal.signal(signal.SIGTERM, handler)
@@ -122,7 +129,7 @@ class Companion:
             self._apply_env_file(generation, call_hooks=False)
             self._init_socketio()
             self._register()
-            atexit.register(self._unregister)
+            atexit.register(self._at_exit)
             if worker is not None and self.retire:
                 threading.Thread(target=self._watch_retirement, args=(worker,),
                                  name="antibody-reload-retire", daemon=True).start()
@@ -147,7 +154,8 @@ class Companion:
         server = getattr(self.socketio, "server", None)
         if server is None:
             return
-        replay.install(server, self.ring, self.replay_field, self.replay_auth_key, logger)
+        replay.install(server, self.ring, self.replay_field, self.replay_auth_key, logger,
+                       self._handed_over_messages)
         if not getattr(server, "manager_initialized", True):
             server.manager_initialized = True
             server.manager.initialize()
@@ -179,7 +187,11 @@ class Companion:
                 "retiring": self.retiring,
                 "error": self.error,
             }
-            state.write_json_atomic(self._worker_path(), info)
+            try:
+                os.makedirs(state.workers_dir(self.state_dir), exist_ok=True)
+                state.write_json_atomic(self._worker_path(), info)
+            except OSError as exc:  # keep serving; the CLI will report the missing ack
+                logger.error("antibody_reload: cannot register in %s: %s", self.state_dir, exc)
 
     def _unregister(self):
         if self._pid != os.getpid():
@@ -224,8 +236,12 @@ class Companion:
     def _poll_requests(self):
         if self.watch_env_file:
             self._last_file_digest = self._file_digest()
+        last_clean = 0.0
         while True:
             time.sleep(self.poll_interval)
+            if time.monotonic() - last_clean > 10:
+                last_clean = time.monotonic()
+                self._clean_handovers()
             generation = state.read_generation(self.state_dir)
             file_changed = False
             if self.watch_env_file:
@@ -245,9 +261,85 @@ class Companion:
             if not getattr(worker, "alive", True):
                 break
         self.retiring = True
+        stop_accepting(worker)
         self._register()
-        self._wait_for_successor()
+        # Clients go now: their own reconnect back-off (python-socketio and socket.io-client:
+        # 1 s +- 0.5 s) overlaps the new worker's boot; until it accepts, their connections
+        # wait in the listen backlog the master keeps open.
         self._close_clients_spread()
+        threading.Thread(target=self._close_late_clients, name="antibody-reload-sweep",
+                         daemon=True).start()
+        # The events broadcast between a client's close and the new worker's subscription
+        # reach only this worker: stay subscribed until the successor is, then hand the buffer
+        # over (the worker's exit waits for this, see _at_exit).
+        try:
+            if self._wait_for_successor():
+                time.sleep(0.1)  # what was in flight to the successor's subscription
+            self._dump_handover()
+        finally:
+            self._handover_done.set()
+
+    def _at_exit(self):
+        if self.retiring and self._pid == os.getpid():
+            self._handover_done.wait(self.retire_wait_s + 1.0)
+        self._unregister()
+
+    def _handover_dir(self):
+        return os.path.join(self.state_dir, "handover")
+
+    def _dump_handover(self):
+        path = os.path.join(self._handover_dir(), "%d.json" % os.getpid())
+        try:
+            os.makedirs(self._handover_dir(), exist_ok=True)
+            state.write_json_atomic(path, {"pid": os.getpid(), "ppid": os.getppid(),
+                                           "dumped_at": time.time(),
+                                           "messages": self.ring.messages()})
+        except (OSError, TypeError, ValueError) as exc:
+            logger.error("antibody_reload: cannot hand events over: %s", exc)
+
+    def _handed_over_messages(self):
+        """Buffered events of the workers this one replaces (same master, retiring): waits,
+        bounded, for a retiring worker that is still alive to write them."""
+        me, parent = os.getpid(), os.getppid()
+        deadline = time.monotonic() + self.retire_wait_s + 0.5
+        while True:
+            pending = [w["pid"] for w in state.live_workers(self.state_dir)
+                       if w.get("retiring") and w.get("ppid") == parent and w["pid"] != me]
+            dumps = {}
+            try:
+                names = os.listdir(self._handover_dir())
+            except OSError:
+                names = []
+            for name in names:
+                path = os.path.join(self._handover_dir(), name)
+                dump = state.read_json(path) if name.endswith(".json") else None
+                if (isinstance(dump, dict) and dump.get("ppid") == parent
+                        and time.time() - (dump.get("dumped_at") or 0) < self.ring.seconds):
+                    dumps[dump.get("pid")] = dump.get("messages") or []
+            if all(pid in dumps for pid in pending) or time.monotonic() >= deadline:
+                return [m for messages in dumps.values() for m in messages if isinstance(m, dict)]
+            time.sleep(0.02)
+
+    def _clean_handovers(self):
+        try:
+            names = os.listdir(self._handover_dir())
+        except OSError:
+            return
+        for name in names:
+            path = os.path.join(self._handover_dir(), name)
+            try:
+                if time.time() - os.path.getmtime(path) > 60:
+                    os.unlink(path)
+            except OSError:
+                pass
+
+    def _close_late_clients(self):
+        """Safety net until exit: a client that still reached this worker is sent on."""
+        eio = getattr(getattr(self.socketio, "server", None), "eio", None)
+        while eio is not None:
+            time.sleep(0.05)
+            for sid, sock in list(eio.sockets.items()):
+                close_transport(eio, sid, sock)
 
     def _wait_for_successor(self):
         deadline = time.monotonic() + self.retire_wait_s
@@ -258,9 +350,10 @@ class Companion:
                         and other.get("ready") and not other.get("retiring")
                         and (other.get("started_at") or 0) >= (self.started_at or 0)):
                     return True
+            if not state.younger_siblings(me, parent):
+                return False  # the server is stopping, not reloading: nobody to wait for
             time.sleep(0.02)
-        logger.warning("antibody_reload: no newer worker within %.1fs; handing clients over anyway",
-                       self.retire_wait_s)
+        logger.warning("antibody_reload: no newer worker within %.1fs", self.retire_wait_s)
         return False
 
     def _close_clients_spread(self):
@@ -280,6 +373,19 @@ class Companion:
             if delay > 0:
                 time.sleep(delay)
             close_transport(eio, sid, sock)
+
+
+def stop_accepting(worker):
+    """Take gunicorn's listeners out of the retiring worker's poller: gthread keeps polling
+    them for up to a second after SIGTERM, and a client reconnecting then would land on the
+    worker that is leaving. The master keeps the listening socket open: new connections
+    wait in its backlog for the new worker."""
+    poller = getattr(worker, "poller", None)
+    for sock in getattr(worker, "sockets", None) or ():
+        try:
+            poller.unregister(sock)
+        except (AttributeError, KeyError, ValueError, OSError):
+            pass
 
 
 def close_transport(eio, sid, sock):

@@ -24,12 +24,16 @@ class EventRing:
             while self._events and now - self._events[0][0] > self.seconds:
                 self._events.popleft()
 
-    def broadcasts_after(self, namespace, field, after):
-        """(event, data) of buffered broadcasts to `namespace` whose data[field] > after."""
+    def messages(self):
         with self._lock:
-            messages = [m for _, m in self._events]
-        found = []
-        for message in messages:
+            return [m for _, m in self._events]
+
+    def broadcasts_after(self, namespace, field, after, extra=()):
+        """(event, data) of buffered broadcasts to `namespace` whose data[field] > after,
+        in field order, once per (event, field value); `extra`: messages handed over by the
+        worker this one replaced."""
+        found = {}
+        for message in list(extra) + self.messages():
             if message.get("room") is not None or message.get("skip_sid"):
                 continue
             if (message.get("namespace") or "/") != namespace:
@@ -42,13 +46,17 @@ class EventRing:
             value = data.get(field)
             try:
                 if value is not None and value > after:
-                    found.append((message.get("event"), data))
+                    found.setdefault((message.get("event"), value), data)
             except TypeError:
                 continue
-        return found
+        try:
+            keys = sorted(found, key=lambda k: k[1])
+        except TypeError:
+            keys = list(found)
+        return [(k[0], found[k]) for k in keys]
 
 
-def install(server, ring, field, auth_key, logger):
+def install(server, ring, field, auth_key, logger, handed_over=lambda: ()):
     """Hook python-socketio's server: record queue messages, replay after a connect.
 
     Uses two long-stable internals of python-socketio 5.x (PubSubManager._handle_emit and
@@ -75,7 +83,7 @@ def install(server, ring, field, auth_key, logger):
         sid = server.manager.sid_from_eio_sid(eio_sid, namespace)
         if sid is None or not server.manager.is_connected(sid, namespace):
             return result
-        for event, payload in ring.broadcasts_after(namespace, field, after):
+        for event, payload in ring.broadcasts_after(namespace, field, after, handed_over()):
             server.emit(event, payload, to=sid, namespace=namespace, ignore_queue=True)
         return result
 

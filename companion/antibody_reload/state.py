@@ -81,3 +81,33 @@ def live_workers(root):
             found.append(info)
     found.sort(key=lambda w: (w.get("started_at") or 0, w["pid"]))
     return found
+
+
+def _stat(pid):
+    """(ppid, starttime ticks) from /proc/<pid>/stat, or None."""
+    try:
+        with open("/proc/%s/stat" % pid, encoding="ascii", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[1]), int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def younger_siblings(pid, ppid):
+    """Pids of live processes with the same parent started after `pid` (a gunicorn master
+    forks the new workers before it retires the old ones; on a plain shutdown there are none)."""
+    mine = _stat(pid)
+    if mine is None:
+        return []
+    found = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit() or int(name) == pid:
+            continue
+        info = _stat(name)
+        if info is not None and info[0] == ppid and info[1] > mine[1]:
+            found.append(int(name))
+    return found

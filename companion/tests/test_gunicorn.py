@@ -74,3 +74,47 @@ def test_plain_hup_keeps_clients_on_the_old_worker_until_graceful_timeout():
     assert r["old_workers_gone_ms"] >= 2500
     assert r["first_disconnect_ms"] >= 2500
     assert r["last_disconnect_ms"] - r["first_disconnect_ms"] < 300  # all at once
+
+
+def test_driven_protocol_as_the_controller_uses_it(tmp_path):
+    """ready line -> (the controller acts) -> GO <t0> + expected value -> one result line."""
+    import hashlib
+    import time
+
+    proc = subprocess.Popen([sys.executable, HARNESS, "--clients", "3", "--window", "8"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        ready = json.loads(proc.stdout.readline())
+        assert ready["ready"] is True and ready["master_pid"] > 1
+        t0 = int(time.time() * 1000)
+        proc.stdin.write("GO %d\nfixed\n" % t0)
+        proc.stdin.flush()
+        with open(ready["env_file"], "w") as f:  # what the kubelet's ConfigMap sync does
+            f.write("VAEL_MODE=fixed\n")
+        done = subprocess.run(
+            [sys.executable, "-m", "antibody_reload", "reload", "--state-dir", ready["state_dir"],
+             "--generation", "plan-1", "--env-file", ready["env_file"],
+             "--expect-env", "VAEL_MODE=" + hashlib.sha256(b"fixed").hexdigest()],
+            capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        result = json.loads(proc.stdout.readline())
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert result["mode"] == "antibody"
+    assert result["disconnects"] == 0 and result["events_lost"] == 0
+    assert result["effect_ms"] is not None
+    assert result["all_on_new_config_ms"] is not None
+    assert result["effect_ms"] <= result["all_on_new_config_ms"] + 100
+
+
+def test_gevent_worker_has_no_thread_per_websocket_and_hands_over():
+    pytest.importorskip("gevent")
+    # 5 clients on a worker that would have 2 threads under gthread.
+    r = harness("--worker-class", "gevent", "--threads", "2", "--bare", "hup")
+    assert r["action"]["rc"] == 0, r["action"]
+    assert r["old_workers_gone_ms"] < 3000
+    assert r["all_on_new_config_ms"] is not None and r["all_on_new_config_ms"] <= 4000
+    assert r["events_lost"] == 0

@@ -31,7 +31,12 @@ mkdir -p "$(dirname "$venv")"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
 # The reload companion (issue 14): a real install, not editable, so uid 65534 (kwok's exec)
 # can import it from /opt whatever the checkout's permissions.
-"$venv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps "$companion"
+# Built from a copy: setuptools would leave build/ and *.egg-info in the checkout.
+src="$(mktemp -d)"
+trap 'rm -rf "$src"' EXIT
+cp -r "$companion/pyproject.toml" "$companion/README.md" "$companion/antibody_reload" "$src/"
+find "$src" -name __pycache__ -prune -exec rm -rf {} +
+"$venv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps "$src"
 chmod -R a+rX "$venv"
 echo "$want" > "$stamp"
 echo "[peers] python env ready in $venv" >&2

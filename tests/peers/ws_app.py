@@ -24,7 +24,8 @@ socketio = SocketIO(
     app,
     message_queue=os.environ["WS_APP_MESSAGE_QUEUE"],
     channel=os.environ.get("WS_APP_CHANNEL", "flask-socketio"),
-    async_mode="threading",
+    # threading under gunicorn's gthread worker; WS_APP_ASYNC_MODE=gevent under `-k gevent`.
+    async_mode=os.environ.get("WS_APP_ASYNC_MODE", "threading"),
     # Accept the connection before the connect handler runs, so `hello` (and replayed
     # events) reach the client after its CONNECT packet.
     always_connect=True,

@@ -11,7 +11,7 @@ Starts (all on loopback, all cleaned up at the end):
 Protocol (driven by a test):
   stdout  {"ready": true, "state_dir":..., "env_file":..., "master_pid":..., "port":...}
   stdin   GO <epoch_ms>          (t0: the alert time)
-  stdin   <expected value>       (the new value of WS_APP_KEY the fix brings)
+  stdin   <expected value>       (the new VAEL_MODE value the fix brings)
   stdout  ONE JSON result line after at most --window seconds.
 
 Standalone baselines without Antibody: `--bare inplace|hup|hup-retire|plain-hup`:
@@ -20,9 +20,16 @@ Standalone baselines without Antibody: `--bare inplace|hup|hup-retire|plain-hup`
               hands clients over)
   hup-retire  write the env file, bare `kill -HUP <master>`; the companion hands clients over
   plain-hup   write the env file, bare `kill -HUP <master>` with ANTIBODY_RETIRE=0: gunicorn
-              alone (old worker keeps its clients until --graceful-timeout)
+              alone (the old worker keeps its clients until gunicorn's --timeout kills it)
+
+Driven by a test, the harness does not touch the env file after start (VAEL_MODE=old): the
+test writes it, as the kubelet's ConfigMap sync would. Result fields: effect_ms (earliest
+moment every live worker had the expected value; effect_seen_ms the latest), old_workers_gone_ms,
+all_on_new_config_ms, new_config_p99_ms, disconnects (+ first/last ms), max_reconnect_ms,
+events_published, events_lost, per_client[...]; all times in ms from t0.
 """
 import argparse
+import ctypes
 import hashlib
 import json
 import os
@@ -45,6 +52,7 @@ from antibody_reload.client import ReplayTracker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NOBODY = 65534
+PR_SET_PDEATHSIG = 1
 KEY = "VAEL_MODE"
 
 
@@ -56,6 +64,17 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def parent_death_signal(sig):
+    """preexec_fn: the kernel sends `sig` to the child if this harness dies (killed outright,
+    its cleanup never runs), so nothing it started outlives it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec():
+        libc.prctl(PR_SET_PDEATHSIG, int(sig))
+
+    return preexec
 
 
 def log(msg):
@@ -177,9 +196,12 @@ class Harness:
             os.chmod(d, 0o777)
         self.write_env("old")
         redis_port = free_port()
+        # --pdeathsig: if this harness is killed outright (its finally never runs), the kernel
+        # stops what it started.
         self.redis = subprocess.Popen(
             ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=parent_death_signal(signal.SIGTERM))
         self.queue_url = "redis://127.0.0.1:%d/0" % redis_port
         deadline = time.monotonic() + 10
         while True:
@@ -195,24 +217,27 @@ class Harness:
         threads = self.args.threads or self.args.clients + 16
         bindir = os.path.dirname(sys.executable)
         argv = [os.path.join(bindir, "gunicorn"), "--bind", "127.0.0.1:%d" % self.port,
-                "--worker-class", "gthread", "--threads", str(threads), "--workers",
+                "--worker-class", self.args.worker_class, "--threads", str(threads), "--workers",
                 str(self.args.workers), "--graceful-timeout", str(self.args.graceful_timeout),
                 "--timeout", str(self.args.worker_timeout),
                 "--pid", os.path.join(self.state_dir, "gunicorn.pid"),
                 "--chdir", HERE, "--log-level", "warning", "ws_app:app"]
         if self.args.preload:
             argv.insert(-1, "--preload")
-        if os.geteuid() == 0:
-            argv = ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups"] + argv
+        # As uid 65534 when root; the parent-death signal is set after the uid change (a
+        # credential change clears it). SIGINT: gunicorn's quick shutdown, workers go too.
+        drop = dict(user=NOBODY, group=NOBODY, extra_groups=[]) if os.geteuid() == 0 else {}
         env = dict(os.environ, WS_APP_MESSAGE_QUEUE=self.queue_url,
                    ANTIBODY_STATE_DIR=self.state_dir, ANTIBODY_ENV_FILE=self.env_file,
                    ANTIBODY_RETIRE_SPREAD_MS=str(self.args.spread_ms),
-                   ANTIBODY_RETIRE="0" if self.args.bare == "plain-hup" else "1",
+                   ANTIBODY_RETIRE="0" if self.args.bare == "plain-hup" or self.args.no_retire else "1",
+                   WS_APP_ASYNC_MODE="gevent" if self.args.worker_class == "gevent" else "threading",
                    PYTHONUNBUFFERED="1")
         self.gunicorn_log = open(os.path.join(self.tmp, "gunicorn.log"), "w")
         self.gunicorn = subprocess.Popen(argv, env=env, stdout=self.gunicorn_log,
-                                         stderr=subprocess.STDOUT)
-        self.master_pid = self.gunicorn.pid  # setpriv execs: same pid
+                                         stderr=subprocess.STDOUT,
+                                         preexec_fn=parent_death_signal(signal.SIGINT), **drop)
+        self.master_pid = self.gunicorn.pid
         self.wait_workers(self.args.workers, 30)
 
         url = "http://127.0.0.1:%d" % self.port
@@ -348,6 +373,7 @@ class Harness:
             "worker_timeout_s": self.args.worker_timeout,
             "retire_spread_ms": self.args.spread_ms,
             "preload": self.args.preload,
+            "worker_class": self.args.worker_class,
             "expected": expected,
             "effect_ms": None if effect_ms is None else round(effect_ms),
             "effect_seen_ms": None if effect_seen_ms is None else round(effect_seen_ms),
@@ -409,6 +435,8 @@ def main():
     parser.add_argument("--bare", choices=["inplace", "hup", "hup-retire", "plain-hup"])
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="default: clients + 16")
+    parser.add_argument("--worker-class", choices=["gthread", "gevent"], default="gthread",
+                        help="gevent needs the gevent package (not in requirements.txt)")
     parser.add_argument("--graceful-timeout", type=int, default=30)
     parser.add_argument("--worker-timeout", type=int, default=30,
                         help="gunicorn --timeout: what finally kills a retired gthread worker "
@@ -416,6 +444,9 @@ def main():
     parser.add_argument("--spread-ms", type=int, default=500)
     parser.add_argument("--no-replay", action="store_true",
                         help="clients do not send their last seq (shows what replay saves)")
+    parser.add_argument("--no-retire", action="store_true",
+                        help="ANTIBODY_RETIRE=0: retired workers are left to gunicorn (a plain "
+                             "HUP target; implied by --bare plain-hup)")
     parser.add_argument("--preload", action="store_true", help="gunicorn --preload")
     parser.add_argument("--ready-timeout", type=float, default=60.0)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
