@@ -619,6 +619,12 @@ pub fn start(
         crate::validate::dns1123_label(ns).map_err(|e| startup(format!("--plan-namespace: {e}")))?;
     }
     let tokens = match &args.token_file {
+        // A Secret mounted as an optional volume: until it exists, refuse (401) and keep
+        // looking; the reload watch swaps the tokens in when the file appears.
+        Some(path) if !path.exists() => {
+            warn!(path = %path.display(), "token file does not exist (yet): alert intake refuses every request until it appears");
+            Tokens::default()
+        }
         Some(path) => Tokens::load(path).map_err(startup)?,
         None => {
             warn!("no --token-file: REST and gRPC alert intake refuse every request (401)");
