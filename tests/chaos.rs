@@ -31,6 +31,7 @@ fn test_config(ns: &str, gunicorn_pid: u32) -> String {
         target.namespace = Some(ns.to_string());
         target.container = Some("app".into());
         target.reload_command = vec!["kill".into(), "-HUP".into(), gunicorn_pid.to_string()];
+        target.verify = Some(support::stand_in_probe());
     }
     config.defaults.rollout_timeout_seconds = 60;
     serde_yaml::to_string(&config).expect("config serialises")

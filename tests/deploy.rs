@@ -10,19 +10,29 @@ fn kubectl(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn expected() -> BTreeMap<&'static str, &'static str> {
-    BTreeMap::from([
-        ("patchplans.antibody.vael.io", "get list watch create patch delete"),
-        ("patchplans.antibody.vael.io/status", "get patch"),
-        ("deployments.apps", "get list watch patch"),
-        ("replicasets.apps", "get list watch"),
-        ("pods", "get list watch"),
-        ("pods/exec", "get create"),
-        ("pods/eviction", "create"),
-        ("configmaps", "get list watch create patch delete"),
-        ("namespaces", "get list watch"),
-        ("events.events.k8s.io", "create patch"),
-    ])
+/// What the ServiceAccount may do in each namespace (from deploy/antibody.yml: plans in
+/// `antibody`, every target in `vael`); cluster-wide only namespace metadata.
+fn expected(namespace: &str) -> BTreeMap<&'static str, &'static str> {
+    let mut grants = BTreeMap::from([("namespaces", "get list watch")]);
+    match namespace {
+        "antibody" => grants.extend([
+            ("patchplans.antibody.vael.io", "create delete get list patch watch"),
+            ("patchplans.antibody.vael.io/status", "get patch"),
+            ("events.events.k8s.io", "create patch"),
+            ("configmaps", "create get list patch update watch"),
+            ("leases.coordination.k8s.io", "create get list patch update watch"),
+        ]),
+        "vael" => grants.extend([
+            ("deployments.apps", "get list patch watch"),
+            ("replicasets.apps", "get list watch"),
+            ("pods", "get list watch"),
+            ("pods/exec", "create get"),
+            ("pods/eviction", "create"),
+            ("configmaps", "create delete get list patch watch"),
+        ]),
+        _ => {}
+    }
+    grants
 }
 
 /// `kubectl auth can-i --list` as the ServiceAccount: resource → verbs, minus what every
@@ -70,13 +80,23 @@ async fn deploy_installs_with_least_privilege() {
     ] {
         assert!(rendered.contains(hardening), "deployment has {hardening}");
     }
+    // An install from before the RBAC was per namespace left a cluster-wide role behind
+    // (`kubectl apply` does not prune): remove it, as the README's upgrade note says.
+    kubectl(&["delete", "clusterrolebinding,clusterrole", "antibody", "--ignore-not-found"]);
+    kubectl(&["delete", "rolebinding,role", "antibody-leader-election", "-n", "antibody", "--ignore-not-found"]);
+    // The targets' namespace must exist: the generated Roles live there.
+    let namespace = kubectl(&["create", "namespace", "vael", "--dry-run=client", "-o", "yaml"]);
+    let mut apply =
+        support::kubectl().args(["apply", "-f", "-"]).stdin(std::process::Stdio::piped()).spawn().expect("kubectl");
+    std::io::Write::write_all(&mut apply.stdin.take().expect("stdin"), namespace.as_bytes()).expect("namespace yaml");
+    assert!(apply.wait().expect("kubectl apply").success());
     kubectl(&["apply", "-k", &format!("{root}/deploy")]);
 
-    let mut want: BTreeMap<String, String> = expected().into_iter().map(|(r, v)| (r.into(), v.into())).collect();
-    let in_other_namespace = granted("default");
-    assert_eq!(in_other_namespace, want, "cluster-wide grants are exactly the verbs Antibody uses");
-    want.insert("leases.coordination.k8s.io".into(), "get list watch create update patch".into());
-    assert_eq!(granted("antibody"), want, "plus leases in its own namespace only");
+    for namespace in ["default", "kube-system", "antibody", "vael"] {
+        let want: BTreeMap<String, String> =
+            expected(namespace).into_iter().map(|(r, v)| (r.into(), v.into())).collect();
+        assert_eq!(granted(namespace), want, "grants in namespace {namespace}");
+    }
 }
 
 #[test]

@@ -35,9 +35,10 @@ async fn standby_takes_over_a_plan_when_the_leader_dies() {
     let config = format!(
         "actions: {{restart: [VAEL_Core], reload_flask: [VAEL_UI]}}\n\
          targets:\n  VAEL_Core: {{namespace: {ns}, deployment: vael-core}}\n  \
-         VAEL_UI: {{namespace: {ns}, deployment: vael-ui, container: app, reload_command: [kill, -HUP, \"{pid}\"]}}\n",
+         VAEL_UI: {{namespace: {ns}, deployment: vael-ui, container: app, reload_command: [kill, -HUP, \"{pid}\"], {probe}}}\n",
         ns = ns.name,
-        pid = gunicorn.pid
+        pid = gunicorn.pid,
+        probe = support::STAND_IN_PROBE_YAML,
     );
     let lease_args = ["--leader-elect", "--lease-duration-seconds", "4", "--lease-grace-seconds", "1"];
     let mut a = ControllerProcess::start_as("replica-a", &config, &ns.name, &lease_args);

@@ -29,6 +29,7 @@ fn test_config(ns: &str, gunicorn_pid: Option<u32>) -> String {
             Some(pid) => vec!["kill".into(), "-HUP".into(), pid.to_string()],
             None => vec!["true".into()],
         };
+        target.verify = Some(support::stand_in_probe());
     }
     config.defaults.rollout_timeout_seconds = 30;
     serde_yaml::to_string(&config).expect("config serialises")

@@ -27,6 +27,7 @@ fn test_config(ns: &str, audit_max_bytes: Option<u64>) -> String {
         target.namespace = Some(ns.to_string());
         target.container = Some("app".into());
         target.reload_command = vec!["true".into()];
+        target.verify = Some(support::stand_in_probe());
     }
     config.defaults.rollout_timeout_seconds = 30;
     if let Some(max) = audit_max_bytes {

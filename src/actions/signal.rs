@@ -86,26 +86,14 @@ async fn send_reload_command(
 ) -> crate::Result<Step> {
     let (ns, name) = (&ctx.target.namespace, &ctx.target.deployment);
     let command = &ctx.target.reload_command;
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     // Pods recorded by an earlier attempt that did not finish (the controller died between
     // recording and the result): at most once means they are not signalled again, and we
     // cannot confirm they were — say so rather than claim it.
     let in_doubt = status.signalled_pods.len();
-    let mut sent = 0;
-    for pod in pods {
-        let (Some(pod_name), Some(uid)) = (&pod.metadata.name, &pod.metadata.uid) else {
-            continue;
-        };
-        if status.signalled_pods.contains(uid) {
-            continue;
-        }
-        status.signalled_pods.push(uid.clone());
-        saver.checkpoint(status).await?;
-        match exec(&api, pod_name, container_of(ctx, pod).as_deref(), command).await {
-            Ok(_) => sent += 1,
-            Err(error) => return Ok(exec_failure(command, ns, pod_name, error)),
-        }
-    }
+    let sent = match exec_at_most_once(ctx, status, saver, pods, command).await? {
+        Ok(outputs) => outputs.len(),
+        Err(failure) => return Ok(exec_failure(command, ns, &failure.pod, failure.error)),
+    };
     let doubt = if in_doubt > 0 {
         format!(
             "; {in_doubt} pod(s) recorded before a controller restart were not signalled again \
@@ -159,29 +147,19 @@ async fn companion_hup(
 ) -> crate::Result<Step> {
     let (ns, name) = (&ctx.target.namespace, &ctx.target.deployment);
     let argv = ctx.target.companion.hup_argv(&expected_env(ctx));
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let in_doubt = status.signalled_pods.len();
-    let mut replaced = Vec::new();
-    for pod in pods {
-        let (Some(pod_name), Some(uid)) = (&pod.metadata.name, &pod.metadata.uid) else {
-            continue;
-        };
-        if status.signalled_pods.contains(uid) {
-            continue;
+    let replaced: Vec<String> = match exec_at_most_once(ctx, status, saver, pods, &argv).await? {
+        Ok(outputs) => {
+            outputs.iter().map(|(pod, output)| format!("{pod}: {}", super::verify::one_line(output))).collect()
         }
-        status.signalled_pods.push(uid.clone());
-        saver.checkpoint(status).await?;
-        match exec(&api, pod_name, container_of(ctx, pod).as_deref(), &argv).await {
-            Ok(output) => replaced.push(format!("{pod_name}: {}", super::verify::one_line(&output))),
-            Err(error) => {
-                if matches!(&error, ExecError::NonZero { code: Some(3), .. }) {
-                    // Nothing was signalled: the pod may be tried again once the file synced.
-                    status.signalled_pods.retain(|u| u != uid);
-                }
-                return Ok(companion_failure(ctx, status, &argv, pod_name, error));
+        Err(failure) => {
+            if matches!(&failure.error, ExecError::NonZero { code: Some(3), .. }) {
+                // Nothing was signalled: the pod may be tried again once the file synced.
+                status.signalled_pods.retain(|u| *u != failure.uid);
             }
+            return Ok(companion_failure(ctx, status, &argv, &failure.pod, failure.error));
         }
-    }
+    };
     if in_doubt > 0 {
         return Ok(Step::failed(
             VERIFICATION_FAILED,
@@ -196,6 +174,42 @@ async fn companion_hup(
         replaced.len(),
         replaced.join("; ")
     )))
+}
+
+/// The first exec that failed in [`exec_at_most_once`].
+struct ExecFailure {
+    pod: String,
+    uid: String,
+    error: ExecError,
+}
+
+/// Run `argv` once in each pod not yet recorded in `signalled_pods`, recording (and saving)
+/// each pod's UID before its exec: a crash never repeats a signal. Stops at the first failure.
+/// Returns (pod name, output) of the pods run now.
+async fn exec_at_most_once(
+    ctx: &ActionContext<'_>,
+    status: &mut ActionStatus,
+    saver: &mut impl Checkpoint,
+    pods: &[Pod],
+    argv: &[String],
+) -> crate::Result<Result<Vec<(String, String)>, ExecFailure>> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.target.namespace);
+    let mut outputs = Vec::new();
+    for pod in pods {
+        let (Some(pod_name), Some(uid)) = (&pod.metadata.name, &pod.metadata.uid) else {
+            continue;
+        };
+        if status.signalled_pods.contains(uid) {
+            continue;
+        }
+        status.signalled_pods.push(uid.clone());
+        saver.checkpoint(status).await?;
+        match exec(&api, pod_name, container_of(ctx, pod).as_deref(), argv).await {
+            Ok(output) => outputs.push((pod_name.clone(), output)),
+            Err(error) => return Ok(Err(ExecFailure { pod: pod_name.clone(), uid: uid.clone(), error })),
+        }
+    }
+    Ok(Ok(outputs))
 }
 
 /// The edits earlier in this plan that this reload must see in the app: editEnv of the same

@@ -321,6 +321,22 @@ impl Drop for ControllerProcess {
     }
 }
 
+/// A `verify` probe that always passes. For tests about something other than verification
+/// (tests/reload_effect.rs covers that): plans whose effect nothing observes — a bare SIGHUP, a
+/// lone env edit — end `PatchApplied` instead of `Unverified`, as a real health probe would
+/// make them.
+pub fn stand_in_probe() -> antibody::effect::VerifySpec {
+    antibody::effect::VerifySpec {
+        command: vec!["true".into()],
+        expect_output: None,
+        timeout_seconds: 10,
+        interval_ms: 200,
+    }
+}
+
+/// [`stand_in_probe`] as antibody.yml flow-mapping entries.
+pub const STAND_IN_PROBE_YAML: &str = r#"verify: {command: ["true"], timeout_seconds: 10, interval_ms: 200}"#;
+
 /// A free loopback port (bound then released; tests run few enough processes for this to hold).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
