@@ -192,6 +192,11 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
     }
 }
 
+/// Identifier-like fields (ids, sources) as every intake checks them.
+pub fn token_field(field: &str, value: &str, max: usize) -> Result<(), String> {
+    token(field, value, max)
+}
+
 /// Identifier-like fields: printable ASCII, no whitespace, bounded.
 fn token(field: &str, value: &str, max: usize) -> Result<(), String> {
     if value.is_empty() {

@@ -164,15 +164,7 @@ fn main() -> ExitCode {
                     Ok(line) => line,
                     Err(e) => return fail(&format!("config {}: {e}", config.display())),
                 };
-                println!(
-                    "{}: ok — {} target(s), {} rule(s); whitelist: restart {:?}, edit_env {:?}, reload_flask {:?}",
-                    config.display(),
-                    c.targets.len(),
-                    c.rules.len(),
-                    c.actions.restart,
-                    c.actions.edit_env,
-                    c.actions.reload_flask
-                );
+                print!("{}", antibody::cli::check_config_report(&config, &c));
                 println!("{notify}");
                 ExitCode::SUCCESS
             }
@@ -313,6 +305,10 @@ async fn run(
     // Reporting hooks: the audit log (hash-chained JSONL) and the Socket.IO broadcast.
     let audit = Arc::new(AuditLog::open(&AuditSettings::from_config(&config))?);
     reporter.add_hook(audit.clone());
+    // The original's plain-text plan log (`log_path: logs/antibody.log` or `plan_log`).
+    if let Some(path) = &config.plan_log {
+        reporter.add_hook(Arc::new(antibody::report::plan_log::PlanLog::open(std::path::Path::new(path))?));
+    }
     let (broadcast, socket_io) = Broadcast::new();
     reporter.add_hook(broadcast.clone());
     tokio::spawn({
