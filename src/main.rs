@@ -184,15 +184,7 @@ fn main() -> ExitCode {
                     Ok(line) => line,
                     Err(e) => return fail(&format!("config {}: {e}", config.display())),
                 };
-                println!(
-                    "{}: ok — {} target(s), {} rule(s); whitelist: restart {:?}, edit_env {:?}, reload_flask {:?}",
-                    config.display(),
-                    c.targets.len(),
-                    c.rules.len(),
-                    c.actions.restart,
-                    c.actions.edit_env,
-                    c.actions.reload_flask
-                );
+                print!("{}", antibody::cli::check_config_report(&config, &c));
                 println!("{notify}");
                 ExitCode::SUCCESS
             }
@@ -349,6 +341,10 @@ async fn run(
     // Reporting hooks: the audit log (hash-chained JSONL) and the Socket.IO broadcast.
     let audit = Arc::new(AuditLog::open(&AuditSettings::from_config(&config))?);
     reporter.add_hook(audit.clone());
+    // The original's plain-text plan log (`log_path: logs/antibody.log` or `plan_log`).
+    if let Some(path) = &config.plan_log {
+        reporter.add_hook(Arc::new(antibody::report::plan_log::PlanLog::open(std::path::Path::new(path))?));
+    }
     // The UI broadcast follows plan status with its own watch, on every replica (leader or not).
     let (broadcast, socket_io) = Broadcast::new();
     let plans = match &settings.namespace {

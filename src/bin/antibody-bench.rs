@@ -293,7 +293,7 @@ fn bench_config(ns: &str, cooldown_seconds: u64, edit_targets: usize) -> String 
         edit.push(format!("E{i}"));
     }
     format!(
-        "actions:\n  restart: [BenchR]\n  edit_env: [{}]\n  reload_flask: [Bench]\nseverity_map: {{}}\nlog_path: /tmp/antibody-bench/{ns}-audit\ntargets:\n{targets}rules:\n  - {{name: edit, category: edit, min_severity: info, actions: [reload_flask]}}\n  - {{name: editw, category: editw, min_severity: info, actions: [edit_env]}}\n  - {{name: reload, category: reload, min_severity: info, actions: [reload_flask]}}\n  - {{name: restart, category: restart, min_severity: info, actions: [restart]}}\ndefaults: {{rollout_timeout_seconds: 120, plan_namespace: {ns}}}\ningest: {{cooldown_seconds: {cooldown_seconds}}}\n",
+        "actions:\n  restart: [BenchR]\n  edit_env: [{}]\n  reload_flask: [Bench]\nseverity_map: {{}}\nlog_path: /tmp/antibody-bench/{ns}-audit\ntargets:\n{targets}rules:\n  - {{name: edit, category: edit, min_severity: info, actions: [edit_env]}}\n  - {{name: editw, category: editw, min_severity: info, actions: [edit_env]}}\n  - {{name: reload, category: reload, min_severity: info, actions: [reload_flask]}}\n  - {{name: restart, category: restart, min_severity: info, actions: [restart]}}\ndefaults: {{rollout_timeout_seconds: 120, plan_namespace: {ns}}}\ningest: {{cooldown_seconds: {cooldown_seconds}}}\n",
         edit.join(", ")
     )
 }

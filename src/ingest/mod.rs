@@ -552,13 +552,8 @@ async fn write_table(
 
 /// Parse one alert from a JSON value (a REST list item, a Socket.IO payload).
 pub fn alert_from_value(value: serde_json::Value) -> Result<ThreatAlert, String> {
-    let alert: ThreatAlert = match value {
-        // NEXUS sometimes sends the envelope as a JSON string.
-        serde_json::Value::String(text) => return ThreatAlert::from_json(&text),
-        other => serde_json::from_value(other).map_err(|e| format!("malformed alert JSON: {e}"))?,
-    };
-    alert.validate()?;
-    Ok(alert)
+    // NEXUS sometimes sends the envelope as a JSON string; both forms are read the same way.
+    ThreatAlert::from_value(value)
 }
 
 /// Best-effort id of an alert that did not validate, for the refusal record.

@@ -10,6 +10,7 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod plan_log;
 pub mod summary;
 
 use std::collections::{HashSet, VecDeque};
