@@ -18,7 +18,7 @@ use kube::{Client, ResourceExt};
 use support::{ControllerProcess, Gunicorn, TestNamespace};
 
 const PLAN_TIMEOUT: Duration = Duration::from_secs(90);
-/// After an API outage, the plan finishes within this of the API server answering again.
+/// After an API outage, the plan finishes within this of the cluster being able to go on.
 const RECOVERY_BOUND: Duration = Duration::from_secs(20);
 
 fn iterations() -> usize {
@@ -353,8 +353,32 @@ async fn api_server_down_mid_plan_the_controller_recovers_and_finishes() {
         "the plan finished at {} before the API came back at {back_wall}: the outage missed it",
         finished_at.0
     );
-    // What a user notices: a stall after the API is back (it once was a minute).
-    assert!(recovered < RECOVERY_BOUND, "the plan took {recovered:?} after the API came back:\n{}", controller.logs());
+    // What a user notices: Antibody stalling once the cluster works again (it once sat idle for a
+    // minute). The controller-manager and kwok need their own time to resume the rollout after
+    // an outage (40 s and more on a loaded 2-core machine), so the lag counts from the later of
+    // "API back" and "vael-core's rollout complete" as the Deployment itself records it.
+    let core = Api::<Deployment>::namespaced(client.clone(), ns).get("vael-core").await.expect("get vael-core");
+    let rolled_out = core
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| {
+            c.iter().find(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("NewReplicaSetAvailable"))
+        })
+        .and_then(|c| c.last_update_time.clone())
+        .expect("vael-core records when its rollout completed");
+    let resumable = back_wall.max(rolled_out.0);
+    let lag = finished_at.0.duration_since(resumable);
+    eprintln!(
+        "vael-core rolled out at {}; the plan finished {lag:?} after the later of that and the API",
+        rolled_out.0
+    );
+    assert!(
+        lag < jiff::SignedDuration::try_from(RECOVERY_BOUND).expect("bound"),
+        "the plan finished {lag:?} after the cluster could go on (API back {back_wall}, rollout done {}):\n{}",
+        rolled_out.0,
+        controller.logs()
+    );
     assert_eq!(replicasets(&client, ns, "vael-core").await, 2, "one rollout of vael-core, not two");
     assert_eq!(replicasets(&client, ns, "sentinel").await, 2, "one rollout of sentinel");
     controller.terminate();
