@@ -1,6 +1,8 @@
 //! README claims proved on the real control plane, one test per claim: `safety.paused` (new
-//! plans wait, in-flight ones finish), `safety.on_throttle: wait`, `safety.cooldown_seconds`, and
-//! the failure reasons `NonZeroExitCode` and `NoReadyPods` reached through real plans.
+//! plans wait, in-flight ones finish), `safety.on_throttle: wait`, `safety.cooldown_seconds`,
+//! `safety.namespace_budget`, `rollout_timeout_seconds` failing a plan, deletePod evicting the
+//! oldest ready pod, and the failure reasons `NonZeroExitCode`, `NoReadyPods`,
+//! `ProgressDeadlineExceeded` and `BackupNotFound` reached through real plans.
 
 mod support;
 
@@ -8,8 +10,9 @@ use std::time::Duration;
 
 use antibody::plan::{ActionType, PatchPlan, PatchPlanSpec, PlanAction, RESTARTED_AT_ANNOTATION, StepState};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use support::{ControllerProcess, TestNamespace};
 
 const PLAN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -20,10 +23,12 @@ fn config(ns: &str, extra: &str) -> String {
     format!(
         r#"
 actions:
-  restart: [VAEL_Core, Sentinel]
+  restart: [VAEL_Core, Sentinel, Stuck]
+  edit_env: [VAEL_Core]
   reload_flask: [VAEL_UI, Failing]
 targets:
-  VAEL_Core: {{namespace: {ns}, deployment: vael-core, container: app}}
+  VAEL_Core: {{namespace: {ns}, deployment: vael-core, container: app, config_map: vael-core-env}}
+  Stuck: {{namespace: {ns}, deployment: stuck, container: app}}
   Sentinel: {{namespace: {ns}, deployment: sentinel, container: app}}
   VAEL_UI: {{namespace: {ns}, deployment: vael-ui, container: app, reload_command: ["true"]}}
   Failing: {{namespace: {ns}, deployment: vael-ui, container: app, reload_command: ["false"]}}
@@ -226,4 +231,124 @@ async fn reload_failures_end_the_plan_with_their_reason() {
         .await;
     let failed = finished(&plans, "no-pods").await;
     assert_eq!(condition(&failed, "Stalled"), ("True".into(), "NoReadyPods".into()), "{:?}", failed.status);
+}
+
+#[tokio::test]
+async fn rollout_timeout_fails_a_plan_whose_rollout_never_completes() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "claim-timeout").await;
+    setup(&client, &ns.name, 1).await;
+    // Pods no node can take: the rollout of `stuck` never completes.
+    let mut stuck = support::deployment("stuck", 1, None);
+    if let Some(pod) = stuck.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        pod.node_selector = Some([("antibody.vael.io/no-such-node".to_string(), "x".to_string())].into());
+    }
+    support::create_deployment(&client, &ns.name, &stuck).await;
+    let config = config(&ns.name, "").replace("rollout_timeout_seconds: 20", "rollout_timeout_seconds: 3");
+    let _controller = ControllerProcess::start(&config, &ns.name, &[]);
+    let plans: Api<PatchPlan> = Api::namespaced(client.clone(), &ns.name);
+    support::apply_plan(
+        &client,
+        &ns.name,
+        &plan(
+            "stuck",
+            vec![PlanAction::new(ActionType::Restart, "Stuck"), PlanAction::new(ActionType::Restart, "Sentinel")],
+        ),
+    )
+    .await;
+    let failed = finished(&plans, "stuck").await;
+    assert_eq!(
+        condition(&failed, "Stalled"),
+        ("True".into(), "ProgressDeadlineExceeded".into()),
+        "{:?}",
+        failed.status
+    );
+    let step = failed.status.as_ref().and_then(|s| s.actions.first().cloned()).expect("step");
+    assert_eq!(step.state, StepState::Failed);
+    let took = step.finished_at.expect("finished").0.duration_since(step.started_at.expect("started").0);
+    assert!(took >= jiff::SignedDuration::from_secs(2), "failed only after the timeout: {took:?}");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    assert!(!was_restarted(&deployments, "sentinel").await, "the next step never ran");
+}
+
+#[tokio::test]
+async fn rollback_to_a_missing_backup_ends_backup_not_found() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "claim-backup").await;
+    setup(&client, &ns.name, 1).await;
+    support::create_config_map(&client, &ns.name, "vael-core-env", &[("LOG_LEVEL", "info")]).await;
+    let _controller = ControllerProcess::start(&config(&ns.name, ""), &ns.name, &[]);
+    let plans: Api<PatchPlan> = Api::namespaced(client.clone(), &ns.name);
+    let mut rollback = PlanAction::new(ActionType::Rollback, "VAEL_Core");
+    rollback.backup = Some("vael-core-env-bk-missing".into());
+    support::apply_plan(&client, &ns.name, &plan("no-backup", vec![rollback])).await;
+    let failed = finished(&plans, "no-backup").await;
+    assert_eq!(condition(&failed, "Stalled"), ("True".into(), "BackupNotFound".into()), "{:?}", failed.status);
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let cm = cms.get("vael-core-env").await.expect("configmap");
+    assert_eq!(
+        cm.data.and_then(|d| d.get("LOG_LEVEL").cloned()).as_deref(),
+        Some("info"),
+        "the ConfigMap is untouched"
+    );
+}
+
+#[tokio::test]
+async fn delete_pod_evicts_the_oldest_ready_pod() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "claim-oldest").await;
+    let deployments = setup(&client, &ns.name, 1).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let list = ListParams::default().labels("app=vael-core");
+    let oldest = pods.list(&list).await.expect("pods").items.into_iter().next().expect("one pod");
+    // creationTimestamp has whole seconds: the newer pods must be at least a second younger.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let scale = serde_json::json!({"spec": {"replicas": 3}});
+    deployments.patch("vael-core", &PatchParams::default(), &Patch::Merge(&scale)).await.expect("scale");
+    support::wait_for(deployments.clone(), "vael-core", PLAN_TIMEOUT, |d: Option<&Deployment>| {
+        d.and_then(|d| d.status.as_ref()).is_some_and(|s| s.ready_replicas == Some(3))
+    })
+    .await;
+    let _controller = ControllerProcess::start(&config(&ns.name, ""), &ns.name, &[]);
+    let plans: Api<PatchPlan> = Api::namespaced(client.clone(), &ns.name);
+    support::apply_plan(&client, &ns.name, &plan("evict", vec![PlanAction::new(ActionType::DeletePod, "VAEL_Core")]))
+        .await;
+    let done = finished(&plans, "evict").await;
+    assert_eq!(condition(&done, "PatchApplied").0, "True", "{:?}", done.status);
+    let evicted =
+        done.status.as_ref().and_then(|s| s.actions.first()).map(|a| a.signalled_pods.clone()).unwrap_or_default();
+    assert_eq!(evicted, [oldest.metadata.uid.clone().expect("uid")], "the oldest ready pod was chosen");
+    let left: Vec<String> =
+        pods.list(&list).await.expect("pods").items.into_iter().filter_map(|p| p.metadata.uid).collect();
+    assert!(!left.contains(evicted.first().expect("uid")), "and it is gone: {left:?}");
+}
+
+#[tokio::test]
+async fn namespace_budget_counts_actions_per_target_namespace() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "claim-nsbudget").await;
+    let other = TestNamespace::new(&client, "claim-nsbudget-other").await;
+    let deployments = setup(&client, &ns.name, 1).await;
+    support::create_deployment(&client, &other.name, &support::deployment("elsewhere", 1, None)).await;
+    let safety = "safety: {namespace_budget: {max_actions: 1, window_seconds: 300}, on_throttle: fail}";
+    let yaml = config(&ns.name, safety)
+        .replace("restart: [VAEL_Core, Sentinel, Stuck]", "restart: [VAEL_Core, Sentinel, Stuck, Elsewhere]")
+        .replace(
+            "targets:\n",
+            &format!("targets:\n  Elsewhere: {{namespace: {}, deployment: elsewhere}}\n", other.name),
+        );
+    let _controller = ControllerProcess::start(&yaml, &ns.name, &[]);
+    let plans: Api<PatchPlan> = Api::namespaced(client.clone(), &ns.name);
+    support::apply_plan(&client, &ns.name, &plan("first", vec![PlanAction::new(ActionType::Restart, "Sentinel")]))
+        .await;
+    assert_eq!(condition(&finished(&plans, "first").await, "PatchApplied").0, "True");
+    support::apply_plan(&client, &ns.name, &plan("same-ns", vec![PlanAction::new(ActionType::Restart, "VAEL_Core")]))
+        .await;
+    let throttled = finished(&plans, "same-ns").await;
+    assert_eq!(condition(&throttled, "Stalled"), ("True".into(), "Throttled".into()), "{:?}", throttled.status);
+    assert!(!was_restarted(&deployments, "vael-core").await, "over the namespace's budget: not restarted");
+    support::apply_plan(&client, &ns.name, &plan("other-ns", vec![PlanAction::new(ActionType::Restart, "Elsewhere")]))
+        .await;
+    let done = finished(&plans, "other-ns").await;
+    assert_eq!(condition(&done, "PatchApplied").0, "True", "another namespace has its own budget: {:?}", done.status);
 }
