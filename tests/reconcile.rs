@@ -165,6 +165,35 @@ async fn matrix_heartbeat_restarts_and_info_does_nothing() {
     );
     assert_eq!(replicasets(&client, &ns.name, "sentinel").await, 1);
     assert_eq!(replicasets(&client, &ns.name, "vael-ui").await, 1);
+
+    // Alerts that cannot be acted on get the README's status codes end to end, naming the
+    // reason, and create nothing: an unknown target is 403 NotAllowed, a hint naming no known
+    // action 400 InvalidAlert, a rule that needs a target the alert does not give 422.
+    let refused = [
+        (alert("bad1", "policy", Severity::High, "reload_flask:No_Such_Target"), 403, "NotAllowed"),
+        (alert("bad2", "policy", Severity::High, "reboot_everything:VAEL_Core"), 400, "InvalidAlert"),
+        (ThreatAlert { patch_hint: None, ..alert("bad3", "policy", Severity::High, "") }, 422, "NoTarget"),
+    ];
+    for (bad, want_code, want_error) in refused {
+        let body = serde_json::to_string(&bad).expect("alert json");
+        let (code, reply) = support::http_request(controller.http_port, "POST", "/api/nexus/alert", Some(TOKEN), &body);
+        let reply: serde_json::Value = serde_json::from_str(&reply).unwrap_or_default();
+        assert_eq!((code, reply["error"].as_str()), (want_code, Some(want_error)), "{}: {reply}", bad.id);
+        assert!(reply["reason"].as_str().is_some_and(|r| !r.is_empty()), "{reply}");
+    }
+    assert_eq!(plans.list(&ListParams::default()).await.expect("list").items.len(), 1, "nothing created");
+
+    // defaults.plan_namespace: a plan created from an alert lands there (the test namespace;
+    // the default `antibody` does not exist on this cluster).
+    let reload = alert("pol1", "policy", Severity::High, "reload_flask:VAEL_UI");
+    let body = serde_json::to_string(&reload).expect("alert json");
+    let (code, reply) = support::http_request(controller.http_port, "POST", "/api/nexus/alert", Some(TOKEN), &body);
+    let reply: serde_json::Value = serde_json::from_str(&reply).unwrap_or_default();
+    assert_eq!((code, reply["outcome"].as_str()), (202, Some("plan_created")), "{reply}");
+    let name = reply["plan"].as_str().expect("plan name").to_string();
+    let created = support::wait_for(plans.clone(), &name, PLAN_TIMEOUT, support::plan_finished()).await;
+    assert_eq!(created.metadata.namespace.as_deref(), Some(ns.name.as_str()));
+    assert_eq!(created.condition("PatchApplied").map(|c| c.status.as_str()), Some("True"), "{:?}", created.status);
 }
 
 #[tokio::test]
