@@ -18,6 +18,7 @@ use kube::{Client, ResourceExt};
 use support::{ControllerProcess, Gunicorn, TestNamespace};
 
 const PLAN_TIMEOUT: Duration = Duration::from_secs(90);
+const TOKEN: &str = "chaos-test-token-0123456789abcdef";
 /// After an API outage, the plan finishes within this of the cluster being able to go on.
 const RECOVERY_BOUND: Duration = Duration::from_secs(20);
 
@@ -311,8 +312,11 @@ async fn api_server_down_mid_plan_the_controller_recovers_and_finishes() {
         target.namespace = Some(ns.to_string());
     }
     config.defaults.rollout_timeout_seconds = 120 + outage_seconds();
+    config.defaults.plan_namespace = ns.to_string();
     let config = serde_yaml::to_string(&config).expect("config");
-    let mut controller = ControllerProcess::start_on(&cluster.kubeconfig(), &config, ns, &[]);
+    let tokens = support::token_file(TOKEN);
+    let token_arg = ["--token-file", tokens.to_str().expect("utf-8 path")];
+    let mut controller = ControllerProcess::start_on(&cluster.kubeconfig(), &config, ns, &token_arg);
     controller.wait_ready().await;
 
     let plans: Api<PatchPlan> = Api::namespaced(client.clone(), ns);
@@ -335,6 +339,11 @@ async fn api_server_down_mid_plan_the_controller_recovers_and_finishes() {
     let outage = Duration::from_secs(outage_seconds());
     let cut = Instant::now();
     assert!(!in_flight.phase().is_terminal(), "the plan was still running when the API went away");
+    // An alert arriving now cannot become a plan: 503 ApiUnavailable, so the sender retries.
+    let alert = r#"{"id":"during-outage","source":"NEXUS","category":"heartbeat","severity":"high","msg":"x","patch_hint":"restart:Sentinel"}"#;
+    let (code, reply) = support::http_request(controller.http_port, "POST", "/api/nexus/alert", Some(TOKEN), alert);
+    assert_eq!(code, 503, "an alert during the outage: {reply}");
+    assert!(reply.contains("ApiUnavailable"), "{reply}");
     tokio::time::sleep(outage).await;
     assert!(controller.alive(), "the controller survived {outage:?} without an API server:\n{}", controller.logs());
     cluster.run("apiserver.sh", &["start"]);
