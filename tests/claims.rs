@@ -352,3 +352,40 @@ async fn namespace_budget_counts_actions_per_target_namespace() {
     let done = finished(&plans, "other-ns").await;
     assert_eq!(condition(&done, "PatchApplied").0, "True", "another namespace has its own budget: {:?}", done.status);
 }
+
+#[tokio::test]
+async fn rollback_backs_up_what_it_replaces() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "claim-rollback").await;
+    setup(&client, &ns.name, 1).await;
+    support::create_config_map(&client, &ns.name, "vael-core-env", &[("LOG_LEVEL", "info")]).await;
+    let _controller = ControllerProcess::start(&config(&ns.name, ""), &ns.name, &[]);
+    let plans: Api<PatchPlan> = Api::namespaced(client.clone(), &ns.name);
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let value = |cm: k8s_openapi::api::core::v1::ConfigMap| cm.data.and_then(|d| d.get("LOG_LEVEL").cloned());
+
+    support::apply_plan(
+        &client,
+        &ns.name,
+        &plan("edit", vec![PlanAction::edit_env("VAEL_Core", "LOG_LEVEL", "debug")]),
+    )
+    .await;
+    let edited = finished(&plans, "edit").await;
+    assert_eq!(condition(&edited, "PatchApplied").0, "True", "{:?}", edited.status);
+    let first_backup = edited.status.as_ref().and_then(|s| s.actions[0].backup_name.clone()).expect("edit backup");
+    assert_eq!(value(cms.get(&first_backup).await.expect("backup")).as_deref(), Some("info"));
+
+    let mut rollback = PlanAction::new(ActionType::Rollback, "VAEL_Core");
+    rollback.backup = Some(first_backup.clone());
+    support::apply_plan(&client, &ns.name, &plan("undo", vec![rollback])).await;
+    let undone = finished(&plans, "undo").await;
+    assert_eq!(condition(&undone, "PatchApplied").0, "True", "{:?}", undone.status);
+    assert_eq!(value(cms.get("vael-core-env").await.expect("cm")).as_deref(), Some("info"), "restored");
+    let own_backup = undone.status.as_ref().and_then(|s| s.actions[0].backup_name.clone()).expect("rollback backup");
+    assert_ne!(own_backup, first_backup);
+    assert_eq!(
+        value(cms.get(&own_backup).await.expect("rollback's backup")).as_deref(),
+        Some("debug"),
+        "the rollback kept what it replaced"
+    );
+}
