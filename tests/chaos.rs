@@ -20,7 +20,7 @@ use support::{ControllerProcess, Gunicorn, TestNamespace};
 const PLAN_TIMEOUT: Duration = Duration::from_secs(90);
 const TOKEN: &str = "chaos-test-token-0123456789abcdef";
 /// After an API outage, the plan finishes within this of the cluster being able to go on.
-const RECOVERY_BOUND: Duration = Duration::from_secs(20);
+const RECOVERY_BOUND: Duration = Duration::from_secs(10);
 
 fn iterations() -> usize {
     std::env::var("ANTIBODY_CHAOS_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(5)
