@@ -1,8 +1,9 @@
 //! README claims proved on the real control plane, one test per claim: `safety.paused` (new
 //! plans wait, in-flight ones finish), `safety.on_throttle: wait`, `safety.cooldown_seconds`,
-//! `safety.namespace_budget`, `rollout_timeout_seconds` failing a plan, deletePod evicting the
-//! oldest ready pod, and the failure reasons `NonZeroExitCode`, `NoReadyPods`,
-//! `ProgressDeadlineExceeded` and `BackupNotFound` reached through real plans.
+//! `safety.namespace_budget`, `safety.dry_run`, `rollout_timeout_seconds` failing a plan, rollback
+//! backing up what it replaces, deletePod evicting the oldest ready pod, and the failure reasons
+//! `NonZeroExitCode`, `NoReadyPods`, `ProgressDeadlineExceeded` and `BackupNotFound` reached
+//! through real plans.
 
 mod support;
 
@@ -388,4 +389,22 @@ async fn rollback_backs_up_what_it_replaces() {
         Some("debug"),
         "the rollback kept what it replaced"
     );
+}
+
+#[tokio::test]
+async fn safety_dry_run_key_puts_every_plan_in_shadow_mode() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "claim-dryrun").await;
+    let deployments = setup(&client, &ns.name, 1).await;
+    let _controller = ControllerProcess::start(&config(&ns.name, "safety: {dry_run: true}"), &ns.name, &[]);
+    let plans: Api<PatchPlan> = Api::namespaced(client.clone(), &ns.name);
+    let before = deployments.get("sentinel").await.expect("get").metadata.resource_version;
+    support::apply_plan(&client, &ns.name, &plan("shadow", vec![PlanAction::new(ActionType::Restart, "Sentinel")]))
+        .await;
+    let done = finished(&plans, "shadow").await;
+    assert_eq!(condition(&done, "Ready"), ("True".into(), "DryRun".into()), "{:?}", done.status);
+    assert_eq!(condition(&done, "PatchApplied").0, "False");
+    let diff = done.status.as_ref().and_then(|s| s.actions[0].diff.clone());
+    assert!(diff.is_some_and(|d| !d.is_empty()), "the would-be change is recorded");
+    assert_eq!(deployments.get("sentinel").await.expect("get").metadata.resource_version, before, "nothing written");
 }
