@@ -236,7 +236,7 @@ async fn signatures_are_required_and_checked() {
 }
 
 #[tokio::test]
-async fn budget_throttles_a_storm_and_pause_stops_the_next_plan() {
+async fn budget_throttles_a_storm_only_the_budget_acts() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "budget").await;
     support::install_crd(&client).await;
