@@ -199,6 +199,13 @@ async fn shipped_config_serves_the_original_matrix_curl_and_plans() {
         assert_eq!(described(&plan), *want, "{id}");
     }
 
+    // The VAEL UI (python-socketio) listening for patch_applied, as the original emits it.
+    let ui = Peer::start_until(
+        "socketio_client.py",
+        &["--url", &format!("http://127.0.0.1:{port}"), "--event", "patch_applied", "--count", "20", "--timeout", "90"],
+        "\"connect\"",
+    );
+
     // The doc's cURL example, sent by a plain Python client (requests).
     let curl = python(
         "import sys, requests\n\
@@ -220,6 +227,26 @@ async fn shipped_config_serves_the_original_matrix_curl_and_plans() {
         support::plan_condition("PatchApplied", "True"),
     )
     .await;
+    // The UI reads the original patch_applied keys: id, source_alert, actions[].type/target.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let applied = loop {
+        let found = ui
+            .text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["event"] == "patch_applied" && e["data"]["id"].as_str() == Some(plan.name_any().as_str()));
+        if let Some(event) = found {
+            break event["data"].clone();
+        }
+        assert!(Instant::now() < deadline, "no patch_applied for {} at the UI:\n{}", plan.name_any(), ui.text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(applied["source_alert"], "a1", "{applied}");
+    assert_eq!(
+        (applied["actions"][0]["type"].as_str(), applied["actions"][0]["target"].as_str()),
+        (Some("reload_flask"), Some("VAEL_UI")),
+        "{applied}"
+    );
 
     // The original's hint form edit_env:KEY=VALUE (target: defaults.targets.edit_env).
     let (code, body) = post(
@@ -391,6 +418,11 @@ struct Peer {
 
 impl Peer {
     fn start(script: &str, args: &[&str]) -> Self {
+        Self::start_until(script, args, "\"ready\"")
+    }
+
+    /// Start and wait until its output holds `ready` (a JSON event name, quoted).
+    fn start_until(script: &str, args: &[&str], ready: &str) -> Self {
         let python = support::python_env().join("bin/python");
         let log = temp_dir().join(format!("{}.log", support::unique(script.trim_end_matches(".py"))));
         let file = std::fs::File::create(&log).expect("peer log");
@@ -404,7 +436,7 @@ impl Peer {
             .unwrap_or_else(|e| panic!("start {script}: {e}"));
         let peer = Self { child, log };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !peer.text().contains("\"ready\"") {
+        while !peer.text().contains(ready) {
             assert!(Instant::now() < deadline, "{script} not ready in 30s:\n{}", peer.text());
             std::thread::sleep(Duration::from_millis(50));
         }
