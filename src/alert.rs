@@ -103,7 +103,12 @@ impl ThreatAlert {
         if text.len() > MAX_ALERT_BYTES {
             return Err(format!("alert is {} bytes (max {MAX_ALERT_BYTES})", text.len()));
         }
-        let value = validate::json_strict(text.as_bytes()).map_err(|e| format!("alert: {e}"))?;
+        let value = validate::json_strict(text.as_bytes()).map_err(|e| {
+            e.strip_prefix("malformed JSON: ").map_or(e.clone(), |m| format!("malformed alert JSON: {m}"))
+        })?;
+        if !value.is_object() {
+            return Err(format!("malformed alert JSON: invalid type: {}, expected an object", json_kind(&value)));
+        }
         Self::from_value(value)
     }
 
@@ -114,12 +119,18 @@ impl ThreatAlert {
         let mut object = match value {
             serde_json::Value::String(text) => return Self::from_json(&text),
             serde_json::Value::Object(object) => object,
-            other => return Err(format!("malformed alert JSON: expected an object, got {}", json_kind(&other))),
+            other => {
+                return Err(format!("malformed alert JSON: invalid type: {}, expected an object", json_kind(&other)));
+            }
         };
         let unknown: Vec<String> = object.keys().filter(|k| !FIELDS.contains(&k.as_str())).cloned().collect();
         for key in &unknown {
             if let Some(known) = misspelling_of(key) {
                 return Err(format!("unknown field {key:?}: did you mean {known:?}?"));
+            }
+            // A field a newer NEXUS adds is a plain identifier; anything else is not ignored.
+            if validate::env_key(key).is_err() || key.len() > 64 {
+                return Err(format!("unknown field {key:?}: not a plain identifier"));
             }
             object.remove(key);
         }
@@ -184,11 +195,12 @@ impl ThreatAlert {
 fn json_kind(value: &serde_json::Value) -> &'static str {
     match value {
         serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "a list",
-        serde_json::Value::Object(_) => "an object",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(n) if n.is_f64() => "floating point",
+        serde_json::Value::Number(_) => "integer",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "sequence",
+        serde_json::Value::Object(_) => "map",
     }
 }
 
@@ -241,8 +253,9 @@ impl PatchHint {
                 (Some(colon), equals) if equals.is_none_or(|e| colon < e) => (Some(&rest[..colon]), &rest[colon + 1..]),
                 _ => (None, rest),
             };
-            let (key, value) = assignment.split_once('=').ok_or_else(|| {
-                format!("patch_hint {hint:?}: expected edit_env:KEY=VALUE or edit_env:TARGET:KEY=VALUE")
+            let (key, value) = assignment.split_once('=').ok_or_else(|| match target {
+                Some(_) => format!("patch_hint {hint:?}: expected KEY=VALUE after the target"),
+                None => format!("patch_hint {hint:?}: expected edit_env:TARGET:KEY=VALUE or edit_env:KEY=VALUE"),
             })?;
             validate::env_key(key).map_err(|e| format!("patch_hint: {e}"))?;
             validate::env_value(value).map_err(|e| format!("patch_hint: {e}"))?;
@@ -289,8 +302,7 @@ mod tests {
                 r#"{"id":"a","source":"N","category":"c","severity":"info","severity":"critical"}"#,
                 "duplicate key \"severity\"",
             ),
-            (r#""{\"id\":\"a\",\"id\":\"b\",\"source\":\"N\",\"category\":\"c\"}""#, "duplicate key \"id\""),
-            ("[1]", "expected an object"),
+            ("[1]", "invalid type: sequence, expected an object"),
             (r#"{"id":1,"source":"N","category":"c","severity":"high"}"#, "invalid type"),
             (
                 r#"{"id":"a","source":"N","category":"c","severity":"high","patch_hint":"restart:../x"}"#,
@@ -301,6 +313,8 @@ mod tests {
             let error = ThreatAlert::from_json(json).expect_err(json);
             assert!(error.contains(want), "{json}: {error}");
         }
+        let nested = serde_json::Value::String(r#"{"id":"a","id":"b","source":"N","category":"c"}"#.into());
+        assert!(ThreatAlert::from_value(nested).expect_err("dup in string form").contains("duplicate key \"id\""));
         let huge = format!(
             r#"{{"id":"a","source":"N","category":"c","severity":"high","msg":"{}"}}"#,
             "x".repeat(MAX_ALERT_BYTES)

@@ -91,7 +91,7 @@ fn all_or_names<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec
         Names(Vec<String>),
     }
     match Entry::deserialize(deserializer).map_err(|_| {
-        serde::de::Error::custom("expected a list of target names, true (every target that can) or false")
+        serde::de::Error::custom("invalid type: expected a list of target names, true (every target that can) or false")
     })? {
         Entry::All(true) => Ok(vec![ALL_TARGETS.into()]),
         Entry::All(false) => Ok(Vec::new()),

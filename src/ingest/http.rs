@@ -328,7 +328,7 @@ fn manual_request(value: Value, config: &crate::config::Config) -> Result<Manual
     };
     let (name, spec, prefix) = if object.contains_key("spec") {
         if let Some(unknown) = object.keys().find(|k| !["name", "spec"].contains(&k.as_str())) {
-            return Err(format!("{unknown}: unknown field (expected name, spec)"));
+            return Err(format!("unknown field {unknown:?} (expected name, spec)"));
         }
         let name = match object.remove("name") {
             None | Some(Value::Null) => None,
@@ -344,7 +344,8 @@ fn manual_request(value: Value, config: &crate::config::Config) -> Result<Manual
     }
     let parsed: ManualSpec = serde_path_to_error::deserialize(&spec).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
+        // serde quotes names with backticks; JSON readers expect "…".
+        let inner = e.into_inner().to_string().replace('`', "\"");
         if path == "." { format!("{prefix}{inner}") } else { format!("{prefix}{path}: {inner}") }
     })?;
     let mut actions = Vec::with_capacity(parsed.actions.len());
@@ -576,14 +577,14 @@ mod tests {
         assert_eq!(request.name.as_deref(), Some("fix-1"));
         let bad: &[(Value, &str)] = &[
             (json!([1]), "expected a JSON object"),
-            (json!({"actions":[{"type":"restart","target":"X"}],"dry_run":true}), "unknown field `dry_run`"),
-            (json!({"name":"x","spec":{"actions":[]},"extra":1}), "extra: unknown field"),
+            (json!({"actions":[{"type":"restart","target":"X"}],"dry_run":true}), "unknown field \"dry_run\""),
+            (json!({"name":"x","spec":{"actions":[]},"extra":1}), "unknown field \"extra\""),
             (json!({"name":"Bad_Name","spec":{"actions":[{"type":"restart","target":"X"}]}}), "name: invalid name"),
             (json!({"name":7,"spec":{"actions":[]}}), "name must be a string"),
             (json!({"actions":[{"type":"reboot","target":"X"}]}), "actions[0].type: unknown action \"reboot\""),
             (
                 json!({"spec":{"actions":[{"type":"restart"},{"type":"restart","colour":1}]}}),
-                "spec.actions[1].colour: unknown field `colour`",
+                "spec.actions[1].colour: unknown field \"colour\"",
             ),
             (
                 json!({"actions":[{"type":"edit_env","key":"K","value":"a","val":"b"}]}),
