@@ -638,13 +638,24 @@ impl Config {
                 Ok(t) => {
                     let source = if self.targets.contains_key(&name) { "targets" } else { "convention" };
                     lines.push(format!(
-                        "target {name} ({source}): deployment {}/{}, config_map {}, container {}, reload {:?}, env_keys {}",
+                        "target {name} ({source}): deployment {}/{}, config_map {}, container {}, reload {}, env_keys {}, verify {}",
                         t.namespace,
                         t.deployment,
                         t.config_map.as_deref().unwrap_or("-"),
                         t.container.as_deref().unwrap_or("(first)"),
-                        t.reload_command,
+                        match t.reload_mode {
+                            crate::effect::ReloadMode::Signal => format!("{:?}", t.reload_command),
+                            crate::effect::ReloadMode::Companion => "companion (in place, acknowledged)".to_string(),
+                            crate::effect::ReloadMode::CompanionHup => "companion_hup (workers replaced, verified)".to_string(),
+                        },
                         t.env_keys.map_or("(any but loader/interpreter variables)".to_string(), |k| format!("{k:?}")),
+                        match (&t.verify, t.reload_mode) {
+                            (Some(v), _) => format!("{:?}", v.command),
+                            (None, crate::effect::ReloadMode::Signal) => {
+                                "(none: its reloads and lone env edits end Unverified)".to_string()
+                            }
+                            (None, _) => "(none)".to_string(),
+                        },
                     ));
                 }
                 Err(e) => lines.push(format!("target {name}: not usable: {e}")),

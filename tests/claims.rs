@@ -28,14 +28,15 @@ actions:
   edit_env: [VAEL_Core]
   reload_flask: [VAEL_UI, Failing]
 targets:
-  VAEL_Core: {{namespace: {ns}, deployment: vael-core, container: app, config_map: vael-core-env}}
+  VAEL_Core: {{namespace: {ns}, deployment: vael-core, container: app, config_map: vael-core-env, {probe}}}
   Stuck: {{namespace: {ns}, deployment: stuck, container: app}}
   Sentinel: {{namespace: {ns}, deployment: sentinel, container: app}}
-  VAEL_UI: {{namespace: {ns}, deployment: vael-ui, container: app, reload_command: ["true"]}}
+  VAEL_UI: {{namespace: {ns}, deployment: vael-ui, container: app, reload_command: ["true"], {probe}}}
   Failing: {{namespace: {ns}, deployment: vael-ui, container: app, reload_command: ["false"]}}
 defaults: {{rollout_timeout_seconds: 20}}
 {extra}
-"#
+"#,
+        probe = support::STAND_IN_PROBE_YAML,
     )
 }
 

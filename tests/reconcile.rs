@@ -169,11 +169,11 @@ async fn matrix_heartbeat_restarts_and_info_does_nothing() {
 
     // Alerts that cannot be acted on get the README's status codes end to end, naming the
     // reason, and create nothing: an unknown target is 403 NotAllowed, a hint naming no known
-    // action 400 InvalidAlert, a rule that needs a target the alert does not give 422.
+    // action 400 InvalidAlert, a rule that needs an edit the alert does not give 422.
     let refused = [
         (alert("bad1", "policy", Severity::High, "reload_flask:No_Such_Target"), 403, "NotAllowed"),
         (alert("bad2", "policy", Severity::High, "reboot_everything:VAEL_Core"), 400, "InvalidAlert"),
-        (ThreatAlert { patch_hint: None, ..alert("bad3", "policy", Severity::High, "") }, 422, "NoTarget"),
+        (ThreatAlert { patch_hint: None, ..alert("bad3", "config", Severity::High, "") }, 422, "InvalidSpec"),
     ];
     for (bad, want_code, want_error) in refused {
         let body = serde_json::to_string(&bad).expect("alert json");

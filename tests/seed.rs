@@ -53,13 +53,15 @@ fn token_file() -> PathBuf {
     path
 }
 
-/// The shipped antibody.yml, targets in the test namespace, reloads that run `true`.
+/// The shipped antibody.yml, targets in the test namespace, reloads that run `true` and a
+/// stand-in health probe (a bare reload alone ends `Unverified`; tests/reload_effect.rs).
 fn shipped_config(ns: &str) -> String {
     let mut config = Config::from_yaml(include_str!("../antibody.yml")).expect("antibody.yml is valid");
     for target in config.targets.values_mut() {
         target.namespace = Some(ns.to_string());
         target.container = Some("app".into());
         target.reload_command = vec!["true".into()];
+        target.verify = Some(support::stand_in_probe());
     }
     config.defaults.rollout_timeout_seconds = 30;
     config.ingest.cooldown_seconds = 0;
