@@ -43,31 +43,22 @@ say "4/7 installing the CRD and the VAEL app in namespace $NS"
 "$KUBECTL" -n "$NS" rollout status deployment/vael-core deployment/sentinel deployment/vael-ui --timeout=60s >/dev/null
 "$KUBECTL" -n "$NS" get deployments
 
-# The Flask UI under gunicorn, as the unprivileged user kwok's exec runs as: the reload command
-# sent through pods/exec reaches this process and nothing else.
-cp tests/peers/flask_app.py "$work/"
+# The Flask UI under gunicorn with the reload companion, as the unprivileged user kwok's exec
+# runs as: the companion CLI sent through pods/exec reaches this app's workers and nothing else.
+cp demo/vael_ui_app.py "$work/"
 chmod 0777 "$work"
+mkdir -m 0777 "$work/state"
 flask_port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-setpriv --reuid="$EXEC_UID" --regid="$EXEC_GID" --clear-groups \
-  "${ANTIBODY_PYENV:-/opt/antibody-py}/bin/gunicorn" --bind "127.0.0.1:$flask_port" --workers 1 \
-  --chdir "$work" --pid "$work/gunicorn.pid" --error-logfile "$work/gunicorn.log" flask_app:app &
+ANTIBODY_STATE_DIR="$work/state" setpriv --reuid="$EXEC_UID" --regid="$EXEC_GID" --clear-groups \
+  "${ANTIBODY_PYENV:-/opt/antibody-py}/bin/gunicorn" --bind "127.0.0.1:$flask_port" --workers 2 \
+  --chdir "$work" --pid "$work/gunicorn.pid" --error-logfile "$work/gunicorn.log" vael_ui_app:app &
 pids+=($!)
 gunicorn_pid=$!
 for _ in $(seq 100); do [[ -s "$work/gunicorn.pid" ]] && break; sleep 0.1; done
-echo "Flask under gunicorn: pid $gunicorn_pid on 127.0.0.1:$flask_port"
+echo "Flask under gunicorn (2 workers, reload companion): pid $gunicorn_pid on 127.0.0.1:$flask_port"
 
-# antibody.yml with the demo namespace and the reload aimed at that gunicorn.
-sed -e "s/namespace: vael$/namespace: $NS/" \
-    -e "s/reload_command: \[kill, -HUP, \"1\"\].*/reload_command: [kill, -HUP, \"$gunicorn_pid\"]/" \
-    -e "s/plan_namespace: antibody/plan_namespace: $NS/" antibody.yml > "$work/antibody.yml"
-python3 - "$work/antibody.yml" "$gunicorn_pid" <<'PYEOF'
-import sys
-path, pid = sys.argv[1], sys.argv[2]
-text = open(path).read()
-# VAEL_Core's reload (critical alerts) must reach the demo gunicorn too, never PID 1.
-text = text.replace("    container: core\n", f"    container: core\n    reload_command: [kill, -HUP, \"{pid}\"]\n", 1)
-open(path, "w").write(text)
-PYEOF
+# antibody.yml for the demo namespace, reloads through that gunicorn's companion.
+"$PY" demo/render_config.py antibody.yml "$NS" "$PY" "$work/state" > "$work/antibody.yml"
 "$bin" check-config --config "$work/antibody.yml" --offline
 
 stamp=$(date +%s)
@@ -94,7 +85,7 @@ say "6/7 the four matrix alerts (one every 2 s)"
 status=0
 "$PY" demo/table.py "$work/nexus.log" "$work/alerts.jsonl" "$NS" "$KUBECTL" "http://127.0.0.1:$http_port/metrics" 90 || status=$?
 "$KUBECTL" -n "$NS" get patchplans
-echo "gunicorn handled $(grep -c 'Handling signal: hup' "$work/gunicorn.log" || true) SIGHUP(s)"
+echo "gunicorn workers now: $("$PY" -m antibody_reload status --state-dir "$work/state")"
 "$bin" audit verify "$work/audit" | tail -1
 if [[ $status != 0 ]]; then
   say "the demo did not complete; the controller log:"
