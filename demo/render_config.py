@@ -4,6 +4,7 @@ the demo's gunicorn.
 
     python demo/render_config.py antibody.yml NAMESPACE PYTHON STATE_DIR > demo.yml
 """
+import copy
 import sys
 
 import yaml
@@ -20,7 +21,7 @@ def main():
         target = config["targets"][name]
         target.pop("reload_command", None)
         target["reload_mode"] = "companion"
-        target["companion"] = companion
+        target["companion"] = copy.deepcopy(companion)  # no YAML anchors in the output
     config.setdefault("defaults", {})["plan_namespace"] = namespace
     yaml.safe_dump(config, sys.stdout, sort_keys=False)
 
