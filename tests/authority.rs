@@ -253,3 +253,83 @@ async fn a_forged_requested_by_is_reported_unknown() {
     let requester = antibody::report::summary::requester_with(&stored, Some(&own));
     assert_eq!((requester.via.as_str(), requester.name.as_str()), ("token", "ops-admin"));
 }
+
+/// Item 3: SIGTERM the leader in the middle of a reload over many pods. The lease is released
+/// only after the in-flight reconcile finished, and status writes are compare-and-swap: every
+/// pod is signalled exactly once, and the terminal status is never reverted.
+#[tokio::test]
+async fn sigterm_mid_reload_signals_each_pod_once() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    const PODS: usize = 8;
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "auth-handoff").await;
+    support::install_crd(&client).await;
+    support::create_deployment(&client, &ns.name, &support::deployment("vael-ui", PODS as i32, None)).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    support::wait_for(deployments, "vael-ui", Duration::from_secs(60), support::rollout_complete(1)).await;
+
+    // The reload command runs on this host as an unprivileged user: a file it may append to.
+    let dir = std::env::temp_dir().join(support::unique("antibody-handoff"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let marks = dir.join("reloads");
+    std::fs::write(&marks, "").expect("file");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod dir");
+        std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o666)).expect("chmod file");
+    }
+    let config = format!(
+        "actions: {{reload_flask: [VAEL_UI]}}\n\
+         targets:\n  VAEL_UI: {{namespace: {ns}, deployment: vael-ui, container: app, \
+         reload_command: [sh, -c, \"sleep 1; date +%s%N >> {file}\"]}}\n",
+        ns = ns.name,
+        file = marks.display()
+    );
+    let lease_args = ["--leader-elect", "--lease-duration-seconds", "4", "--lease-grace-seconds", "1"];
+    let mut a = ControllerProcess::start_as("handoff-a", &config, &ns.name, &lease_args);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let holder = || async {
+        leases.get_opt("antibody-leader").await.ok().flatten().and_then(|l| l.spec).and_then(|s| s.holder_identity)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while holder().await.as_deref() != Some("handoff-a") {
+        assert!(std::time::Instant::now() < deadline, "a never led:\n{}", a.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut b = ControllerProcess::start_as("handoff-b", &config, &ns.name, &lease_args);
+    b.wait_ready().await;
+
+    let plans: Api<PatchPlan> = Api::namespaced(client.clone(), &ns.name);
+    support::apply_plan(
+        &client,
+        &ns.name,
+        &plan("reload-all", vec![PlanAction::new(ActionType::ReloadFlask, "VAEL_UI")]),
+    )
+    .await;
+    support::wait_for(plans.clone(), "reload-all", Duration::from_secs(30), |p: Option<&PatchPlan>| {
+        p.and_then(|p| p.status.as_ref())
+            .is_some_and(|s| s.actions.first().is_some_and(|a| a.signalled_pods.len() >= 2))
+    })
+    .await;
+    assert!(a.terminate().is_some(), "a exits after SIGTERM:\n{}", a.logs());
+
+    let done = support::wait_for(plans.clone(), "reload-all", Duration::from_secs(60), support::plan_finished()).await;
+    assert_eq!(ready(&done).0, "Applied", "{:?}", done.status);
+    // B leads now and has seen the plan; give it time to (not) act again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while holder().await.as_deref() != Some("handoff-b") {
+        assert!(std::time::Instant::now() < deadline, "b never led:\n{}", b.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = plans.get("reload-all").await.expect("plan");
+    assert!(after.phase().is_terminal(), "terminal status kept: {:?}", after.status);
+    let signalled = after.status.as_ref().map(|s| s.actions[0].signalled_pods.clone()).unwrap_or_default();
+    let mut unique = signalled.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((signalled.len(), unique.len()), (PODS, PODS), "{signalled:?}");
+    let lines = std::fs::read_to_string(&marks).expect("marks").lines().count();
+    assert_eq!(lines, PODS, "each pod reloaded exactly once\nA:\n{}\nB:\n{}", a.logs(), b.logs());
+    let _ = std::fs::remove_dir_all(&dir);
+}
