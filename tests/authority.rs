@@ -296,7 +296,7 @@ async fn sigterm_mid_reload_signals_each_pod_once() {
         assert!(std::time::Instant::now() < deadline, "a never led:\n{}", a.logs());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut b = ControllerProcess::start_as("handoff-b", &config, &ns.name, &lease_args);
+    let b = ControllerProcess::start_as("handoff-b", &config, &ns.name, &lease_args);
     b.wait_ready().await;
 
     let plans: Api<PatchPlan> = Api::namespaced(client.clone(), &ns.name);
