@@ -17,7 +17,9 @@ pub fn patch_hint(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data)
         && let Ok(hint) = antibody::alert::PatchHint::parse(text)
     {
-        assert!(antibody::validate::logical_name(&hint.target).is_ok(), "accepted target: {text:?}");
+        if let Some(target) = &hint.target {
+            assert!(antibody::validate::logical_name(target).is_ok(), "accepted target: {text:?}");
+        }
         if let Some((key, value)) = &hint.env {
             assert!(antibody::validate::env_key(key).is_ok(), "accepted env key: {text:?}");
             assert!(!value.chars().any(char::is_control), "accepted control character: {text:?}");

@@ -2,6 +2,12 @@
 //!
 //! `{"id","source","category","severity","msg","patch_hint","ts"}` — every field is checked
 //! before anything else sees it; the fingerprint is the alert's identity (same alert → same plan).
+//!
+//! As the original Antibody reads it: a missing `severity` is `info`; `"patch_hint": ""` is no
+//! hint; `edit_env:KEY=VALUE` (no target) is a hint for `defaults.targets.edit_env`. A JSON
+//! object with a key twice is refused (readers disagree on which value counts). A top-level
+//! field this version does not know is ignored with a warning (a newer NEXUS may add one), unless
+//! it is a misspelling of a known one (`patchHint`, `Severity`): that is refused.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -56,6 +62,8 @@ pub struct ThreatAlert {
     pub id: String,
     pub source: String,
     pub category: String,
+    /// The original defaults a missing severity to `info` (no action under the shipped config).
+    #[serde(default = "default_severity")]
     pub severity: Severity,
     #[serde(default)]
     pub msg: String,
@@ -65,16 +73,76 @@ pub struct ThreatAlert {
     pub ts: Option<String>,
 }
 
+fn default_severity() -> Severity {
+    Severity::Info
+}
+
 pub const MAX_ALERT_BYTES: usize = 64 * 1024;
 const MAX_MSG: usize = 4096;
 
+/// The envelope's fields, as JSON spells them.
+pub const FIELDS: &[&str] = &["id", "source", "category", "severity", "msg", "patch_hint", "ts"];
+
+/// Top-level fields of an alert object this version does not know (ignored with a warning).
+pub fn unknown_fields(value: &serde_json::Value) -> Vec<String> {
+    value
+        .as_object()
+        .map_or_else(Vec::new, |object| object.keys().filter(|k| !FIELDS.contains(&k.as_str())).cloned().collect())
+}
+
+/// `patchHint`, `Severity`, `patch-hint` → the known field it misspells.
+fn misspelling_of(key: &str) -> Option<&'static str> {
+    let fold = |s: &str| s.chars().filter(|c| !matches!(c, '_' | '-')).collect::<String>().to_ascii_lowercase();
+    let folded = fold(key);
+    FIELDS.iter().find(|f| fold(f) == folded).copied()
+}
+
 impl ThreatAlert {
-    /// Parse a JSON envelope and validate every field.
+    /// Parse a JSON envelope and validate every field (duplicate keys refused).
     pub fn from_json(text: &str) -> Result<Self, String> {
         if text.len() > MAX_ALERT_BYTES {
             return Err(format!("alert is {} bytes (max {MAX_ALERT_BYTES})", text.len()));
         }
-        let alert: ThreatAlert = serde_json::from_str(text).map_err(|e| format!("malformed alert JSON: {e}"))?;
+        let value = validate::json_strict(text.as_bytes()).map_err(|e| {
+            e.strip_prefix("malformed JSON: ").map_or(e.clone(), |m| format!("malformed alert JSON: {m}"))
+        })?;
+        if !value.is_object() {
+            return Err(format!("malformed alert JSON: invalid type: {}, expected an object", json_kind(&value)));
+        }
+        Self::from_value(value)
+    }
+
+    /// An already parsed JSON value (objects come from [`validate::json_strict`], so a duplicate
+    /// key was refused before). A string is taken as the JSON text of an envelope, as some NEXUS
+    /// versions send it. Unknown top-level fields are dropped with a warning; see the module doc.
+    pub fn from_value(value: serde_json::Value) -> Result<Self, String> {
+        let mut object = match value {
+            serde_json::Value::String(text) => return Self::from_json(&text),
+            serde_json::Value::Object(object) => object,
+            other => {
+                return Err(format!("malformed alert JSON: invalid type: {}, expected an object", json_kind(&other)));
+            }
+        };
+        let unknown: Vec<String> = object.keys().filter(|k| !FIELDS.contains(&k.as_str())).cloned().collect();
+        for key in &unknown {
+            if let Some(known) = misspelling_of(key) {
+                return Err(format!("unknown field {key:?}: did you mean {known:?}?"));
+            }
+            // A field a newer NEXUS adds is a plain identifier; anything else is not ignored.
+            if validate::env_key(key).is_err() || key.len() > 64 {
+                return Err(format!("unknown field {key:?}: not a plain identifier"));
+            }
+            object.remove(key);
+        }
+        if !unknown.is_empty() {
+            tracing::warn!(fields = ?unknown, "alert: ignoring top-level fields this version does not know");
+        }
+        // The original always sends patch_hint, "" when there is none.
+        if object.get("patch_hint").and_then(|h| h.as_str()).is_some_and(|h| h.trim().is_empty()) {
+            object.remove("patch_hint");
+        }
+        let alert: ThreatAlert = serde_json::from_value(serde_json::Value::Object(object))
+            .map_err(|e| format!("malformed alert JSON: {e}"))?;
         alert.validate()?;
         Ok(alert)
     }
@@ -124,6 +192,23 @@ impl ThreatAlert {
     }
 }
 
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(n) if n.is_f64() => "floating point",
+        serde_json::Value::Number(_) => "integer",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "sequence",
+        serde_json::Value::Object(_) => "map",
+    }
+}
+
+/// Identifier-like fields (ids, sources) as every intake checks them.
+pub fn token_field(field: &str, value: &str, max: usize) -> Result<(), String> {
+    token(field, value, max)
+}
+
 /// Identifier-like fields: printable ASCII, no whitespace, bounded.
 fn token(field: &str, value: &str, max: usize) -> Result<(), String> {
     if value.is_empty() {
@@ -138,11 +223,13 @@ fn token(field: &str, value: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// A parsed `patch_hint`: `restart:T`, `reload_flask:T` or `edit_env:T:KEY=VALUE`.
+/// A parsed `patch_hint`: `restart:T`, `reload_flask:T`, `edit_env:T:KEY=VALUE`, or the
+/// original's `edit_env:KEY=VALUE` (no target: `defaults.targets.edit_env` is meant).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PatchHint {
     pub action: ActionType,
-    pub target: String,
+    /// `None` only for `edit_env:KEY=VALUE`.
+    pub target: Option<String>,
     pub env: Option<(String, String)>,
 }
 
@@ -160,20 +247,26 @@ impl PatchHint {
             }
         };
         let (target, env) = if action == ActionType::EditEnv {
-            let (target, assignment) = rest
-                .split_once(':')
-                .ok_or_else(|| format!("patch_hint {hint:?}: expected edit_env:TARGET:KEY=VALUE"))?;
-            let (key, value) = assignment
-                .split_once('=')
-                .ok_or_else(|| format!("patch_hint {hint:?}: expected KEY=VALUE after the target"))?;
+            // TARGET:KEY=VALUE when a ':' comes before the first '=' (target names hold neither;
+            // a value may hold both), else the original's KEY=VALUE.
+            let (target, assignment) = match (rest.find(':'), rest.find('=')) {
+                (Some(colon), equals) if equals.is_none_or(|e| colon < e) => (Some(&rest[..colon]), &rest[colon + 1..]),
+                _ => (None, rest),
+            };
+            let (key, value) = assignment.split_once('=').ok_or_else(|| match target {
+                Some(_) => format!("patch_hint {hint:?}: expected KEY=VALUE after the target"),
+                None => format!("patch_hint {hint:?}: expected edit_env:TARGET:KEY=VALUE or edit_env:KEY=VALUE"),
+            })?;
             validate::env_key(key).map_err(|e| format!("patch_hint: {e}"))?;
             validate::env_value(value).map_err(|e| format!("patch_hint: {e}"))?;
             (target, Some((key.to_string(), value.to_string())))
         } else {
-            (rest, None)
+            (Some(rest), None)
         };
-        validate::logical_name(target).map_err(|e| format!("patch_hint: {e}"))?;
-        Ok(PatchHint { action, target: target.to_string(), env })
+        if let Some(target) = target {
+            validate::logical_name(target).map_err(|e| format!("patch_hint: {e}"))?;
+        }
+        Ok(PatchHint { action, target: target.map(str::to_string), env })
     }
 }
 
@@ -188,7 +281,7 @@ mod tests {
         let alert = ThreatAlert::from_json(EXAMPLE).expect("valid");
         assert_eq!(alert.severity, Severity::High);
         let hint = alert.hint().expect("valid hint").expect("has hint");
-        assert_eq!((hint.action, hint.target.as_str()), (ActionType::Restart, "VAEL_Core"));
+        assert_eq!((hint.action, hint.target.as_deref()), (ActionType::Restart, Some("VAEL_Core")));
     }
 
     #[test]
@@ -200,7 +293,16 @@ mod tests {
             (r#"{"id":"a","source":"N","category":"c","severity":"urgent"}"#, "unknown variant"),
             (r#"{"id":"a b","source":"N","category":"c","severity":"high"}"#, "printable ASCII"),
             (r#"{"id":"a","source":"N","category":"c","severity":"high","ts":"yesterday"}"#, "RFC 3339"),
-            (r#"{"id":"a","source":"N","category":"c","severity":"high","extra":1}"#, "unknown field"),
+            (
+                r#"{"id":"a","source":"N","category":"c","severity":"high","patchHint":"restart:X"}"#,
+                "did you mean \"patch_hint\"",
+            ),
+            (r#"{"id":"a","source":"N","category":"c","Severity":"high"}"#, "did you mean \"severity\""),
+            (
+                r#"{"id":"a","source":"N","category":"c","severity":"info","severity":"critical"}"#,
+                "duplicate key \"severity\"",
+            ),
+            ("[1]", "invalid type: sequence, expected an object"),
             (r#"{"id":1,"source":"N","category":"c","severity":"high"}"#, "invalid type"),
             (
                 r#"{"id":"a","source":"N","category":"c","severity":"high","patch_hint":"restart:../x"}"#,
@@ -211,6 +313,8 @@ mod tests {
             let error = ThreatAlert::from_json(json).expect_err(json);
             assert!(error.contains(want), "{json}: {error}");
         }
+        let nested = serde_json::Value::String(r#"{"id":"a","id":"b","source":"N","category":"c"}"#.into());
+        assert!(ThreatAlert::from_value(nested).expect_err("dup in string form").contains("duplicate key \"id\""));
         let huge = format!(
             r#"{{"id":"a","source":"N","category":"c","severity":"high","msg":"{}"}}"#,
             "x".repeat(MAX_ALERT_BYTES)
@@ -220,17 +324,31 @@ mod tests {
 
     #[test]
     fn hints_are_strict() {
-        type Case<'a> = (&'a str, ActionType, &'a str, Option<(&'a str, &'a str)>);
+        type Case<'a> = (&'a str, ActionType, Option<&'a str>, Option<(&'a str, &'a str)>);
         let ok: &[Case] = &[
-            ("restart:VAEL_Core", ActionType::Restart, "VAEL_Core", None),
-            ("reload_flask:VAEL_UI", ActionType::ReloadFlask, "VAEL_UI", None),
-            ("edit_env:VAEL_Core:LOG_LEVEL=debug", ActionType::EditEnv, "VAEL_Core", Some(("LOG_LEVEL", "debug"))),
-            ("edit_env:VAEL_Core:URL=http://x/?a=b", ActionType::EditEnv, "VAEL_Core", Some(("URL", "http://x/?a=b"))),
+            ("restart:VAEL_Core", ActionType::Restart, Some("VAEL_Core"), None),
+            ("reload_flask:VAEL_UI", ActionType::ReloadFlask, Some("VAEL_UI"), None),
+            (
+                "edit_env:VAEL_Core:LOG_LEVEL=debug",
+                ActionType::EditEnv,
+                Some("VAEL_Core"),
+                Some(("LOG_LEVEL", "debug")),
+            ),
+            (
+                "edit_env:VAEL_Core:URL=http://x/?a=b",
+                ActionType::EditEnv,
+                Some("VAEL_Core"),
+                Some(("URL", "http://x/?a=b")),
+            ),
+            // The original's form: the target is defaults.targets.edit_env.
+            ("edit_env:FLASK_DEBUG=False", ActionType::EditEnv, None, Some(("FLASK_DEBUG", "False"))),
+            ("edit_env:URL=http://x:80/", ActionType::EditEnv, None, Some(("URL", "http://x:80/"))),
+            ("edit_env:EMPTY=", ActionType::EditEnv, None, Some(("EMPTY", ""))),
         ];
         for (hint, action, target, env) in ok {
             let parsed = PatchHint::parse(hint).expect(hint);
             assert_eq!(parsed.action, *action);
-            assert_eq!(parsed.target, *target);
+            assert_eq!(parsed.target.as_deref(), *target);
             assert_eq!(parsed.env.as_ref().map(|(k, v)| (k.as_str(), v.as_str())), *env);
         }
         let bad = [
@@ -243,12 +361,29 @@ mod tests {
             "edit_env:T:1K=V",
             "edit_env:T:KV",
             "edit_env:T",
+            "edit_env:",
+            "edit_env:=v",
             "edit_env:../T:K=V",
             "restart:VAEL Core",
         ];
         for hint in bad {
             assert!(PatchHint::parse(hint).is_err(), "{hint:?} should be refused");
         }
+    }
+
+    /// The original's envelope: severity defaults to info, "" is no hint, new fields are ignored.
+    #[test]
+    fn the_original_envelope_reads_as_the_original_does() {
+        let no_severity = ThreatAlert::from_json(r#"{"id":"a","source":"N","category":"c"}"#).expect("valid");
+        assert_eq!(no_severity.severity, Severity::Info);
+        let empty =
+            ThreatAlert::from_json(r#"{"id":"a","source":"N","category":"c","severity":"high","patch_hint":""}"#)
+                .expect("empty hint");
+        assert_eq!(empty.patch_hint, None);
+        let future = r#"{"id":"a","source":"N","category":"c","severity":"high","trace_id":"t-1","labels":{"x":1}}"#;
+        assert_eq!(ThreatAlert::from_json(future).expect("new top-level fields are ignored").id, "a");
+        let value: serde_json::Value = serde_json::from_str(future).expect("json");
+        assert_eq!(unknown_fields(&value), ["labels", "trace_id"]);
     }
 
     #[test]

@@ -10,6 +10,28 @@ use crate::config::Config;
 use crate::plan::{ActionType, PatchPlan, PatchPlanSpec, PlanAction};
 use crate::{signing, validate};
 
+/// What `check-config` prints: the verdict, the effective configuration (shorthands expanded,
+/// convention targets and defaults spelled out), then warnings.
+pub fn check_config_report(path: &Path, config: &Config) -> String {
+    let mut out = format!(
+        "{}: ok — {} target(s), {} rule(s); whitelist: restart {:?}, edit_env {:?}, reload_flask {:?}\n",
+        path.display(),
+        config.targets.len(),
+        config.rules.len(),
+        config.actions.restart,
+        config.actions.edit_env,
+        config.actions.reload_flask
+    );
+    out.push_str("effective configuration:\n");
+    for line in config.effective() {
+        out.push_str(&format!("  {line}\n"));
+    }
+    for warning in config.warnings() {
+        out.push_str(&format!("warning: {warning}\n"));
+    }
+    out
+}
+
 /// Write a new private key (mode 0600) and return the public key (base64).
 pub fn keygen(out: &Path) -> Result<String, String> {
     if out.exists() {

@@ -21,6 +21,9 @@ pub enum Outcome {
     Applied { message: String },
     /// Every action was proven with `dryRun=All`; nothing changed.
     DryRun { message: String },
+    /// Every action was carried out, but the effect of some could not be observed (e.g. a bare
+    /// SIGHUP with no `verify` probe): `Ready=True`, `PatchApplied=Unknown`, reason `Unverified`.
+    Unverified { message: String },
     /// Refused or failed; terminal.
     Failed { reason: String, message: String },
 }
@@ -38,16 +41,19 @@ impl Outcome {
 /// The four conditions for `outcome`, reusing `lastTransitionTime` from `previous` where the
 /// status did not change.
 pub fn compute(outcome: &Outcome, generation: Option<i64>, now: &Time, previous: &[Condition]) -> Vec<Condition> {
+    const T: &str = "True";
+    const F: &str = "False";
     let (ready, applied, reconciling, stalled, reason, message) = match outcome {
-        Outcome::InProgress { reason, message } => (false, false, true, false, reason.as_str(), message.as_str()),
-        Outcome::Applied { message } => (true, true, false, false, "Applied", message.as_str()),
-        Outcome::DryRun { message } => (true, false, false, false, "DryRun", message.as_str()),
-        Outcome::Failed { reason, message } => (false, false, false, true, reason.as_str(), message.as_str()),
+        Outcome::InProgress { reason, message } => (F, F, T, F, reason.as_str(), message.as_str()),
+        Outcome::Applied { message } => (T, T, F, F, "Applied", message.as_str()),
+        Outcome::DryRun { message } => (T, F, F, F, "DryRun", message.as_str()),
+        Outcome::Unverified { message } => (T, "Unknown", F, F, crate::effect::UNVERIFIED, message.as_str()),
+        Outcome::Failed { reason, message } => (F, F, F, T, reason.as_str(), message.as_str()),
     };
     [(READY, ready), (PATCH_APPLIED, applied), (RECONCILING, reconciling), (STALLED, stalled)]
         .into_iter()
-        .map(|(type_, value)| {
-            let status = if value { "True" } else { "False" }.to_string();
+        .map(|(type_, status)| {
+            let status = status.to_string();
             let last_transition_time = previous
                 .iter()
                 .find(|c| c.type_ == type_ && c.status == status)
@@ -111,6 +117,14 @@ mod tests {
                 reconciling: "False",
                 stalled: "False",
                 reason: "DryRun",
+            },
+            Case {
+                outcome: Outcome::Unverified { message: "sent".into() },
+                ready: "True",
+                applied: "Unknown",
+                reconciling: "False",
+                stalled: "False",
+                reason: "Unverified",
             },
             Case {
                 outcome: Outcome::failed("NotAllowed", "no"),

@@ -1,8 +1,21 @@
 //! `antibody.yml`: whitelisted actions, logical targets, rules. Pure: no Kubernetes here.
 //!
-//! The seed format keeps working unchanged (`actions.restart` / `edit_env` / `reload_flask`
-//! lists of logical names, `severity_map`, `log_path`). A logical name without a `targets`
-//! entry maps to a Deployment named after it (`VAEL_Core` → `vael-core`) in the plan's namespace.
+//! The seed format keeps working unchanged, with these explicit meanings (all printed by
+//! `antibody check-config`):
+//!
+//! - `actions.<action>`: a list of logical names, or `true` = every target that can do it (every
+//!   `targets:` entry; for `edit_env` those with a `config_map`; without a `targets:` section,
+//!   every logical name the file mentions plus `defaults.targets`), `false` = none.
+//! - `severity_map.<severity>`: a list of actions, one action as a scalar, or `noop` (= `[]`).
+//! - `log_path`: a directory holds the JSONL audit log (`audit.jsonl`); a path ending in `.log`
+//!   is the original's plain-text plan log (one line per plan transition) and the audit log goes
+//!   to `antibody_patches/` beside it (`logs/antibody.log` → `logs/antibody_patches/`).
+//! - No `targets:` section: a logical name maps by convention to the Deployment named after it
+//!   (`VAEL_Core` → `vael-core`) in the plan's namespace, its env ConfigMap `vael-core-env`
+//!   (consumed as env), first container, reload command `kill -HUP 1`.
+//! - `defaults.targets`: the target of an action when neither the alert's hint nor the rule
+//!   names one (built in: restart → `VAEL_Core`, reload_flask → `VAEL_UI`, edit_env →
+//!   `VAEL_Core`, as the original); used only when that target exists in the file.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,12 +32,15 @@ pub struct Config {
     /// The whitelist: for each action, the logical targets it may touch.
     #[serde(default)]
     pub actions: Whitelist,
-    /// Fallback when no rule matches: severity → actions.
-    #[serde(default)]
+    /// Fallback when no rule matches: severity → actions (a list, one action, or `noop`).
+    #[serde(default, deserialize_with = "severity_actions")]
     pub severity_map: BTreeMap<Severity, Vec<String>>,
-    /// Audit log directory.
+    /// Audit log directory; a path ending in `.log` is the plan log instead (see module doc).
     #[serde(default = "default_log_path")]
     pub log_path: String,
+    /// Plain-text plan log, one line per plan transition (the original's `logs/antibody.log`).
+    #[serde(default)]
+    pub plan_log: Option<String>,
     /// Audit log: rotate `audit.jsonl` before it would pass this many bytes (0: never).
     #[serde(default = "default_audit_max_bytes")]
     pub audit_max_bytes: u64,
@@ -49,7 +65,67 @@ pub struct Config {
     /// Alert intake: cool-down, REST limits, feed reconnects (see `ingest::IngestConfig`).
     #[serde(default)]
     pub ingest: crate::ingest::IngestConfig,
+    /// How the seed-format shorthands were read (for `check-config`); not part of the file.
+    #[serde(skip)]
+    pub seed: SeedReading,
 }
+
+/// What [`Config::from_yaml`] expanded: `actions.*: true`, a `log_path` naming a file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeedReading {
+    /// Actions written as `true` (expanded in place to target lists).
+    pub whitelist_all: Vec<&'static str>,
+    /// `log_path` as written when it named the plan log file.
+    pub log_path_file: Option<String>,
+}
+
+/// Marks `true` in a whitelist until [`Config::from_yaml`] expands it (not a valid target name).
+const ALL_TARGETS: &str = "*";
+
+/// `actions.<action>`: a list of names, `true` (all that can, expanded later) or `false`.
+fn all_or_names<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Entry {
+        All(bool),
+        Names(Vec<String>),
+    }
+    match Entry::deserialize(deserializer).map_err(|_| {
+        serde::de::Error::custom("invalid type: expected a list of target names, true (every target that can) or false")
+    })? {
+        Entry::All(true) => Ok(vec![ALL_TARGETS.into()]),
+        Entry::All(false) => Ok(Vec::new()),
+        Entry::Names(names) => Ok(names),
+    }
+}
+
+/// `severity_map`: each value a list of actions, one action, `noop` or empty.
+fn severity_actions<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<Severity, Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Actions {
+        One(String),
+        List(Vec<String>),
+        None(()),
+    }
+    let map = BTreeMap::<Severity, Actions>::deserialize(deserializer)?;
+    Ok(map
+        .into_iter()
+        .map(|(severity, actions)| {
+            let list = match actions {
+                Actions::One(one) => vec![one],
+                Actions::List(list) => list,
+                Actions::None(()) => Vec::new(),
+            };
+            (severity, list.into_iter().filter(|a| a != NOOP).collect())
+        })
+        .collect())
+}
+
+/// The original's "do nothing" in `severity_map`.
+pub const NOOP: &str = "noop";
 
 /// What Antibody does when a plan hits a cool-down or budget.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -118,6 +194,10 @@ pub struct Safety {
     /// signatures are remembered this long to refuse replays (`SignatureReplayed`).
     #[serde(default = "default_signature_max_ttl")]
     pub signature_max_ttl_seconds: u64,
+    /// Refuse (`DisruptiveRestart`) restarts whose Deployment settings drop every live
+    /// connection at once (Recreate, all pods unavailable, one replica). See `preflight`.
+    #[serde(default)]
+    pub refuse_disruptive_restarts: bool,
 }
 
 fn default_signing_key_name() -> String {
@@ -146,6 +226,7 @@ impl Default for Safety {
             backup_history: default_backup_history(),
             plan_namespaces: Vec::new(),
             signature_max_ttl_seconds: default_signature_max_ttl(),
+            refuse_disruptive_restarts: false,
         }
     }
 }
@@ -177,11 +258,11 @@ impl Safety {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Whitelist {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "all_or_names")]
     pub restart: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "all_or_names")]
     pub edit_env: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "all_or_names")]
     pub reload_flask: Vec<String>,
 }
 
@@ -196,7 +277,7 @@ impl Whitelist {
         list.iter().any(|t| t == target)
     }
 
-    fn all(&self) -> impl Iterator<Item = (&'static str, &String)> {
+    pub fn all(&self) -> impl Iterator<Item = (&'static str, &String)> {
         self.restart
             .iter()
             .map(|t| ("restart", t))
@@ -249,6 +330,17 @@ pub struct TargetSpec {
     /// When set, editEnv may only set these keys.
     #[serde(default)]
     pub env_keys: Option<Vec<String>>,
+    /// How reloadFlask reaches the app: `signal` (reload_command), `companion` (in place) or
+    /// `companion_hup` (workers replaced and verified gone). See `effect`.
+    #[serde(default)]
+    pub reload_mode: crate::effect::ReloadMode,
+    /// The `antibody_reload` companion in the app's image (for the companion reload modes).
+    #[serde(default)]
+    pub companion: Option<crate::effect::CompanionSpec>,
+    /// A probe run in every ready pod after each action on this target; the action counts as
+    /// applied only when it passes.
+    #[serde(default)]
+    pub verify: Option<crate::effect::VerifySpec>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -294,12 +386,70 @@ pub struct Defaults {
     /// Namespace for PatchPlans created from alerts.
     #[serde(default = "default_plan_namespace")]
     pub plan_namespace: String,
+    /// Target of an action when neither the alert's hint nor the rule names one.
+    #[serde(default)]
+    pub targets: DefaultTargets,
 }
 
 impl Default for Defaults {
     fn default() -> Self {
-        Self { rollout_timeout_seconds: default_rollout_timeout(), plan_namespace: default_plan_namespace() }
+        Self {
+            rollout_timeout_seconds: default_rollout_timeout(),
+            plan_namespace: default_plan_namespace(),
+            targets: DefaultTargets::default(),
+        }
     }
+}
+
+/// Per action, the target meant when nobody names one. The built-ins are the original's:
+/// restart → `VAEL_Core`, reload_flask → the Flask UI `VAEL_UI`, edit_env → `VAEL_Core` (the
+/// owner of the `.env`). `null` turns one off; one naming no target of the file is not used.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultTargets {
+    #[serde(default = "default_core")]
+    pub restart: Option<String>,
+    #[serde(default = "default_ui")]
+    pub reload_flask: Option<String>,
+    #[serde(default = "default_core")]
+    pub edit_env: Option<String>,
+}
+
+impl Default for DefaultTargets {
+    fn default() -> Self {
+        Self { restart: default_core(), reload_flask: default_ui(), edit_env: default_core() }
+    }
+}
+
+fn default_core() -> Option<String> {
+    Some("VAEL_Core".into())
+}
+fn default_ui() -> Option<String> {
+    Some("VAEL_UI".into())
+}
+
+impl DefaultTargets {
+    /// The configured default for an action kind (restart-like kinds share restart's).
+    pub fn for_action(&self, action: ActionType) -> Option<&str> {
+        match action {
+            ActionType::Restart | ActionType::DeletePod => self.restart.as_deref(),
+            ActionType::ReloadFlask => self.reload_flask.as_deref(),
+            ActionType::EditEnv | ActionType::Rollback => self.edit_env.as_deref(),
+        }
+    }
+
+    fn all(&self) -> [(&'static str, Option<&String>); 3] {
+        [
+            ("restart", self.restart.as_ref()),
+            ("reload_flask", self.reload_flask.as_ref()),
+            ("edit_env", self.edit_env.as_ref()),
+        ]
+    }
+}
+
+/// A `log_path` naming the plain-text plan log rather than the audit directory.
+pub fn log_path_is_file(path: &str) -> bool {
+    path.to_ascii_lowercase().ends_with(".log")
 }
 
 fn default_log_path() -> String {
@@ -332,6 +482,9 @@ pub struct ResolvedTarget {
     pub container: Option<String>,
     pub reload_command: Vec<String>,
     pub env_keys: Option<Vec<String>>,
+    pub reload_mode: crate::effect::ReloadMode,
+    pub companion: crate::effect::CompanionSpec,
+    pub verify: Option<crate::effect::VerifySpec>,
 }
 
 /// A configuration problem, naming the field.
@@ -393,13 +546,154 @@ impl Config {
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
         check_shape(text)?;
         let deserializer = serde_yaml::Deserializer::from_str(text);
-        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." { "antibody.yml".to_string() } else { path };
-            err(field, e.into_inner().to_string())
+            // serde_yaml repeats the path in its message ("actions.edit_env: invalid type…").
+            let message = e.into_inner().to_string();
+            let message = message.strip_prefix(&format!("{field}: ")).map(str::to_string).unwrap_or(message);
+            err(field, message)
         })?;
+        config.read_seed_shorthands()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Expand `actions.*: true` and a `log_path` naming a file (see the module doc).
+    fn read_seed_shorthands(&mut self) -> Result<(), ConfigError> {
+        if log_path_is_file(&self.log_path) {
+            if self.plan_log.is_some() {
+                return Err(err("log_path", "names a .log file and plan_log is set too: keep one"));
+            }
+            let file = std::mem::take(&mut self.log_path);
+            let parent = Path::new(&file).parent().map(|p| p.display().to_string()).unwrap_or_default();
+            self.log_path =
+                if parent.is_empty() { "antibody_patches/".into() } else { format!("{parent}/antibody_patches/") };
+            self.plan_log = Some(file.clone());
+            self.seed.log_path_file = Some(file);
+        }
+        let everything = self.all_target_names();
+        let with_config_map: Vec<String> = if self.targets.is_empty() {
+            everything.clone()
+        } else {
+            self.targets.iter().filter(|(_, t)| t.config_map.is_some()).map(|(n, _)| n.clone()).collect()
+        };
+        for (action, list, all) in [
+            ("restart", &mut self.actions.restart, &everything),
+            ("edit_env", &mut self.actions.edit_env, &with_config_map),
+            ("reload_flask", &mut self.actions.reload_flask, &everything),
+        ] {
+            if list.iter().any(|t| t == ALL_TARGETS) {
+                list.clone_from(all);
+                self.seed.whitelist_all.push(action);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every logical name the file defines: `targets:` keys, or without that section, every
+    /// name the whitelist, rules and `defaults.targets` mention.
+    fn all_target_names(&self) -> Vec<String> {
+        if !self.targets.is_empty() {
+            return self.targets.keys().cloned().collect();
+        }
+        let mut names = std::collections::BTreeSet::new();
+        names.extend(self.actions.all().map(|(_, t)| t.clone()).filter(|t| t != ALL_TARGETS));
+        names.extend(self.defaults.targets.all().into_iter().filter_map(|(_, t)| t.cloned()));
+        for rule in &self.rules {
+            names.extend(rule.target.clone());
+            names.extend(rule.actions.iter().filter_map(|a| a.split_once(':').map(|(_, t)| t.to_string())));
+        }
+        names.into_iter().collect()
+    }
+
+    /// The default target for an action, if it names a target of this file.
+    pub fn default_target(&self, action: ActionType) -> Option<&str> {
+        self.defaults.targets.for_action(action).filter(|t| self.resolve(t, "default").is_ok())
+    }
+
+    /// Things that are valid but probably not meant; `check-config` prints them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for target in &self.actions.edit_env {
+            let keys = self.targets.get(target).and_then(|t| t.env_keys.as_ref());
+            if keys.is_none() {
+                warnings.push(format!(
+                    "actions.edit_env: {target} has no targets.{target}.env_keys: a hint may set any key \
+                     (loader/interpreter variables such as LD_PRELOAD, PYTHONPATH, NODE_OPTIONS are still refused)"
+                ));
+            }
+        }
+        for (action, target) in self.defaults.targets.all() {
+            if let Some(target) = target
+                && self.resolve(target, "default").is_err()
+            {
+                warnings.push(format!(
+                    "defaults.targets.{action}: {target} is not a target of this file: alerts without a hint \
+                     and rules without a target get NoTarget for {action}"
+                ));
+            }
+        }
+        warnings
+    }
+
+    /// What the file means once defaults and shorthands are applied, for `check-config`.
+    pub fn effective(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for (action, list) in [
+            ("restart", &self.actions.restart),
+            ("edit_env", &self.actions.edit_env),
+            ("reload_flask", &self.actions.reload_flask),
+        ] {
+            let how =
+                if self.seed.whitelist_all.contains(&action) { " (from `true`: every target that can)" } else { "" };
+            lines.push(format!("actions.{action}: [{}]{how}", list.join(", ")));
+        }
+        for (severity, actions) in &self.severity_map {
+            let shown = if actions.is_empty() { "noop".to_string() } else { actions.join(", ") };
+            lines.push(format!("severity_map.{severity}: {shown}"));
+        }
+        let mut names = self.all_target_names();
+        names.retain(|n| n != ALL_TARGETS);
+        for name in names {
+            match self.resolve(&name, "<plan namespace>") {
+                Ok(t) => {
+                    let source = if self.targets.contains_key(&name) { "targets" } else { "convention" };
+                    lines.push(format!(
+                        "target {name} ({source}): deployment {}/{}, config_map {}, container {}, reload {}, env_keys {}, verify {}",
+                        t.namespace,
+                        t.deployment,
+                        t.config_map.as_deref().unwrap_or("-"),
+                        t.container.as_deref().unwrap_or("(first)"),
+                        match t.reload_mode {
+                            crate::effect::ReloadMode::Signal => format!("{:?}", t.reload_command),
+                            crate::effect::ReloadMode::Companion => "companion (in place, acknowledged)".to_string(),
+                            crate::effect::ReloadMode::CompanionHup => "companion_hup (workers replaced, verified)".to_string(),
+                        },
+                        t.env_keys.map_or("(any but loader/interpreter variables)".to_string(), |k| format!("{k:?}")),
+                        match (&t.verify, t.reload_mode) {
+                            (Some(v), _) => format!("{:?}", v.command),
+                            (None, crate::effect::ReloadMode::Signal) => {
+                                "(none: its reloads and lone env edits end Unverified)".to_string()
+                            }
+                            (None, _) => "(none)".to_string(),
+                        },
+                    ));
+                }
+                Err(e) => lines.push(format!("target {name}: not usable: {e}")),
+            }
+        }
+        for (action, target) in self.defaults.targets.all() {
+            let shown = target.map_or("(none)".to_string(), |t| {
+                if self.resolve(t, "default").is_ok() { t.clone() } else { format!("{t} (not a target here: unused)") }
+            });
+            lines.push(format!("defaults.targets.{action}: {shown}"));
+        }
+        lines.push(format!("defaults.plan_namespace: {}", self.defaults.plan_namespace));
+        let from = self.seed.log_path_file.as_ref().map_or(String::new(), |f| format!(" (log_path {f} names a file)"));
+        lines.push(format!("audit log (JSONL): {}/audit.jsonl{from}", self.log_path.trim_end_matches('/')));
+        lines.push(format!("plan log: {}", self.plan_log.as_deref().unwrap_or("(off)")));
+        lines
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -429,6 +723,15 @@ impl Config {
             for key in target.env_keys.iter().flatten() {
                 validate::env_key(key).map_err(|m| err(field("env_keys"), m))?;
             }
+            if let Some(companion) = &target.companion {
+                companion.validate().map_err(|(f, m)| err(field(&format!("companion.{f}")), m))?;
+            }
+            if target.reload_mode != crate::effect::ReloadMode::Signal && target.companion.is_none() {
+                return Err(err(field("reload_mode"), "the companion reload modes need a `companion:` section"));
+            }
+            if let Some(verify) = &target.verify {
+                verify.validate().map_err(|(f, m)| err(field(&format!("verify.{f}")), m))?;
+            }
         }
         for (action, target) in self.actions.all() {
             validate::logical_name(target).map_err(|m| err(format!("actions.{action}"), m))?;
@@ -440,7 +743,8 @@ impl Config {
             }
         }
         for target in &self.actions.edit_env {
-            if self.targets.get(target).is_some_and(|t| t.config_map.is_none()) || self.targets.is_empty() {
+            // Without a targets section, the convention ConfigMap `<deployment>-env` is used.
+            if self.targets.get(target).is_some_and(|t| t.config_map.is_none()) {
                 return Err(err("actions.edit_env", format!("target {target:?} has no targets.{target}.config_map")));
             }
         }
@@ -453,6 +757,16 @@ impl Config {
                     )
                 })?;
             }
+        }
+        for (action, target) in self.defaults.targets.all() {
+            if let Some(target) = target {
+                validate::logical_name(target).map_err(|m| err(format!("defaults.targets.{action}"), m))?;
+            }
+        }
+        if let Some(plan_log) = &self.plan_log
+            && (plan_log.is_empty() || plan_log.ends_with('/'))
+        {
+            return Err(err("plan_log", "must name a file"));
         }
         for (name, key) in &self.safety.trusted_keys {
             crate::signing::parse_public_key(key).map_err(|m| err(format!("safety.trusted_keys.{name}"), m))?;
@@ -518,24 +832,31 @@ impl Config {
                 container: t.container.clone(),
                 reload_command: t.reload_command.clone(),
                 env_keys: t.env_keys.clone(),
+                reload_mode: t.reload_mode,
+                companion: t.companion.clone().unwrap_or_default(),
+                verify: t.verify.clone(),
             });
         }
         let known = self.actions.all().any(|(_, t)| t == name);
         if !self.targets.is_empty() || !known {
             return Err(format!("unknown target {name:?}: not in antibody.yml"));
         }
-        // Seed format: the logical name is the Deployment, Kubernetes-spelled.
+        // Seed format: the logical name is the Deployment, Kubernetes-spelled; its env lives in
+        // the ConfigMap `<deployment>-env` (the original's `.env`).
         let deployment = name.to_ascii_lowercase().replace('_', "-");
         validate::dns1123_subdomain(&deployment)?;
         Ok(ResolvedTarget {
             name: name.to_string(),
             namespace: plan_namespace.to_string(),
+            config_map: Some(format!("{deployment}-env")),
             deployment,
-            config_map: None,
             config_map_mode: ConfigMapMode::Env,
             container: None,
             reload_command: default_reload_command(),
             env_keys: None,
+            reload_mode: crate::effect::ReloadMode::Signal,
+            companion: crate::effect::CompanionSpec::default(),
+            verify: None,
         })
     }
 }
@@ -579,6 +900,75 @@ log_path: logs/antibody_patches/
         assert!(config.resolve("Unknown", "vael").is_err());
     }
 
+    /// ANTIBODY_IMPLEMENTATION.md section 4, verbatim.
+    pub const ORIGINAL: &str = "# Allowed actions & mappings
+actions:
+  restart:
+    - VAEL_Core
+    - Sentinel
+  edit_env: true
+  reload_flask: true
+
+# Map severity \u{2192} patch list
+severity_map:
+  warn:    noop
+  high:    restart
+  critical:
+    - restart
+    - reload_flask
+
+log_path: logs/antibody.log
+";
+
+    #[test]
+    fn the_original_antibody_yml_loads_with_explicit_meanings() {
+        let config = Config::from_yaml(ORIGINAL).expect("the original antibody.yml is valid");
+        let names = ["Sentinel", "VAEL_Core", "VAEL_UI"];
+        assert_eq!(config.actions.restart, ["VAEL_Core", "Sentinel"]);
+        assert_eq!(config.actions.edit_env, names, "true: every target the file mentions");
+        assert_eq!(config.actions.reload_flask, names);
+        assert_eq!(config.seed.whitelist_all, ["edit_env", "reload_flask"]);
+        assert_eq!(config.severity_map[&Severity::Warn], Vec::<String>::new());
+        assert_eq!(config.severity_map[&Severity::High], ["restart"]);
+        assert_eq!(config.severity_map[&Severity::Critical], ["restart", "reload_flask"]);
+        assert_eq!(config.plan_log.as_deref(), Some("logs/antibody.log"));
+        assert_eq!(config.log_path, "logs/antibody_patches/");
+        let ui = config.resolve("VAEL_UI", "vael").expect("convention target");
+        assert_eq!((ui.deployment.as_str(), ui.config_map.as_deref()), ("vael-ui", Some("vael-ui-env")));
+        assert_eq!(config.default_target(ActionType::ReloadFlask), Some("VAEL_UI"));
+        let effective = config.effective().join("\n");
+        for want in [
+            "actions.edit_env: [Sentinel, VAEL_Core, VAEL_UI] (from `true`",
+            "severity_map.warn: noop",
+            "target VAEL_UI (convention): deployment <plan namespace>/vael-ui, config_map vael-ui-env",
+            "defaults.targets.reload_flask: VAEL_UI",
+            "audit log (JSONL): logs/antibody_patches/audit.jsonl (log_path logs/antibody.log names a file)",
+            "plan log: logs/antibody.log",
+        ] {
+            assert!(effective.contains(want), "missing {want:?} in\n{effective}");
+        }
+        assert!(config.warnings().iter().any(|w| w.contains("VAEL_Core has no targets.VAEL_Core.env_keys")));
+    }
+
+    #[test]
+    fn seed_shorthands_with_a_targets_section() {
+        let yaml = "actions: {restart: true, edit_env: true, reload_flask: false}\n\
+                    targets: {A: {deployment: a, config_map: a-env, env_keys: [K]}, B: {deployment: b}}\n\
+                    severity_map: {high: restart, low: noop, info: ~}\n\
+                    log_path: /var/log/antibody/";
+        let config = Config::from_yaml(yaml).expect("valid");
+        assert_eq!(config.actions.restart, ["A", "B"]);
+        assert_eq!(config.actions.edit_env, ["A"], "only targets with a config_map can edit env");
+        assert!(config.actions.reload_flask.is_empty());
+        assert_eq!((config.log_path.as_str(), config.plan_log.as_deref()), ("/var/log/antibody/", None));
+        assert!(config.severity_map[&Severity::Info].is_empty());
+        assert_eq!(config.default_target(ActionType::Restart), None, "VAEL_Core is not a target here");
+        assert!(config.warnings().iter().any(|w| w.starts_with("defaults.targets.restart")));
+        let error = Config::from_yaml("actions: {edit_env: yes please}").expect_err("not a bool");
+        assert_eq!(error.field, "actions.edit_env");
+        assert!(!error.message.starts_with("actions.edit_env"), "the path is printed once: {error}");
+    }
+
     #[test]
     fn the_shipped_antibody_yml_is_valid() {
         let text = include_str!("../antibody.yml");
@@ -596,6 +986,10 @@ log_path: logs/antibody_patches/
             ("targets: {X: {deployment: x, reload_command: ['kill', \"-HUP\\n\"]}}", "targets.X.reload_command"),
             ("targets: {X: {deployment: x, env_keys: ['1BAD']}}", "targets.X.env_keys"),
             ("targets: {X: {deployment: x, colour: red}}", "targets.X"),
+            ("targets: {X: {deployment: x, reload_mode: companion}}", "targets.X.reload_mode"),
+            ("targets: {X: {deployment: x, companion: {state_dir: rel}}}", "targets.X.companion.state_dir"),
+            ("targets: {X: {deployment: x, verify: {command: []}}}", "targets.X.verify.command"),
+            ("targets: {X: {deployment: x, verify: {command: [p], interval_ms: 1}}}", "targets.X.verify.interval_ms"),
             ("targets: {X: {deployment: x}}\nactions: {edit_env: [X]}", "actions.edit_env"),
             ("severity_map: {high: [reboot]}", "severity_map.high"),
             ("severity_map: {urgent: [restart]}", "severity_map"),

@@ -129,13 +129,34 @@ enum Command {
         #[arg(long, default_value = "default")]
         namespace: String,
     },
-    /// Read one alert (JSON) on stdin and print the PatchPlan it would create. Offline.
+    /// Print least-privilege RBAC for antibody.yml: a Role per namespace its targets and plans
+    /// live in, cluster scope only for namespace metadata (the pause switch).
+    Rbac {
+        #[arg(long, env = "ANTIBODY_CONFIG", default_value = "antibody.yml")]
+        config: PathBuf,
+        /// Antibody's own namespace (ServiceAccount, Leases).
+        #[arg(long, default_value = "antibody")]
+        namespace: String,
+        /// ServiceAccount name, also the name of every Role and binding.
+        #[arg(long, default_value = "antibody")]
+        service_account: String,
+        /// Namespaces holding PatchPlans (repeatable; default: `safety.plan_namespaces`, else
+        /// `defaults.plan_namespace`).
+        #[arg(long)]
+        plan_namespace: Vec<String>,
+    },
+    /// Read one alert (JSON) on stdin and print the PatchPlan it would create, with how each
+    /// action's effect will be observed. Offline unless --preflight.
     Plan {
         #[arg(long, env = "ANTIBODY_CONFIG", default_value = "antibody.yml")]
         config: PathBuf,
         /// Namespace of the plan (default: `defaults.plan_namespace`).
         #[arg(long)]
         namespace: Option<String>,
+        /// Also read each restart target's Deployment (KUBECONFIG) and say what the rollout
+        /// will do to live connections.
+        #[arg(long)]
+        preflight: bool,
     },
 }
 
@@ -168,21 +189,32 @@ fn main() -> ExitCode {
                     Ok(line) => line,
                     Err(e) => return fail(&format!("config {}: {e}", config.display())),
                 };
-                println!(
-                    "{}: ok — {} target(s), {} rule(s); whitelist: restart {:?}, edit_env {:?}, reload_flask {:?}",
-                    config.display(),
-                    c.targets.len(),
-                    c.rules.len(),
-                    c.actions.restart,
-                    c.actions.edit_env,
-                    c.actions.reload_flask
-                );
+                print!("{}", antibody::cli::check_config_report(&config, &c));
                 println!("{notify}");
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e.to_string()),
         },
-        Command::Plan { config, namespace } => plan_offline(&config, namespace),
+        Command::Plan { config, namespace, preflight } => plan_offline(&config, namespace, preflight),
+        Command::Rbac { config, namespace, service_account, plan_namespace } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return fail(&e.to_string()),
+            };
+            let plan_namespaces = match (plan_namespace.is_empty(), config.safety.plan_namespaces.is_empty()) {
+                (false, _) => plan_namespace,
+                (true, false) => config.safety.plan_namespaces.clone(),
+                (true, true) => vec![config.defaults.plan_namespace.clone()],
+            };
+            let settings = antibody::rbac::RbacSettings { namespace, name: service_account, plan_namespaces };
+            match antibody::rbac::render(&config, &settings) {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
         Command::Keygen { out } => match antibody::cli::keygen(&out) {
             Ok(public) => {
                 println!("wrote private key {} (keep it secret)", out.display());
@@ -325,16 +357,17 @@ async fn run(
     // Reporting hooks: the audit log (hash-chained JSONL) and the Socket.IO broadcast.
     let audit = Arc::new(AuditLog::open(&AuditSettings::from_config(&config))?);
     reporter.add_hook(audit.clone());
+    // The original's plain-text plan log (`log_path: logs/antibody.log` or `plan_log`).
+    if let Some(path) = &config.plan_log {
+        reporter.add_hook(Arc::new(antibody::report::plan_log::PlanLog::open(std::path::Path::new(path))?));
+    }
+    // The UI broadcast follows plan status with its own watch, on every replica (leader or not).
     let (broadcast, socket_io) = Broadcast::new();
-    reporter.add_hook(broadcast.clone());
-    tokio::spawn({
-        let broadcast = broadcast.clone();
-        let plans = match &settings.namespace {
-            Some(ns) => kube::Api::namespaced(client.clone(), ns),
-            None => kube::Api::all(client.clone()),
-        };
-        async move { broadcast.seed(plans).await }
-    });
+    let plans = match &settings.namespace {
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
+    };
+    tokio::spawn(broadcast.clone().follow(plans, shutdown.clone()));
     let config = Arc::new(SharedConfig::new(config));
     let health = Arc::new(Health::default());
     health.config_loaded.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -421,7 +454,7 @@ fn check_notify(config: &Config, connect: bool) -> Result<String, String> {
     runtime.block_on(antibody::report::notify::preflight(&config.notify, connect, timeout)).map_err(|e| e.to_string())
 }
 
-fn plan_offline(config: &std::path::Path, namespace: Option<String>) -> ExitCode {
+fn plan_offline(config: &std::path::Path, namespace: Option<String>, preflight: bool) -> ExitCode {
     let config = match Config::load(config) {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string()),
@@ -437,6 +470,10 @@ fn plan_offline(config: &std::path::Path, namespace: Option<String>) -> ExitCode
     let namespace = namespace.unwrap_or_else(|| config.defaults.plan_namespace.clone());
     match policy::decide(&config, &alert, &namespace) {
         Decision::Plan { rule, name, spec } => {
+            // YAML comments: the output stays something `kubectl apply -f -` takes.
+            for line in plan_notes(&config, &spec, &namespace, preflight) {
+                println!("# {line}");
+            }
             match serde_yaml::to_string(&policy::plan_object(&name, &namespace, &rule, spec)) {
                 Ok(yaml) => {
                     print!("{yaml}");
@@ -451,6 +488,70 @@ fn plan_offline(config: &std::path::Path, namespace: Option<String>) -> ExitCode
         }
         Decision::Refuse(refusal) => fail(&format!("refused ({}): {}", refusal.reason, refusal.message)),
     }
+}
+
+/// How each action's effect will be observed, and (with `preflight`) what each restart will do
+/// to live connections, read from the cluster.
+fn plan_notes(config: &Config, spec: &antibody::plan::PatchPlanSpec, namespace: &str, preflight: bool) -> Vec<String> {
+    use antibody::effect::{Observation, observation};
+    let targets: Vec<_> = spec.actions.iter().filter_map(|a| config.resolve(&a.target, namespace).ok()).collect();
+    if targets.len() != spec.actions.len() {
+        return vec!["a target does not resolve: the controller will refuse this plan".into()];
+    }
+    let mut notes: Vec<String> = spec
+        .actions
+        .iter()
+        .enumerate()
+        .map(|(i, action)| {
+            let how = match observation(&spec.actions, &targets, i) {
+                Observation::Itself => "observed by the action itself".to_string(),
+                Observation::Probe => {
+                    format!("observed by the verify probe {:?}", targets[i].verify.as_ref().map(|v| &v.command))
+                }
+                Observation::CarriedBy(j) => format!("put into effect and observed by {}", spec.actions[j].describe()),
+                Observation::Unobservable => "NOT observed: the plan can end Unverified, not PatchApplied".to_string(),
+            };
+            format!("{}: {how}", action.describe())
+        })
+        .collect();
+    if preflight {
+        notes.extend(restart_preflight(spec, &targets).unwrap_or_else(|e| vec![format!("preflight failed: {e}")]));
+    }
+    notes
+}
+
+fn restart_preflight(
+    spec: &antibody::plan::PatchPlanSpec,
+    targets: &[antibody::config::ResolvedTarget],
+) -> Result<Vec<String>, String> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let client = kube::Client::try_default().await.map_err(|e| format!("no cluster: {e}"))?;
+        let mut notes = Vec::new();
+        for (action, target) in spec.actions.iter().zip(targets) {
+            if action.action != antibody::plan::ActionType::Restart {
+                continue;
+            }
+            let api: kube::Api<Deployment> = kube::Api::namespaced(client.clone(), &target.namespace);
+            let deployment = api
+                .get(&target.deployment)
+                .await
+                .map_err(|e| format!("Deployment {}/{}: {e}", target.namespace, target.deployment))?;
+            let risks = antibody::preflight::restart_risks(&deployment);
+            if risks.is_empty() {
+                notes.push(format!("preflight {}: rolls without dropping connections at once", action.describe()));
+            }
+            for risk in risks {
+                let all = if risk.drops_all { " [drops every connection at once]" } else { "" };
+                notes.push(format!("preflight {}: {}{all}", action.describe(), risk.message));
+            }
+        }
+        Ok(notes)
+    })
 }
 
 fn fail(message: &str) -> ExitCode {

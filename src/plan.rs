@@ -246,6 +246,20 @@ pub struct ActionStatus {
     /// dryRun: what the action would change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// The action's own result, recorded once its side effect is done: while its effect is being
+    /// verified the action is not run again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<String>,
+    /// When verification of the effect started (the `verify` probe's timeout counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_started_at: Option<Time>,
+    /// What Antibody observed of the effect in the application (rollout complete, the
+    /// companion's acknowledgement, the probe's output); absent when it could not be observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<String>,
+    /// restart: what the rollout will do to live connections (strategy, surge, probes, drain).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preflight: Vec<String>,
     /// rollbackOnFailure: the `restartedAt` of the restart that followed restoring the backup,
     /// stored before that patch so the compensation is never repeated.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,8 +2,14 @@
 //!
 //! Rules are checked in order (category, minimum severity); the first match decides. With no
 //! match, the seed's `severity_map` is the fallback. The alert's `patch_hint` names the target
-//! (and for `edit_env` carries the key and value); it never adds power: the result still passes
+//! (and for `edit_env` carries the key and value); it never adds power: an env edit happens only
+//! when the matched rule lists `edit_env`, a loader/interpreter variable (`LD_PRELOAD`,
+//! `PYTHONPATH`, …) only when the target's `env_keys` names it, and the result still passes
 //! [`admission::admit`], the same check the reconciler runs.
+//!
+//! An action's target: the rule's fixed one (`restart:Sentinel`), else the hint's, else the
+//! rule's `target`, else `defaults.targets.<action>` (the original: restart → `VAEL_Core`,
+//! reload_flask → the Flask UI).
 
 use crate::alert::{PatchHint, ThreatAlert};
 use crate::config::{Config, ConfigMapMode, RestartMode};
@@ -51,17 +57,44 @@ pub fn decide(config: &Config, alert: &ThreatAlert, plan_namespace: &str) -> Dec
     if action_names.is_empty() {
         return Decision::Ignore { rule: rule_name };
     }
-    let default_target = hint.as_ref().map(|h| h.target.clone()).or(rule_target);
+    let named_target = hint.as_ref().and_then(|h| h.target.clone()).or(rule_target);
+    let target_for = |kind: ActionType| named_target.clone().or_else(|| config.default_target(kind).map(String::from));
+    let rule_edits = action_names.iter().any(|n| n.split(':').next() == Some(ActionType::EditEnv.config_name()));
 
     let mut actions: Vec<PlanAction> = Vec::new();
-    if let Some(PatchHint { target, env: Some((key, value)), .. }) = &hint {
+    if let Some(PatchHint { env: Some((key, value)), .. }) = &hint {
+        // A hint comes over a feed; it may fill in the edit a rule allows, never add one.
+        if !rule_edits {
+            return Decision::Refuse(Refusal {
+                reason: admission::NOT_ALLOWED,
+                message: format!(
+                    "rule {rule_name} does not list edit_env: the patch_hint's env edit ({key}) is refused"
+                ),
+            });
+        }
+        let Some(target) = target_for(ActionType::EditEnv) else {
+            return Decision::Refuse(Refusal {
+                reason: NO_TARGET,
+                message: format!("patch_hint edit_env:{key}=… names no target and defaults.targets.edit_env is unset"),
+            });
+        };
+        let resolved = config.resolve(&target, plan_namespace).ok();
+        let listed = resolved.as_ref().and_then(|t| t.env_keys.as_ref()).is_some_and(|keys| keys.contains(key));
+        if crate::validate::dangerous_env_key(key) && !listed {
+            return Decision::Refuse(Refusal {
+                reason: admission::NOT_ALLOWED,
+                message: format!(
+                    "env key {key} changes how programs load or run: allowed only when targets.{target}.env_keys lists it"
+                ),
+            });
+        }
         actions.push(PlanAction::edit_env(target.clone(), key.clone(), value.clone()));
         // Env is read at container start: an env-consumed ConfigMap needs a restart, a mounted
         // file a reload. The follow-up is part of the plan so it is ordered and audited.
         // A target that does not resolve is refused by admission; Env's restart is the default.
-        let mode = config.resolve(target, plan_namespace).map_or(ConfigMapMode::Env, |t| t.config_map_mode);
+        let mode = resolved.map_or(ConfigMapMode::Env, |t| t.config_map_mode);
         if let Some(follow_up) = mode.follow_up() {
-            actions.push(PlanAction::new(follow_up, target.clone()));
+            actions.push(PlanAction::new(follow_up, target));
         }
     }
     for name in &action_names {
@@ -73,11 +106,13 @@ pub fn decide(config: &Config, alert: &ThreatAlert, plan_namespace: &str) -> Dec
                 message: format!("rule {rule_name}: unknown action {kind:?}"),
             });
         };
-        let Some(target) = fixed_target.or_else(|| default_target.clone()) else {
+        let Some(target) = fixed_target.or_else(|| target_for(kind)) else {
             return Decision::Refuse(Refusal {
                 reason: NO_TARGET,
                 message: format!(
-                    "rule {rule_name} wants {name} but the alert has no patch_hint and the rule no target"
+                    "rule {rule_name} wants {name} but the alert has no patch_hint, the rule no target and \
+                     defaults.targets.{kind_name} names no target of antibody.yml",
+                    kind_name = kind.config_name()
                 ),
             });
         };
@@ -89,7 +124,7 @@ pub fn decide(config: &Config, alert: &ThreatAlert, plan_namespace: &str) -> Dec
         };
         // A rule's `edit_env` is what the hint's KEY=VALUE does; a rule cannot invent the value.
         if kind == ActionType::EditEnv {
-            if actions.iter().any(|a| a.action == ActionType::EditEnv && a.target == target) {
+            if actions.iter().any(|a| a.action == ActionType::EditEnv) {
                 continue;
             }
             return Decision::Refuse(Refusal {
@@ -185,8 +220,22 @@ mod tests {
             ),
             // Hints never add power.
             ("heartbeat", Severity::High, Some("restart:Intruder"), &["refuse:NotAllowed"]),
+            // The original's matrix without hints: defaults.targets fill in.
             ("heartbeat", Severity::High, None, &["restart:VAEL_Core"]),
-            ("policy", Severity::High, None, &["refuse:NoTarget"]),
+            ("policy", Severity::High, None, &["reloadFlask:VAEL_UI"]),
+            ("kernel", Severity::Critical, None, &["restart:VAEL_Core", "reloadFlask:VAEL_UI"]),
+            ("heartbeat", Severity::Info, None, &["ignore"]),
+            (
+                "config",
+                Severity::High,
+                Some("edit_env:LOG_LEVEL=debug"),
+                &["editEnv:VAEL_Core:LOG_LEVEL", "restart:VAEL_Core"],
+            ),
+            // Hints never add an action (issue 16 item 4): only a rule listing edit_env edits.
+            ("heartbeat", Severity::High, Some("edit_env:VAEL_Core:LD_PRELOAD=/tmp/x.so"), &["refuse:NotAllowed"]),
+            ("kernel", Severity::Critical, Some("edit_env:VAEL_Core:LOG_LEVEL=debug"), &["refuse:NotAllowed"]),
+            ("config", Severity::High, Some("edit_env:VAEL_Core:LD_PRELOAD=/tmp/x.so"), &["refuse:NotAllowed"]),
+            ("config", Severity::High, Some("edit_env:VAEL_Core:PATH=/tmp"), &["refuse:NotAllowed"]),
             ("heartbeat", Severity::High, Some("restart:../x"), &["refuse:InvalidHint"]),
         ];
         for (category, severity, hint, want) in cases {
@@ -218,7 +267,7 @@ mod tests {
                     rules:\n\
                     - {name: evict, category: pod, actions: [restart], restart_mode: delete_pod}\n\
                     - {name: hup, category: worker, actions: [restart], restart_mode: hup}\n\
-                    - {name: tx, category: config, actions: [restart], transactional: true}";
+                    - {name: tx, category: config, actions: [edit_env], transactional: true}";
         let config = Config::from_yaml(yaml).expect("valid");
         let decide_for =
             |category: &str, hint: &str| decide(&config, &alert(category, Severity::High, Some(hint)), "ns");
@@ -248,6 +297,33 @@ mod tests {
             let no_value = decide(&config, &alert("config", Severity::High, Some("restart:A")), "ns");
             assert_eq!(actions(&no_value), ["refuse:InvalidSpec"], "a rule cannot invent the edit");
         }
+    }
+
+    /// The original antibody.yml (no rules, no targets): severity_map with defaults.targets.
+    #[test]
+    fn the_original_config_acts_as_the_original() {
+        let original = "actions: {restart: [VAEL_Core, Sentinel], edit_env: true, reload_flask: true}\n\
+                        severity_map: {warn: noop, high: restart, critical: [restart, reload_flask]}\n\
+                        log_path: logs/antibody.log";
+        let config = Config::from_yaml(original).expect("valid");
+        let cases: &[(&str, Severity, Option<&str>, &[&str])] = &[
+            ("heartbeat", Severity::High, None, &["restart:VAEL_Core"]),
+            ("heartbeat", Severity::High, Some("restart:Sentinel"), &["restart:Sentinel"]),
+            ("kernel", Severity::Critical, None, &["restart:VAEL_Core", "reloadFlask:VAEL_UI"]),
+            ("policy", Severity::Warn, None, &["ignore"]),
+            ("policy", Severity::Info, None, &["ignore"]),
+            // severity_map high is [restart]: no edit_env, so the hint's edit is refused.
+            ("config", Severity::High, Some("edit_env:FLASK_DEBUG=False"), &["refuse:NotAllowed"]),
+        ];
+        for (category, severity, hint, want) in cases {
+            let decision = decide(&config, &alert(category, *severity, *hint), "vael");
+            assert_eq!(actions(&decision), *want, "{category}/{severity} {hint:?}");
+        }
+        let with_edit = Config::from_yaml(&original.replace("high: restart", "high: edit_env")).expect("valid");
+        let edit = decide(&with_edit, &alert("config", Severity::High, Some("edit_env:FLASK_DEBUG=False")), "vael");
+        assert_eq!(actions(&edit), ["editEnv:VAEL_Core:FLASK_DEBUG", "restart:VAEL_Core"]);
+        let loader = decide(&with_edit, &alert("config", Severity::High, Some("edit_env:LD_PRELOAD=/x.so")), "vael");
+        assert_eq!(actions(&loader), ["refuse:NotAllowed"], "loader variables need env_keys");
     }
 
     #[test]

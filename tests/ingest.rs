@@ -847,7 +847,7 @@ async fn plans_from_alerts_and_rest_are_signed_and_the_reconciler_accepts_them()
 
     // The key vanishes (a broken Secret mount): nothing unsigned is created, and the caller hears why.
     std::fs::remove_file(&key_file).expect("remove key");
-    let other = self::alert("s-2", "config", Severity::High, Some("restart:Sentinel"));
+    let other = self::alert("s-2", "heartbeat", Severity::High, Some("restart:Sentinel"));
     let (code, body) = post(port, "/api/nexus/alert", Some(TOKEN), &serde_json::to_value(&other).expect("json"));
     assert_eq!((code, body["error"].as_str()), (500, Some("SigningFailed")), "{body}");
     assert!(api.get_opt(&other.plan_name()).await.expect("get").is_none());

@@ -258,6 +258,7 @@ fn test_config(ns: &str, notify: NotifyConfig) -> String {
         target.namespace = Some(ns.to_string());
         target.container = Some("app".into());
         target.reload_command = vec!["true".into()];
+        target.verify = Some(support::stand_in_probe());
     }
     config.defaults.rollout_timeout_seconds = 30;
     config.notify = notify;
@@ -296,14 +297,13 @@ fn applied_and_refused(suffix: &str) -> (PatchPlan, PatchPlan) {
     (applied, refused)
 }
 
-async fn setup(client: &Client, ns: &str, with_deployment: bool) {
+/// The CRD, VAEL_Core's ConfigMap and its Deployment (the verify probe runs in its pods).
+async fn setup(client: &Client, ns: &str) {
     support::install_crd(client).await;
     support::create_config_map(client, ns, "vael-core-env", &[("LOG_LEVEL", "info")]).await;
-    if with_deployment {
-        support::create_deployment(client, ns, &support::deployment("vael-core", 1, Some("vael-core-env"))).await;
-        let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-        support::wait_for(deployments, "vael-core", PLAN_TIMEOUT, support::rollout_complete(1)).await;
-    }
+    support::create_deployment(client, ns, &support::deployment("vael-core", 1, Some("vael-core-env"))).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    support::wait_for(deployments, "vael-core", PLAN_TIMEOUT, support::rollout_complete(1)).await;
 }
 
 async fn finished(client: &Client, ns: &str, name: &str) -> PatchPlan {
@@ -369,7 +369,7 @@ fn has_event(events: &[Value], event: &str, plan: &str) -> bool {
 async fn vael_ui_clients_hear_patch_applied_and_patch_failed_through_the_redis_queue() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "notify-sio").await;
-    setup(&client, &ns.name, true).await;
+    setup(&client, &ns.name).await;
     let redis = RedisServer::start();
     let ui = VaelUi::start(&redis.url());
     let listener = ui.listener(&redis.url());
@@ -444,7 +444,7 @@ async fn vael_ui_clients_hear_patch_applied_and_patch_failed_through_the_redis_q
 async fn redis_outage_during_a_plan_is_retried_until_the_ui_hears_it() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "notify-outage").await;
-    setup(&client, &ns.name, false).await;
+    setup(&client, &ns.name).await;
     let mut redis = RedisServer::start();
     let ui = VaelUi::start(&redis.url());
     let listener = ui.listener(&redis.url());
@@ -526,7 +526,7 @@ async fn unreachable_redis_fails_check_config_and_at_run_time_is_counted_while_p
         assert!(!ok && text.contains(words), "{yaml}: {text}");
     }
 
-    setup(&client, &ns.name, false).await;
+    setup(&client, &ns.name).await;
     let controller = ControllerProcess::start(&config, &ns.name, &[]);
     controller.wait_ready().await;
     let first = plan("notify-dead-1", "nexus-d1", vec![PlanAction::edit_env("VAEL_Core", "LOG_LEVEL", "debug")]);
@@ -555,7 +555,7 @@ async fn unreachable_redis_fails_check_config_and_at_run_time_is_counted_while_p
 async fn webhook_gets_one_signed_cloudevent_per_transition_and_retries_500s() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "notify-hook").await;
-    setup(&client, &ns.name, false).await;
+    setup(&client, &ns.name).await;
     let (receiver, port) = webhook_receiver("s3cret", 2);
     let secret_file = std::env::temp_dir().join("antibody-tests").join(support::unique("secret"));
     std::fs::write(&secret_file, "s3cret\n").expect("secret file");
@@ -643,7 +643,7 @@ async fn webhook_gets_one_signed_cloudevent_per_transition_and_retries_500s() {
 async fn a_restarted_controller_redelivers_unmarked_outcomes_and_nothing_else() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "notify-restart").await;
-    setup(&client, &ns.name, false).await;
+    setup(&client, &ns.name).await;
     let hook = |url: String| NotifyConfig {
         webhooks: vec![WebhookConfig {
             name: Some("ci".into()),

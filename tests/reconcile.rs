@@ -17,6 +17,7 @@ use kube::{Client, ResourceExt};
 use support::{ControllerProcess, Gunicorn, TestNamespace};
 
 const PLAN_TIMEOUT: Duration = Duration::from_secs(60);
+const TOKEN: &str = "reconcile-test-token-0123456789";
 
 /// antibody.yml with every target moved into the test namespace and reloads aimed at the
 /// gunicorn master this test started (never at PID 1 of this host).
@@ -29,8 +30,16 @@ fn test_config(ns: &str, gunicorn_pid: Option<u32>) -> String {
             Some(pid) => vec!["kill".into(), "-HUP".into(), pid.to_string()],
             None => vec!["true".into()],
         };
+        target.verify = Some(support::stand_in_probe());
     }
     config.defaults.rollout_timeout_seconds = 30;
+    // A whitelisted target whose Deployment does not exist (TargetNotFound).
+    let mut gone = config.targets.get("Sentinel").cloned().expect("Sentinel target");
+    gone.deployment = "gone".into();
+    config.targets.insert("Gone".into(), gone);
+    config.actions.restart.push("Gone".into());
+    // Plans created from alerts land here, where the test can see them.
+    config.defaults.plan_namespace = ns.to_string();
     serde_yaml::to_string(&config).expect("config serialises")
 }
 
@@ -112,7 +121,8 @@ async fn matrix_heartbeat_restarts_and_info_does_nothing() {
     let ns = TestNamespace::new(&client, "matrix-hb").await;
     setup(&client, &ns.name, false).await;
     let config = test_config(&ns.name, None);
-    let _controller = ControllerProcess::start(&config, &ns.name, &[]);
+    let tokens = support::token_file(TOKEN);
+    let controller = ControllerProcess::start(&config, &ns.name, &["--token-file", &tokens.display().to_string()]);
 
     // heartbeat/high → VAEL_Core rollout restarted and complete.
     let plan =
@@ -131,9 +141,23 @@ async fn matrix_heartbeat_restarts_and_info_does_nothing() {
     );
     assert_eq!(replicasets(&client, &ns.name, "vael-core").await, 2, "exactly one rollout");
 
-    // info → no plan, no action.
-    assert!(plan_for(&config, &ns.name, &alert("i1", "heartbeat", Severity::Info, "restart:VAEL_Core")).is_none());
-    assert!(plan_for(&config, &ns.name, &alert("w1", "policy", Severity::Warn, "reload_flask:VAEL_UI")).is_none());
+    // info (and warn) → no plan, no action: sent to the running controller over REST, which
+    // records them as ignored (the observable that it decided) and creates nothing.
+    controller.wait_ready().await;
+    let quiet = [
+        alert("i1", "heartbeat", Severity::Info, "restart:VAEL_Core"),
+        alert("w1", "policy", Severity::Warn, "reload_flask:VAEL_UI"),
+    ];
+    for quiet_alert in &quiet {
+        assert!(plan_for(&config, &ns.name, quiet_alert).is_none(), "the policy ignores {}", quiet_alert.id);
+        let body = serde_json::to_string(quiet_alert).expect("alert json");
+        let (code, reply) = support::http_request(controller.http_port, "POST", "/api/nexus/alert", Some(TOKEN), &body);
+        let reply: serde_json::Value = serde_json::from_str(&reply).unwrap_or_default();
+        assert_eq!((code, reply["outcome"].as_str()), (202, Some("ignored")), "{}: {reply}", quiet_alert.id);
+    }
+    let ignored = r#"antibody_alerts_total{feed="rest",outcome="ignored"}"#;
+    let counted = support::wait_metric(controller.http_port, ignored, 2.0, Duration::from_secs(10)).await;
+    assert_eq!(counted, 2.0, "both quiet alerts recorded as ignored");
     let plans: Api<PatchPlan> = Api::namespaced(client.clone(), &ns.name);
     assert_eq!(
         plans.list(&ListParams::default()).await.expect("list").items.len(),
@@ -142,6 +166,35 @@ async fn matrix_heartbeat_restarts_and_info_does_nothing() {
     );
     assert_eq!(replicasets(&client, &ns.name, "sentinel").await, 1);
     assert_eq!(replicasets(&client, &ns.name, "vael-ui").await, 1);
+
+    // Alerts that cannot be acted on get the README's status codes end to end, naming the
+    // reason, and create nothing: an unknown target is 403 NotAllowed, a hint naming no known
+    // action 400 InvalidAlert, a rule that needs an edit the alert does not give 422.
+    let refused = [
+        (alert("bad1", "policy", Severity::High, "reload_flask:No_Such_Target"), 403, "NotAllowed"),
+        (alert("bad2", "policy", Severity::High, "reboot_everything:VAEL_Core"), 400, "InvalidAlert"),
+        (ThreatAlert { patch_hint: None, ..alert("bad3", "config", Severity::High, "") }, 422, "InvalidSpec"),
+    ];
+    for (bad, want_code, want_error) in refused {
+        let body = serde_json::to_string(&bad).expect("alert json");
+        let (code, reply) = support::http_request(controller.http_port, "POST", "/api/nexus/alert", Some(TOKEN), &body);
+        let reply: serde_json::Value = serde_json::from_str(&reply).unwrap_or_default();
+        assert_eq!((code, reply["error"].as_str()), (want_code, Some(want_error)), "{}: {reply}", bad.id);
+        assert!(reply["reason"].as_str().is_some_and(|r| !r.is_empty()), "{reply}");
+    }
+    assert_eq!(plans.list(&ListParams::default()).await.expect("list").items.len(), 1, "nothing created");
+
+    // defaults.plan_namespace: a plan created from an alert lands there (the test namespace;
+    // the default `antibody` does not exist on this cluster).
+    let reload = alert("pol1", "policy", Severity::High, "reload_flask:VAEL_UI");
+    let body = serde_json::to_string(&reload).expect("alert json");
+    let (code, reply) = support::http_request(controller.http_port, "POST", "/api/nexus/alert", Some(TOKEN), &body);
+    let reply: serde_json::Value = serde_json::from_str(&reply).unwrap_or_default();
+    assert_eq!((code, reply["outcome"].as_str()), (202, Some("plan_created")), "{reply}");
+    let name = reply["plan"].as_str().expect("plan name").to_string();
+    let created = support::wait_for(plans.clone(), &name, PLAN_TIMEOUT, support::plan_finished()).await;
+    assert_eq!(created.metadata.namespace.as_deref(), Some(ns.name.as_str()));
+    assert_eq!(created.condition("PatchApplied").map(|c| c.status.as_str()), Some("True"), "{:?}", created.status);
 }
 
 #[tokio::test]
@@ -280,7 +333,7 @@ async fn controller_killed_mid_plan_resumes_without_repeating() {
 
     // Let the rollout progress while nobody watches, then restart the controller.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _controller = ControllerProcess::start(&config, &ns.name, &[]);
+    let mut resumed = ControllerProcess::start(&config, &ns.name, &[]);
     let done = wait_ready(&client, &ns.name, &plan.name_any()).await;
     assert_eq!(done.status.as_ref().and_then(|s| s.actions[0].restarted_at.clone()), stored, "same restartedAt");
     assert_eq!(restarted_at(&client, &ns.name, "vael-core").await, stored);
@@ -288,11 +341,34 @@ async fn controller_killed_mid_plan_resumes_without_repeating() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(gunicorn.hup_count(), 1, "one HUP: {}", gunicorn.log());
 
-    // Crash again after completion and restart: a finished plan is never acted on again.
-    let _again = ControllerProcess::start(&config, &ns.name, &[]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Crash again after completion and restart: a finished plan is never acted on again. The
+    // new controller is ready (watches synced) and has finished a later plan, so it has seen
+    // the finished one; a bounded settle lets a wrongly repeated action show.
+    resumed.kill();
+    let again = ControllerProcess::start(&config, &ns.name, &[]);
+    again.wait_ready().await;
+    let probe = PatchPlan::new(
+        "probe",
+        PatchPlanSpec {
+            actions: vec![PlanAction::new(ActionType::Restart, "Sentinel")],
+            dry_run: true,
+            ..Default::default()
+        },
+    );
+    support::apply_plan(&client, &ns.name, &probe).await;
+    support::wait_for(plans.clone(), "probe", PLAN_TIMEOUT, support::plan_finished()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(replicasets(&client, &ns.name, "vael-core").await, 2);
     assert_eq!(gunicorn.hup_count(), 1);
+}
+
+/// A whitelisted target whose Deployment is gone: the plan ends `Stalled/TargetNotFound`.
+async fn missing_deployment_is_reported(client: &Client, ns: &str, plans: &Api<PatchPlan>) {
+    support::apply_plan(client, ns, &manual_plan("missing", vec![PlanAction::new(ActionType::Restart, "Gone")])).await;
+    let plan = support::wait_for(plans.clone(), "missing", PLAN_TIMEOUT, support::plan_finished()).await;
+    let stalled = plan.condition("Stalled").expect("Stalled");
+    assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", "TargetNotFound"), "{}", stalled.message);
+    assert!(stalled.message.contains("gone"), "the message names the Deployment: {}", stalled.message);
 }
 
 #[tokio::test]
@@ -333,7 +409,10 @@ async fn refusals_change_nothing() {
     let plan = support::wait_for(plans.clone(), "half-allowed", PLAN_TIMEOUT, support::plan_finished()).await;
     assert_eq!(plan.condition("Stalled").map(|c| c.reason.as_str()), Some("NotAllowed"));
 
-    // Paused Deployments are refused; missing ones reported.
+    // A target whose Deployment does not exist is reported, and nothing else runs.
+    missing_deployment_is_reported(&client, &ns.name, &plans).await;
+
+    // Paused Deployments are refused.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     deployments
         .patch("sentinel", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"paused": true}})))

@@ -27,6 +27,7 @@ fn test_config(ns: &str, audit_max_bytes: Option<u64>) -> String {
         target.namespace = Some(ns.to_string());
         target.container = Some("app".into());
         target.reload_command = vec!["true".into()];
+        target.verify = Some(support::stand_in_probe());
     }
     config.defaults.rollout_timeout_seconds = 30;
     if let Some(max) = audit_max_bytes {
@@ -479,6 +480,42 @@ async fn metrics_count_what_actually_happened() {
     // Reconciles on a stale cached plan reach a transition again; counted, not re-reported.
     let duplicates = sample(&text, "antibody_duplicate_transitions_total").expect("duplicates counted");
     println!("duplicate transitions suppressed: {duplicates}");
+    // Not re-reported: the audit log holds each transition exactly once, as many as the
+    // transitions counter says (4 started + 5 actions + 3 applied + 1 failed + 1 dry run).
+    let transitions = 14;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let records = loop {
+        let records = plan_records(&controller.audit_dir);
+        if records.len() >= transitions || Instant::now() > deadline {
+            break records;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut unique = records.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), records.len(), "a transition was reported twice: {records:#?}");
+    assert_eq!(records.len(), transitions, "{records:#?}");
+}
+
+/// (plan, event, message) of every plan record in the controller's audit log.
+fn plan_records(dir: &Path) -> Vec<(String, String, String)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut records = Vec::new();
+    for entry in entries.flatten() {
+        for line in std::fs::read_to_string(entry.path()).unwrap_or_default().lines() {
+            let Ok(record) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if record["kind"] == "plan" {
+                let field = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                records.push((field(&record["plan"]["name"]), field(&record["event"]), field(&record["message"])));
+            }
+        }
+    }
+    records
 }
 
 #[tokio::test]

@@ -29,6 +29,18 @@ cargo test --no-fail-fast "$@" -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee
 sum() { grep -E '^test result:' "$log" | grep -oE "[0-9]+ $1" | awk '{n += $1} END {print n + 0}'; }
 passed=$(sum passed); failed=$(sum failed); ignored=$(sum ignored)
 rm -f "$log"
+# The reload companion's own tests (Python, real gunicorn and Socket.IO clients), unless only
+# some cargo tests were asked for.
+if [[ $# -eq 0 ]]; then
+  step "companion tests (pytest)"
+  pylog="$(mktemp)"
+  pystatus=0
+  "${ANTIBODY_PYENV:-/opt/antibody-py}/bin/python" -m pytest companion/tests -q -p no:cacheprovider 2>&1 | tee "$pylog" || pystatus=$?
+  pysum() { tail -n 5 "$pylog" | { grep -oE "[0-9]+ $1" || true; } | awk '{n = $1} END {print n + 0}'; }
+  passed=$((passed + $(pysum passed))); failed=$((failed + $(pysum failed))); ignored=$((ignored + $(pysum skipped)))
+  rm -f "$pylog"
+  [[ $pystatus == 0 ]] || status=$pystatus
+fi
 # Stop the cluster now rather than in the EXIT trap, so the summary is the last line printed.
 if [[ "${ANTIBODY_KEEP_CLUSTER:-}" != 1 ]]; then trap - EXIT; cleanup; fi
 step "finished in $((SECONDS - t0)) s"

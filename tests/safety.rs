@@ -24,13 +24,14 @@ actions:
   edit_env: [VAEL_Core]
   reload_flask: [VAEL_UI]
 targets:
-  VAEL_Core: {{namespace: {ns}, deployment: vael-core, config_map: vael-core-env, container: app}}
+  VAEL_Core: {{namespace: {ns}, deployment: vael-core, config_map: vael-core-env, container: app, {probe}}}
   Sentinel: {{namespace: {ns}, deployment: sentinel, container: app}}
-  VAEL_UI: {{namespace: {ns}, deployment: vael-ui, container: app, reload_command: ["true"]}}
+  VAEL_UI: {{namespace: {ns}, deployment: vael-ui, container: app, reload_command: ["true"], {probe}}}
 {defaults}
 {extra}
 "#,
-        defaults = if extra.contains("defaults:") { "" } else { "defaults: {rollout_timeout_seconds: 20}" }
+        defaults = if extra.contains("defaults:") { "" } else { "defaults: {rollout_timeout_seconds: 20}" },
+        probe = support::STAND_IN_PROBE_YAML,
     )
 }
 
@@ -235,7 +236,7 @@ async fn signatures_are_required_and_checked() {
 }
 
 #[tokio::test]
-async fn budget_throttles_a_storm_and_pause_stops_the_next_plan() {
+async fn budget_throttles_a_storm_only_the_budget_acts() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "budget").await;
     support::install_crd(&client).await;

@@ -135,7 +135,9 @@ async fn back_up(
         Err(e) => return Err(e.into()),
     }
     if !ctx.dry_run {
-        schedule_prune(api.clone(), &ctx.target.namespace, &cm_name, ctx.history);
+        let plans: Api<PatchPlan> =
+            Api::namespaced(ctx.client.clone(), ctx.plan.metadata.namespace.as_deref().unwrap_or_default());
+        schedule_prune(api.clone(), plans, &ctx.target.namespace, &cm_name, ctx.history);
     }
     Ok(Ok(()))
 }
@@ -149,7 +151,7 @@ static PRUNING: LazyLock<Mutex<HashMap<String, bool>>> = LazyLock::new(Mutex::de
 /// it, so that a burst of edits of one ConfigMap costs one list and its deletes instead of a
 /// list per edit. Our own new backup is always among the newest, so it never waits on this;
 /// a failed prune is logged and retried by the next edit.
-fn schedule_prune(api: Api<ConfigMap>, namespace: &str, config_map: &str, keep: usize) {
+fn schedule_prune(api: Api<ConfigMap>, plans: Api<PatchPlan>, namespace: &str, config_map: &str, keep: usize) {
     let key = format!("{namespace}/{config_map}");
     {
         let mut pruning = PRUNING.lock().unwrap_or_else(|p| p.into_inner());
@@ -163,7 +165,7 @@ fn schedule_prune(api: Api<ConfigMap>, namespace: &str, config_map: &str, keep: 
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(PRUNE_DELAY).await;
-            if let Err(error) = prune(&api, &config_map, keep).await {
+            if let Err(error) = prune(&api, &plans, &config_map, keep).await {
                 warn!(config_map = %key, %error, "pruning old backups failed; the next edit retries");
             }
             let mut pruning = PRUNING.lock().unwrap_or_else(|p| p.into_inner());
@@ -179,13 +181,13 @@ fn schedule_prune(api: Api<ConfigMap>, namespace: &str, config_map: &str, keep: 
 
 /// Delete all but the newest `keep` backups of `config_map`, never one that a plan still in
 /// flight names (its edit's backup, or the backup its rollback restores): an old backup of a
-/// slow transactional plan is exactly the one it needs.
-async fn prune(api: &Api<ConfigMap>, config_map: &str, keep: usize) -> crate::Result<()> {
+/// slow transactional plan is exactly the one it needs. `plans`: the editing plan's namespace
+/// (the least-privilege RBAC grants no cluster-wide list of plans).
+async fn prune(api: &Api<ConfigMap>, plans: &Api<PatchPlan>, config_map: &str, keep: usize) -> crate::Result<()> {
     let mut backups = list_backups(api, config_map).await?;
     if backups.len() <= keep {
         return Ok(());
     }
-    let plans: Api<PatchPlan> = Api::all(api.clone().into_client());
     let protected = protected_backups(&plans.list(&ListParams::default()).await?.items);
     backups.truncate(backups.len() - keep);
     for old in backups {

@@ -5,6 +5,7 @@ pub mod env;
 pub mod evict;
 pub mod restart;
 pub mod signal;
+pub mod verify;
 
 use std::time::Duration;
 
@@ -50,6 +51,8 @@ pub struct ActionContext<'a> {
     pub now: Time,
     /// ConfigMap backups kept per ConfigMap.
     pub history: usize,
+    /// `safety.refuse_disruptive_restarts`: refuse restarts that drop every connection at once.
+    pub refuse_disruptive_restarts: bool,
 }
 
 impl ActionContext<'_> {

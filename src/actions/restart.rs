@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::{ActionContext, Checkpoint, Step, TARGET_NOT_FOUND, elapsed, not_found};
 use crate::plan::{ActionStatus, PLAN_ANNOTATION, RESTARTED_AT_ANNOTATION, StepState};
+use crate::preflight::{DISRUPTIVE_RESTART, restart_risks};
 use crate::reconcile::rollout::{RolloutState, rollout_state};
 
 pub const DEPLOYMENT_PAUSED: &str = "DeploymentPaused";
@@ -31,6 +32,20 @@ pub async fn run(
     let restarted_at = match &status.restarted_at {
         Some(value) => value.clone(),
         None => {
+            // What this rollout will do to live connections: said before it starts.
+            let risks = restart_risks(&deployment);
+            status.preflight = risks.iter().map(|r| r.message.clone()).collect();
+            if ctx.refuse_disruptive_restarts && risks.iter().any(|r| r.drops_all) {
+                let why: Vec<&str> = risks.iter().filter(|r| r.drops_all).map(|r| r.message.as_str()).collect();
+                return Ok(Step::failed(
+                    DISRUPTIVE_RESTART,
+                    format!(
+                        "refusing to restart Deployment {}/{name} (safety.refuse_disruptive_restarts): {}",
+                        ctx.target.namespace,
+                        why.join("; ")
+                    ),
+                ));
+            }
             if deployment.spec.as_ref().and_then(|s| s.paused).unwrap_or(false) {
                 return Ok(Step::failed(
                     DEPLOYMENT_PAUSED,
@@ -83,8 +98,12 @@ pub async fn run(
 
     match rollout_state(&current, generation) {
         RolloutState::Complete => Ok(Step::Done(format!(
-            "Deployment {}/{name} restarted (restartedAt {restarted_at}) and rolled out",
-            ctx.target.namespace
+            "Deployment {}/{name} restarted (restartedAt {restarted_at}) and rolled out{}",
+            ctx.target.namespace,
+            match status.preflight.len() {
+                0 => String::new(),
+                n => format!("; preflight: {n} finding(s) about live connections, see status.actions[].preflight"),
+            }
         ))),
         RolloutState::Failed(message) => Ok(Step::failed(PROGRESS_DEADLINE_EXCEEDED, message)),
         RolloutState::InProgress(message) => {

@@ -97,6 +97,23 @@ mod stats {
         }
     }
 
+    /// Outcomes of an alert the controller took in and decided on; `refused` and transport
+    /// errors (`error: …`) are not handled and never count towards a storm's rate.
+    pub fn handled(outcome: &str) -> bool {
+        matches!(outcome, "plan_created" | "deduplicated" | "cooled_down" | "ignored")
+    }
+
+    /// Alerts handled per second: only the handled outcomes count, so fast failures cannot pass.
+    pub fn handled_per_second(outcomes: &std::collections::BTreeMap<String, usize>, seconds: f64) -> Option<f64> {
+        let handled: usize = outcomes.iter().filter(|(o, _)| handled(o)).map(|(_, n)| n).sum();
+        (seconds > 0.0).then(|| handled as f64 / seconds)
+    }
+
+    /// The bench fails (non-zero exit) when the run stopped early or any target missed.
+    pub fn all_pass(verdicts: &[Verdict]) -> bool {
+        !verdicts.is_empty() && verdicts.iter().all(|v| v.pass)
+    }
+
     pub fn ratio(numerator: Option<f64>, denominator: Option<f64>) -> Option<f64> {
         match (numerator, denominator) {
             (Some(n), Some(d)) if d > 0.0 => Some(n / d),
@@ -142,6 +159,28 @@ mod stats {
             assert_eq!(ratio(Some(3.0), Some(2.0)), Some(1.5));
             assert_eq!(ratio(Some(3.0), Some(0.0)), None);
             assert!(row("a", &None).contains("not measured"));
+        }
+
+        #[test]
+        fn only_handled_alerts_count_and_a_miss_fails_the_run() {
+            let outcomes = |pairs: &[(&str, usize)]| pairs.iter().map(|(o, n)| (o.to_string(), *n)).collect();
+            type Case = (&'static [(&'static str, usize)], Option<f64>);
+            let cases: [Case; 5] = [
+                (&[("plan_created", 1), ("cooled_down", 9)], Some(5.0)),
+                (&[("error: connection refused", 10)], Some(0.0)),
+                (&[("refused", 8), ("cooled_down", 2)], Some(1.0)),
+                (&[("deduplicated", 4), ("ignored", 6)], Some(5.0)),
+                (&[], Some(0.0)),
+            ];
+            for (pairs, want) in cases {
+                assert_eq!(handled_per_second(&outcomes(pairs), 2.0), want, "{pairs:?}");
+            }
+            assert_eq!(handled_per_second(&outcomes(&[("cooled_down", 1)]), 0.0), None);
+            let pass = Verdict { target: "a".into(), measured: "1".into(), pass: true };
+            let miss = Verdict { pass: false, ..pass.clone() };
+            assert!(all_pass(std::slice::from_ref(&pass)));
+            assert!(!all_pass(&[pass, miss]));
+            assert!(!all_pass(&[]), "nothing measured is no pass");
         }
     }
 }
@@ -293,7 +332,7 @@ fn bench_config(ns: &str, cooldown_seconds: u64, edit_targets: usize) -> String 
         edit.push(format!("E{i}"));
     }
     format!(
-        "actions:\n  restart: [BenchR]\n  edit_env: [{}]\n  reload_flask: [Bench]\nseverity_map: {{}}\nlog_path: /tmp/antibody-bench/{ns}-audit\ntargets:\n{targets}rules:\n  - {{name: edit, category: edit, min_severity: info, actions: [reload_flask]}}\n  - {{name: editw, category: editw, min_severity: info, actions: [edit_env]}}\n  - {{name: reload, category: reload, min_severity: info, actions: [reload_flask]}}\n  - {{name: restart, category: restart, min_severity: info, actions: [restart]}}\ndefaults: {{rollout_timeout_seconds: 120, plan_namespace: {ns}}}\ningest: {{cooldown_seconds: {cooldown_seconds}}}\n",
+        "actions:\n  restart: [BenchR]\n  edit_env: [{}]\n  reload_flask: [Bench]\nseverity_map: {{}}\nlog_path: /tmp/antibody-bench/{ns}-audit\ntargets:\n{targets}rules:\n  - {{name: edit, category: edit, min_severity: info, actions: [edit_env]}}\n  - {{name: editw, category: editw, min_severity: info, actions: [edit_env]}}\n  - {{name: reload, category: reload, min_severity: info, actions: [reload_flask]}}\n  - {{name: restart, category: restart, min_severity: info, actions: [restart]}}\ndefaults: {{rollout_timeout_seconds: 120, plan_namespace: {ns}}}\ningest: {{cooldown_seconds: {cooldown_seconds}}}\n",
         edit.join(", ")
     )
 }
@@ -627,6 +666,7 @@ struct Storm {
     concurrency: usize,
     connections: usize,
     seconds: f64,
+    /// Handled alerts (not refused, not failed) per second.
     alerts_per_second: f64,
     plans: usize,
     outcomes: BTreeMap<String, usize>,
@@ -681,7 +721,7 @@ async fn storm(
         concurrency,
         connections: intakes.len(),
         seconds,
-        alerts_per_second: alerts as f64 / seconds,
+        alerts_per_second: stats::handled_per_second(&counts, seconds).unwrap_or(0.0),
         plans,
         outcomes: counts,
         controller_cpu_seconds,
@@ -715,14 +755,18 @@ impl NexusFeed for StormFeedService {
     }
 }
 
-/// Sum of `antibody_alerts_total{feed="grpc",…}` on the controller's /metrics.
-fn grpc_alerts_handled(port: u16) -> Option<f64> {
-    let total = http_get(port, "/metrics")?
-        .lines()
-        .filter(|l| l.starts_with("antibody_alerts_total{") && l.contains("feed=\"grpc\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    Some(total)
+/// `antibody_alerts_total{feed="grpc",outcome=…}` on the controller's /metrics, by outcome.
+fn grpc_alert_outcomes(port: u16) -> Option<BTreeMap<String, usize>> {
+    let mut outcomes = BTreeMap::new();
+    for line in http_get(port, "/metrics")?.lines() {
+        let Some(labels) = line.strip_prefix("antibody_alerts_total{").filter(|l| l.contains("feed=\"grpc\"")) else {
+            continue;
+        };
+        let outcome = labels.split("outcome=\"").nth(1).and_then(|o| o.split('"').next()).unwrap_or_default();
+        let count = line.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok()).unwrap_or(0.0);
+        *outcomes.entry(outcome.to_string()).or_insert(0) += count as usize;
+    }
+    Some(outcomes)
 }
 
 /// The same storm arriving the way NEXUS sends it: one `Subscribe` stream. Timed from the
@@ -752,18 +796,20 @@ async fn feed_storm(bin: &Path, client: &Client, ns: &str, alerts: usize) -> Res
     let extra = ["--nexus-grpc".to_string(), format!("http://127.0.0.1:{port}")];
     let controller = Controller::start(bin, ns, &bench_config(ns, 60, 0), &extra)?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    let handled = loop {
-        let handled = grpc_alerts_handled(controller.http_port).unwrap_or(0.0);
-        if handled >= alerts as f64 || Instant::now() > deadline {
-            break handled;
+    // Every alert decided (handled or refused); only the handled ones count for the rate.
+    let outcomes = loop {
+        let outcomes = grpc_alert_outcomes(controller.http_port).unwrap_or_default();
+        if outcomes.values().sum::<usize>() >= alerts || Instant::now() > deadline {
+            break outcomes;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
+    let handled = outcomes.iter().filter(|(o, _)| stats::handled(o)).map(|(_, n)| n).sum::<usize>();
     let done = Instant::now();
     server.abort();
     let subscribed = feed.subscribed.lock().ok().and_then(|a| *a).ok_or("the controller never subscribed")?;
-    if handled < alerts as f64 {
-        return Err(format!("feed storm: {handled} of {alerts} alerts handled within 60 s").into());
+    if handled < alerts {
+        return Err(format!("feed storm: {handled} of {alerts} alerts handled within 60 s: {outcomes:?}").into());
     }
     let seconds = done.duration_since(subscribed).as_secs_f64();
     let plans = Api::<PatchPlan>::namespaced(client.clone(), ns).list(&ListParams::default()).await?.items.len();
@@ -772,9 +818,9 @@ async fn feed_storm(bin: &Path, client: &Client, ns: &str, alerts: usize) -> Res
         concurrency: 1,
         connections: 1,
         seconds,
-        alerts_per_second: alerts as f64 / seconds,
+        alerts_per_second: stats::handled_per_second(&outcomes, seconds).unwrap_or(0.0),
         plans,
-        outcomes: BTreeMap::new(),
+        outcomes,
         controller_cpu_seconds: None,
         client_cpu_seconds: None,
     })
@@ -1239,5 +1285,10 @@ fn main() -> std::process::ExitCode {
         Ok(()) => println!("\nwrote {out}"),
         Err(e) => eprintln!("cannot write {out}: {e}"),
     }
-    if error.is_some() { std::process::ExitCode::FAILURE } else { std::process::ExitCode::SUCCESS }
+    // A target that missed fails the run as surely as an error: CI and scripts see the status.
+    if error.is_none() && stats::all_pass(&results.verdicts) {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
 }

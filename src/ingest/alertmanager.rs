@@ -61,8 +61,10 @@ pub enum Request {
 }
 
 pub fn parse(body: &[u8]) -> Result<Webhook, String> {
+    // Duplicate keys (e.g. two `severity` labels) are refused before anything reads them.
+    let value = crate::validate::json_strict(body).map_err(|e| format!("not an Alertmanager webhook payload: {e}"))?;
     let webhook: Webhook =
-        serde_json::from_slice(body).map_err(|e| format!("not an Alertmanager webhook payload: {e}"))?;
+        serde_json::from_value(value).map_err(|e| format!("not an Alertmanager webhook payload: {e}"))?;
     if webhook.version != "4" {
         return Err(format!("Alertmanager webhook version {:?} is not supported (4)", webhook.version));
     }
@@ -118,6 +120,13 @@ fn truncate(text: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use crate::alert::Severity;
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let body = br#"{"version":"4","receiver":"r","status":"firing","alerts":[{"status":"firing","labels":{"severity":"info","severity":"critical"}}]}"#;
+        let error = parse(body).expect_err("ambiguous");
+        assert!(error.contains(r#"duplicate key "severity" in $.alerts[0].labels"#), "{error}");
+    }
 
     fn alert(status: &str, labels: &[(&str, &str)], annotations: &[(&str, &str)], fingerprint: &str) -> Alert {
         let map = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

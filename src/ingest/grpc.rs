@@ -4,6 +4,13 @@
 //! The subscriber reconnects with exponential backoff and jitter, and resumes after the last
 //! alert it handled (`resume_after_id`), so a NEXUS that supports it neither loses nor repeats an
 //! alert across a disconnect; one that does not gets its repeats deduplicated by plan name.
+//!
+//! It also talks to a NEXUS generated from the original's plain `nexus.proto` (no package,
+//! `service NexusFeed`, a message whose only field is `string json = 1`): when
+//! `/nexus.v1.NexusFeed/Subscribe` answers UNIMPLEMENTED it subscribes to `/NexusFeed/Subscribe`
+//! (and remembers which one worked), and a message whose field 1 holds a JSON object while the
+//! typed fields are empty is read as that envelope. `--nexus-grpc default` is the original's
+//! `localhost:7007`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,17 +35,36 @@ pub mod proto {
 }
 
 use proto::alert_intake_server::{AlertIntake, AlertIntakeServer};
-use proto::nexus_feed_client::NexusFeedClient;
 use proto::{SubmitReply, SubscribeRequest};
 
 /// Feed names in metrics and audit.
 pub const FEED: &str = "grpc";
 pub const INTAKE_FEED: &str = "grpc_intake";
 
+/// The original's dial address, for `--nexus-grpc default`.
+pub const DEFAULT_NEXUS: &str = "http://localhost:7007";
+/// Service paths: this repo's proto, then the original's package-less one.
+const PACKAGED_SUBSCRIBE: &str = "/nexus.v1.NexusFeed/Subscribe";
+const PLAIN_SUBSCRIBE: &str = "/NexusFeed/Subscribe";
+
+/// The original's plain proto carries the envelope as `string json = 1`, which this proto reads
+/// as `id`: field 1 holding a JSON object while every typed field is empty.
+fn plain_json(message: &proto::ThreatAlert) -> Option<&str> {
+    let typed_empty = message.json.is_empty()
+        && message.source.is_empty()
+        && message.category.is_empty()
+        && message.severity.is_empty()
+        && message.msg.is_empty();
+    (typed_empty && message.id.trim_start().starts_with('{')).then_some(message.id.as_str())
+}
+
 /// A wire alert → a validated alert. `json`, when set, is the whole envelope.
 pub fn alert_from_proto(message: &proto::ThreatAlert) -> Result<ThreatAlert, String> {
     if !message.json.is_empty() {
         return ThreatAlert::from_json(&message.json);
+    }
+    if let Some(json) = plain_json(message) {
+        return ThreatAlert::from_json(json);
     }
     let severity = message.severity.parse().map_err(|e: String| format!("severity: {e}"))?;
     let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
@@ -57,8 +83,9 @@ pub fn alert_from_proto(message: &proto::ThreatAlert) -> Result<ThreatAlert, Str
 
 /// Best-effort id of a wire alert that did not validate.
 fn id_hint(message: &proto::ThreatAlert) -> String {
-    if !message.json.is_empty()
-        && let Ok(value) = serde_json::from_str::<serde_json::Value>(&message.json)
+    let json = if message.json.is_empty() { plain_json(message).unwrap_or("") } else { message.json.as_str() };
+    if !json.is_empty()
+        && let Ok(value) = serde_json::from_str::<serde_json::Value>(json)
     {
         let id = super::id_hint(&value);
         if id != "-" {
@@ -70,8 +97,9 @@ fn id_hint(message: &proto::ThreatAlert) -> String {
 }
 
 pub fn endpoint(url: &str) -> Result<Endpoint, String> {
+    let url = if url == "default" { DEFAULT_NEXUS } else { url };
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(format!("{url:?}: expected http://HOST:PORT"));
+        return Err(format!("{url:?}: expected http://HOST:PORT (or `default`: {DEFAULT_NEXUS})"));
     }
     let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| format!("{url:?}: {e}"))?;
     Ok(endpoint
@@ -95,9 +123,10 @@ pub async fn subscribe(endpoint: Endpoint, intake: Arc<Intake>, shutdown: Cancel
     let url = endpoint.uri().to_string();
     let mut last_id: Option<String> = None;
     let mut failures: u32 = 0;
+    let mut path = PACKAGED_SUBSCRIBE;
     loop {
         let end = tokio::select! {
-            end = subscribe_once(&endpoint, &intake, &mut last_id, &mut failures) => end,
+            end = subscribe_once(&endpoint, &intake, &mut last_id, &mut failures, &mut path) => end,
             _ = shutdown.cancelled() => return,
         };
         let last = last_id.as_deref().unwrap_or("");
@@ -122,26 +151,51 @@ pub async fn subscribe(endpoint: Endpoint, intake: Arc<Intake>, shutdown: Cancel
     }
 }
 
+/// One server-streaming `Subscribe` call on `path` (either service name; same messages).
+async fn subscribe_call(
+    channel: tonic::transport::Channel,
+    path: &'static str,
+    request: SubscribeRequest,
+) -> Result<tonic::codec::Streaming<proto::ThreatAlert>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.map_err(|e| Status::unavailable(format!("not ready: {e}")))?;
+    let codec = tonic_prost::ProstCodec::<SubscribeRequest, proto::ThreatAlert>::default();
+    let path = axum::http::uri::PathAndQuery::from_static(path);
+    Ok(grpc.server_streaming(Request::new(request), path, codec).await?.into_inner())
+}
+
 async fn subscribe_once(
     endpoint: &Endpoint,
     intake: &Intake,
     last_id: &mut Option<String>,
     failures: &mut u32,
+    path: &mut &'static str,
 ) -> StreamEnd {
     let channel = match endpoint.connect().await {
         Ok(channel) => channel,
         Err(e) => return StreamEnd::Failed(format!("connect: {e}")),
     };
-    let mut client = NexusFeedClient::new(channel);
     let request = SubscribeRequest {
         resume_after_id: last_id.clone().unwrap_or_default(),
         subscriber: format!("antibody-{}", std::process::id()),
     };
-    let mut stream = match client.subscribe(request).await {
-        Ok(response) => response.into_inner(),
+    let mut stream = match subscribe_call(channel.clone(), path, request.clone()).await {
+        Ok(stream) => stream,
+        // A NEXUS built from the original's package-less proto: try its service name.
+        Err(status) if status.code() == tonic::Code::Unimplemented => {
+            let other = if *path == PACKAGED_SUBSCRIBE { PLAIN_SUBSCRIBE } else { PACKAGED_SUBSCRIBE };
+            match subscribe_call(channel, other, request).await {
+                Ok(stream) => {
+                    info!(from = *path, to = other, "NEXUS: switching service name");
+                    *path = other;
+                    stream
+                }
+                Err(status) => return StreamEnd::Failed(format!("subscribe ({path} and {other}): {status}")),
+            }
+        }
         Err(status) => return StreamEnd::Failed(format!("subscribe: {status}")),
     };
-    info!(resume_after_id = last_id.as_deref().unwrap_or(""), "subscribed to the NEXUS alert feed");
+    info!(resume_after_id = last_id.as_deref().unwrap_or(""), path = *path, "subscribed to the NEXUS alert feed");
     loop {
         match stream.message().await {
             Ok(Some(message)) => {
@@ -305,8 +359,30 @@ mod tests {
         }
     }
 
+    /// The original's plain proto: `message ThreatAlert { string json = 1; }` on the wire.
+    #[test]
+    fn plain_proto_json_in_field_one() {
+        use prost::Message;
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct PlainAlert {
+            #[prost(string, tag = "1")]
+            json: String,
+        }
+        let envelope = r#"{"id":"p1","source":"Sentinel","category":"policy","severity":"high","msg":"profanity"}"#;
+        let wire = PlainAlert { json: envelope.into() }.encode_to_vec();
+        let message = proto::ThreatAlert::decode(wire.as_slice()).expect("decodes as this proto");
+        let alert = alert_from_proto(&message).expect("field 1 read as the envelope");
+        assert_eq!((alert.id.as_str(), alert.category.as_str()), ("p1", "policy"));
+        let dup = PlainAlert { json: r#"{"id":"p2","id":"p3","source":"N","category":"c"}"#.into() }.encode_to_vec();
+        let message = proto::ThreatAlert::decode(dup.as_slice()).expect("decodes");
+        assert!(alert_from_proto(&message).expect_err("ambiguous").contains("duplicate key \"id\""));
+        // A typed alert whose id merely starts with '{' is not taken for JSON.
+        assert_eq!(alert_from_proto(&typed("{x", "high", None)).expect("typed").id, "{x");
+    }
+
     #[test]
     fn endpoints_and_replies() {
+        assert!(endpoint("default").is_ok_and(|e| *e.uri() == "http://localhost:7007/"));
         assert!(endpoint("http://127.0.0.1:50051").is_ok());
         assert!(endpoint("127.0.0.1:50051").is_err());
         assert!(endpoint("ftp://x").is_err());

@@ -553,13 +553,8 @@ async fn write_table(
 
 /// Parse one alert from a JSON value (a REST list item, a Socket.IO payload).
 pub fn alert_from_value(value: serde_json::Value) -> Result<ThreatAlert, String> {
-    let alert: ThreatAlert = match value {
-        // NEXUS sometimes sends the envelope as a JSON string.
-        serde_json::Value::String(text) => return ThreatAlert::from_json(&text),
-        other => serde_json::from_value(other).map_err(|e| format!("malformed alert JSON: {e}"))?,
-    };
-    alert.validate()?;
-    Ok(alert)
+    // NEXUS sometimes sends the envelope as a JSON string; both forms are read the same way.
+    ThreatAlert::from_value(value)
 }
 
 /// Best-effort id of an alert that did not validate, for the refusal record.
@@ -620,6 +615,12 @@ pub fn start(
         crate::validate::dns1123_label(ns).map_err(|e| startup(format!("--plan-namespace: {e}")))?;
     }
     let tokens = match &args.token_file {
+        // A Secret mounted as an optional volume: until it exists, refuse (401) and keep
+        // looking; the reload watch swaps the tokens in when the file appears.
+        Some(path) if !path.exists() => {
+            warn!(path = %path.display(), "token file does not exist (yet): alert intake refuses every request until it appears");
+            Tokens::default()
+        }
         Some(path) => Tokens::load(path).map_err(startup)?,
         None => {
             warn!("no --token-file: REST and gRPC alert intake refuse every request (401)");

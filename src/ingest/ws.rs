@@ -124,8 +124,12 @@ pub fn socket_packet(text: &str) -> Result<SocketPacket, String> {
         '2' => {
             // An ack id may precede the JSON array; we never ack (receive only).
             let data = rest.trim_start_matches(|c: char| c.is_ascii_digit());
-            let values: Vec<Value> =
-                serde_json::from_str(data).map_err(|e| format!("Socket.IO event is not a JSON array: {e}"))?;
+            // Duplicate keys anywhere in the event refuse it (the NEXUS side may read the first).
+            let values = match crate::validate::json_strict(data.as_bytes()) {
+                Ok(Value::Array(values)) => values,
+                Ok(_) => return Err("Socket.IO event is not a JSON array".into()),
+                Err(e) => return Err(format!("Socket.IO event: {e}")),
+            };
             let mut values = values.into_iter();
             let name = match values.next() {
                 Some(Value::String(name)) => name,
@@ -279,6 +283,15 @@ async fn session(url: &str, intake: &Intake, live: &mut bool, shutdown: &Cancell
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn duplicate_keys_refuse_the_event() {
+        let packet =
+            r#"2["nexus_alert",{"id":"a","source":"N","category":"c","severity":"info","severity":"critical"}]"#;
+        let error = socket_packet(packet).map(|_| ()).expect_err("ambiguous event");
+        assert!(error.contains("duplicate key \"severity\" in $[1]"), "{error}");
+        assert!(matches!(socket_packet(r#"2["nexus_alert",{"id":"a"}]"#), Ok(SocketPacket::Event { .. })));
+    }
 
     #[test]
     fn urls() {

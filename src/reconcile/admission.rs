@@ -69,6 +69,16 @@ pub fn admit(config: &Config, spec: &PatchPlanSpec, plan_namespace: &str) -> Res
                             format!("{at}: key {key} is not in targets.{}.env_keys", action.target),
                         ));
                     }
+                    // Loader/interpreter variables only when env_keys names them (every path).
+                    if validate::dangerous_env_key(key) && !target.env_keys.as_ref().is_some_and(|k| k.contains(key)) {
+                        return Err(refuse(
+                            NOT_ALLOWED,
+                            format!(
+                                "{at}: key {key} changes how programs load or run: list it in targets.{}.env_keys",
+                                action.target
+                            ),
+                        ));
+                    }
                 }
                 ActionType::Rollback => {
                     let Some(backup) = &action.backup else {
@@ -189,6 +199,12 @@ targets:
             ),
             ("key outside env_keys", vec![PlanAction::edit_env("Locked", "SECRET", "x")], Err(NOT_ALLOWED)),
             ("key inside env_keys", vec![PlanAction::edit_env("Locked", "LOG_LEVEL", "x")], Ok(())),
+            (
+                "loader variable, no env_keys",
+                vec![PlanAction::edit_env("VAEL_Core", "LD_PRELOAD", "/x.so")],
+                Err(NOT_ALLOWED),
+            ),
+            ("interpreter variable", vec![PlanAction::edit_env("VAEL_Core", "PYTHONPATH", "/tmp")], Err(NOT_ALLOWED)),
             ("newline in value", vec![PlanAction::edit_env("VAEL_Core", "K", "V\nX=Y")], Err(INVALID_SPEC)),
             ("bad key", vec![PlanAction::edit_env("VAEL_Core", "A-B", "v")], Err(INVALID_SPEC)),
             (

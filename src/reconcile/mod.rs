@@ -29,6 +29,7 @@ use tracing::{info, warn};
 use crate::actions::{self, ActionContext, Checkpoint, Step};
 use crate::conditions::{self, Outcome};
 use crate::config::{Config, OnThrottle, ResolvedTarget, SharedConfig};
+use crate::effect;
 use crate::plan::{ActionStatus, ActionType, PLAN_ANNOTATION, PatchPlan, PatchPlanStatus, Phase, StepState};
 use crate::report::http::Health;
 use crate::report::{PlanTransition, Reporter, TransitionKind};
@@ -471,16 +472,30 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
             rollout_timeout,
             now: now.clone(),
             history: config.safety.backup_history,
+            refuse_disruptive_restarts: config.safety.refuse_disruptive_restarts,
         };
         let mut action_status = writer.status.actions[index].clone();
-        let step = match action.action {
-            ActionType::Restart => actions::restart::run(&action_ctx, &mut action_status, &mut writer).await?,
-            ActionType::EditEnv => actions::env::run(&action_ctx, &mut action_status, &mut writer).await?,
-            ActionType::ReloadFlask => actions::signal::run(&action_ctx, &mut action_status, &mut writer).await?,
-            ActionType::Rollback => actions::env::rollback(&action_ctx, &mut action_status, &mut writer).await?,
-            ActionType::DeletePod => actions::evict::run(&action_ctx, &mut action_status, &mut writer).await?,
+        let step = match (&action_status.effect, action.action) {
+            // The side effect is done; only its verification is still open.
+            (Some(effect), _) => Step::Done(effect.clone()),
+            (None, ActionType::Restart) => actions::restart::run(&action_ctx, &mut action_status, &mut writer).await?,
+            (None, ActionType::EditEnv) => actions::env::run(&action_ctx, &mut action_status, &mut writer).await?,
+            (None, ActionType::ReloadFlask) => {
+                actions::signal::run(&action_ctx, &mut action_status, &mut writer).await?
+            }
+            (None, ActionType::Rollback) => {
+                actions::env::rollback(&action_ctx, &mut action_status, &mut writer).await?
+            }
+            (None, ActionType::DeletePod) => actions::evict::run(&action_ctx, &mut action_status, &mut writer).await?,
         };
         action_status.started_at.get_or_insert_with(|| now.clone());
+        // Done means the request went through; the action is applied once its effect is seen.
+        let step = match step {
+            Step::Done(message) if !dry_run => {
+                observe(&action_ctx, &plan, &targets, &mut action_status, message).await?
+            }
+            other => other,
+        };
         match step {
             Step::Done(message) => {
                 info!(plan = %writer.name, action = %action.describe(), %message, "action done");
@@ -513,7 +528,8 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
             Step::Failed { reason, message } => {
                 let failure = format!("{}: {message}", action.describe());
                 // A transactional plan undoes its edit; otherwise the failure stands as is.
-                let compensated = if plan.spec.rollback_on_failure && action.action == ActionType::Restart {
+                let undo = action.action == ActionType::Restart || reason == effect::VERIFICATION_FAILED;
+                let compensated = if plan.spec.rollback_on_failure && undo {
                     compensate(&plan, &targets, index, &action_ctx, &mut action_status, &mut writer, &failure).await?
                 } else {
                     None
@@ -527,16 +543,54 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
             }
         }
     }
+    let unobserved = effect::unobserved(&plan.spec.actions, &targets);
     let outcome = if dry_run {
         Outcome::DryRun { message: format!("proved {total} action(s) with dryRun=All; nothing changed") }
+    } else if unobserved.is_empty() {
+        Outcome::Applied { message: format!("applied {total} action(s), effect observed: {}", plan.summary()) }
     } else {
-        Outcome::Applied { message: format!("applied {total} action(s): {}", plan.summary()) }
+        Outcome::Unverified {
+            message: format!("carried out {total} action(s), effect not observed: {}", unobserved.join("; ")),
+        }
     };
     finish(&ctx, &plan, &mut writer, outcome, &now).await
 }
 
-/// A transactional plan's restart failed: restore the backup of the edit that preceded it (same
-/// target) and restart again. `None` when there is nothing to undo. The compensating
+/// An action's request went through (`message`): observe its effect in the application before
+/// it counts as done. The target's `verify` probe runs after the action unless a later action
+/// of the plan carries this one's effect (an edit followed by its restart or reload); what the
+/// probe or the action itself observed is kept in `verified`.
+async fn observe(
+    ctx: &ActionContext<'_>,
+    plan: &PatchPlan,
+    targets: &[ResolvedTarget],
+    status: &mut ActionStatus,
+    message: String,
+) -> crate::Result<Step> {
+    let index = ctx.index;
+    match effect::observation(&plan.spec.actions, targets, index) {
+        effect::Observation::Probe => {}
+        effect::Observation::Itself => {
+            status.verified = Some(message.clone());
+            return Ok(Step::Done(message));
+        }
+        effect::Observation::CarriedBy(_) | effect::Observation::Unobservable => return Ok(Step::Done(message)),
+    }
+    let Some(spec) = &ctx.target.verify else { return Ok(Step::Done(message)) };
+    // Recorded (and saved with the first Wait) so that the action is not repeated.
+    status.effect.get_or_insert_with(|| message.clone());
+    match actions::verify::probe(ctx, spec, status).await? {
+        Step::Done(observed) => {
+            status.verified = Some(observed.clone());
+            Ok(Step::Done(format!("{message}; verified: {observed}")))
+        }
+        other => Ok(other),
+    }
+}
+
+/// A transactional plan's restart failed, or an action's effect failed verification: restore the
+/// backup of the edit on that target (the failed action itself, or the last one before it) and,
+/// after a restart, restart again. `None` when there is nothing to undo. The compensating
 /// `restartedAt` is saved before the patch, so a crash here never starts a third rollout.
 async fn compensate(
     plan: &PatchPlan,
@@ -547,15 +601,18 @@ async fn compensate(
     writer: &mut StatusWriter,
     failure: &str,
 ) -> crate::Result<Option<Outcome>> {
-    let edit = (0..failed_index).rev().find(|&i| {
+    let edit = (0..=failed_index).rev().find(|&i| {
         let a = &plan.spec.actions[i];
         a.action == ActionType::EditEnv && a.target == plan.spec.actions[failed_index].target
     });
     let Some(edit) = edit else { return Ok(None) };
-    let Some(backup) = writer.status.actions[edit].backup_name.clone() else { return Ok(None) };
+    let backup =
+        if edit == failed_index { &restart_status.backup_name } else { &writer.status.actions[edit].backup_name };
+    let Some(backup) = backup.clone() else { return Ok(None) };
     let edit_ctx = ActionContext { index: edit, target: &targets[edit], now: restart_ctx.now.clone(), ..*restart_ctx };
-    let mut edit_status = writer.status.actions[edit].clone();
-    let expected = writer.status.actions[edit].backup_digest.clone().unwrap_or_default();
+    let mut edit_status =
+        if edit == failed_index { restart_status.clone() } else { writer.status.actions[edit].clone() };
+    let expected = edit_status.backup_digest.clone().unwrap_or_default();
     let restored = actions::env::restore(
         &edit_ctx,
         &mut edit_status,
@@ -572,6 +629,14 @@ async fn compensate(
         return Ok(Some(Outcome::failed(ROLLED_BACK, format!("{failure}; rollback FAILED: {why}"))));
     };
     writer.status.actions[edit].message = format!("{}; rolled back: {restored}", writer.status.actions[edit].message);
+    if plan.spec.actions[failed_index].action != ActionType::Restart {
+        // A reload or probe failed: the restored ConfigMap reaches the app with its next
+        // restart or reload; nothing here claims that it already has.
+        return Ok(Some(Outcome::failed(
+            ROLLED_BACK,
+            format!("{failure}; {restored}; the app picks the restored data up at its next restart or reload"),
+        )));
+    }
     let restarted_at = match &restart_status.compensation_restarted_at {
         Some(value) => value.clone(),
         None => {
@@ -599,6 +664,9 @@ async fn finish(
     let (phase, kind, reason, message) = match &outcome {
         Outcome::Applied { message } => (Phase::Succeeded, TransitionKind::Applied, "Applied", message.clone()),
         Outcome::DryRun { message } => (Phase::Succeeded, TransitionKind::DryRun, "DryRun", message.clone()),
+        Outcome::Unverified { message } => {
+            (Phase::Succeeded, TransitionKind::Unverified, effect::UNVERIFIED, message.clone())
+        }
         Outcome::Failed { reason, message } => {
             (Phase::Failed, TransitionKind::Failed, reason.as_str(), message.clone())
         }
@@ -714,7 +782,14 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
             message: format!("cannot list PatchPlans ({e}); is the CRD installed? `antibody crd | kubectl apply -f -`"),
         });
     }
-    let deployments: Api<Deployment> = Api::all(client.clone());
+    // Deployments Antibody restarted, watched only in the namespaces its targets live in (the
+    // RBAC `antibody rbac` renders grants nothing else); everywhere only when a target acts in
+    // any plan's namespace. A namespace added by a config reload is covered by the 10 s requeue.
+    let deployment_namespaces: Vec<Option<String>> =
+        match crate::rbac::target_namespaces(&ctx.config.get(), ctx.settings.namespace.as_deref()) {
+            Some(namespaces) => namespaces.into_iter().map(Some).collect(),
+            None => vec![None],
+        };
     // The pause switch's namespaces, watched (metadata only) for the life of the controller.
     let namespace_watch = match &ctx.settings.namespace {
         Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
@@ -722,7 +797,7 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
     };
     let (namespaces, namespace_writer) = reflector::store();
     let _ = ctx.namespaces.set(namespaces);
-    let namespace_watch = watcher(Api::<PartialObjectMeta<Namespace>>::all(client), namespace_watch)
+    let namespace_watch = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), namespace_watch)
         .backoff(WatchBackoff::new())
         .reflect(namespace_writer)
         .for_each(|event| async move {
@@ -755,11 +830,19 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
             info!("PatchPlan watch synced");
         }
     };
-    let controller = controller
-        .watches(deployments, restarted, move |deployment| {
+    let mut controller = controller;
+    for namespace in deployment_namespaces {
+        let deployments: Api<Deployment> = match &namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let scope = scope.clone();
+        controller = controller.watches(deployments, restarted.clone(), move |deployment| {
             // A namespaced controller ignores plans of other instances.
             plan_of_deployment(deployment).filter(|plan| scope.is_none() || plan.namespace == scope)
-        })
+        });
+    }
+    let controller = controller
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
         .trigger_backoff(WatchBackoff::new())
         .graceful_shutdown_on(async move { shutdown.cancelled().await })

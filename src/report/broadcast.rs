@@ -1,16 +1,22 @@
 //! Live plan news for the VAEL UI: Socket.IO (socketioxide, namespace `/`, on the same axum
-//! listener as `/metrics`) emits `patch_applied` when a plan's `PatchApplied` turns True and
-//! `patch_failed` when it fails, each with [`plan_summary`]. `GET /api/antibody/plans` lists
-//! recent plans, newest first, for a UI that connects late.
+//! listener as `/metrics`) emits `patch_applied` when a plan's `PatchApplied` turns True,
+//! `patch_unverified` when it ended without an observed effect and `patch_failed` when it
+//! fails, each with [`plan_summary`]. `GET /api/antibody/plans` lists recent plans, newest
+//! first, for a UI that connects late.
+//!
+//! Every replica serves this from its own watch of PatchPlan status ([`Broadcast::follow`]),
+//! not from the leader's reconciler: a UI connected to a standby hears the same outcomes, and
+//! each (plan, outcome) is emitted once per replica.
 
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures::StreamExt;
 use jiff::Timestamp;
 use kube::Api;
-use kube::api::ListParams;
+use kube::runtime::{WatchStreamExt, watcher};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::extract::SocketRef;
@@ -20,19 +26,25 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::summary::plan_summary;
-use super::{Hook, PlanTransition, TransitionKind};
+use super::{ReportedTransitions, TransitionKind, terminal_transition};
 use crate::plan::PatchPlan;
 
 pub const PATCH_APPLIED_EVENT: &str = "patch_applied";
 pub const PATCH_FAILED_EVENT: &str = "patch_failed";
+/// Every action carried out, not every effect observed: never announced as `patch_applied`.
+pub const PATCH_UNVERIFIED_EVENT: &str = "patch_unverified";
 /// Plans kept for `GET /api/antibody/plans`.
 pub const RECENT_PLANS: usize = 200;
+/// (plan, outcome) pairs remembered as announced: far more than plans finish between two
+/// listings of the watch.
+const ANNOUNCED_CAPACITY: usize = 20_000;
 
 /// The socket.io event a transition is announced with, if any.
 pub fn event_for(kind: TransitionKind) -> Option<&'static str> {
     match kind {
         TransitionKind::Applied => Some(PATCH_APPLIED_EVENT),
         TransitionKind::Failed => Some(PATCH_FAILED_EVENT),
+        TransitionKind::Unverified => Some(PATCH_UNVERIFIED_EVENT),
         TransitionKind::Started | TransitionKind::ActionSucceeded { .. } | TransitionKind::DryRun => None,
     }
 }
@@ -129,31 +141,49 @@ impl Broadcast {
         Router::new().route("/api/antibody/plans", get(list_plans)).with_state(self.clone())
     }
 
-    /// Fill the list with plans that exist already (a restarted controller still shows them).
-    /// Plans a transition reported meanwhile keep their newer summary.
-    /// Read in pages of 500, so thousands of plans never sit in memory at once.
-    pub async fn seed(&self, plans: Api<PatchPlan>) {
-        let mut params = ListParams::default().limit(500);
+    /// Follow PatchPlan status with a watch of our own, until `shutdown`: keep the recent list
+    /// and emit each plan's terminal outcome once. Outcomes that were already terminal at the
+    /// first listing are not announced again (a restarted replica repeats no old news); one
+    /// that became terminal while the watch was reconnecting is. Lists in pages of 500.
+    pub async fn follow(self: Arc<Self>, plans: Api<PatchPlan>, shutdown: tokio_util::sync::CancellationToken) {
+        let config = watcher::Config::default().page_size(500);
+        let mut events = watcher(plans, config).default_backoff().boxed();
+        let mut announced = ReportedTransitions::new(ANNOUNCED_CAPACITY);
+        let mut first_listing = true;
         loop {
-            match plans.list(&params).await {
-                Ok(page) => {
-                    let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-                    for plan in &page.items {
-                        recent.upsert(plan, false);
+            let event = tokio::select! {
+                () = shutdown.cancelled() => return,
+                event = events.next() => event,
+            };
+            match event {
+                None => return,
+                Some(Err(e)) => warn!(error = %e, "PatchPlan watch for the UI broadcast"),
+                Some(Ok(watcher::Event::InitDone)) => {
+                    if first_listing {
+                        debug!(
+                            plans = self.recent.lock().unwrap_or_else(|p| p.into_inner()).len(),
+                            "recent plans loaded"
+                        );
                     }
-                    match page.metadata.continue_ {
-                        Some(token) if !token.is_empty() => params = params.continue_token(&token),
-                        _ => {
-                            debug!(plans = recent.len(), "recent plans loaded");
-                            return;
-                        }
-                    }
+                    first_listing = false;
                 }
-                Err(e) => {
-                    warn!(error = %e, "could not list PatchPlans for /api/antibody/plans");
-                    return;
-                }
+                Some(Ok(watcher::Event::Init | watcher::Event::Delete(_))) => {}
+                Some(Ok(watcher::Event::InitApply(plan))) => self.observe(&plan, &mut announced, !first_listing),
+                Some(Ok(watcher::Event::Apply(plan))) => self.observe(&plan, &mut announced, true),
             }
+        }
+    }
+
+    /// One plan as the watch shows it: its summary for the list, its outcome to the clients.
+    fn observe(&self, plan: &PatchPlan, announced: &mut ReportedTransitions, emit: bool) {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner()).upsert(plan, true);
+        let (Some(uid), Some((kind, _, _))) = (plan.metadata.uid.as_deref(), terminal_transition(plan)) else {
+            return;
+        };
+        let Some(event) = event_for(kind) else { return };
+        if announced.first_time(uid, kind) && emit {
+            // Only fails once the emitter stopped (shutdown): nothing left to tell.
+            let _ = self.queue.send((event, plan_summary(plan)));
         }
     }
 
@@ -184,16 +214,6 @@ struct ListQuery {
 async fn list_plans(State(broadcast): State<Arc<Broadcast>>, Query(query): Query<ListQuery>) -> Json<Value> {
     let plans = broadcast.recent(query.limit.unwrap_or(RECENT_PLANS).min(RECENT_PLANS));
     Json(json!({ "plans": plans }))
-}
-
-impl Hook for Broadcast {
-    fn on_plan(&self, transition: &PlanTransition<'_>) {
-        self.recent.lock().unwrap_or_else(|p| p.into_inner()).upsert(transition.plan, true);
-        if let Some(event) = event_for(transition.kind) {
-            // Only fails once the emitter stopped (shutdown): nothing left to tell.
-            let _ = self.queue.send((event, plan_summary(transition.plan)));
-        }
-    }
 }
 
 #[cfg(test)]
@@ -245,6 +265,7 @@ mod tests {
     fn only_terminal_outcomes_are_broadcast() {
         assert_eq!(event_for(TransitionKind::Applied), Some("patch_applied"));
         assert_eq!(event_for(TransitionKind::Failed), Some("patch_failed"));
+        assert_eq!(event_for(TransitionKind::Unverified), Some("patch_unverified"));
         for kind in [TransitionKind::Started, TransitionKind::ActionSucceeded { index: 0 }, TransitionKind::DryRun] {
             assert_eq!(event_for(kind), None, "{kind:?}");
         }

@@ -233,7 +233,7 @@ impl Metrics {
                     .get_or_create(&RuleLabels { rule: rule.unwrap_or_else(|| "manual".into()) })
                     .inc();
             }
-            TransitionKind::Started | TransitionKind::Failed => {}
+            TransitionKind::Started | TransitionKind::Failed | TransitionKind::Unverified => {}
         }
     }
 

@@ -10,6 +10,7 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod plan_log;
 pub mod summary;
 
 use std::collections::{HashSet, VecDeque};
@@ -32,6 +33,9 @@ pub enum TransitionKind {
     Applied,
     /// Terminal: proven with dryRun=All, nothing changed.
     DryRun,
+    /// Terminal: every action carried out, but not every effect observed
+    /// (`PatchApplied=Unknown`, reason `Unverified`).
+    Unverified,
     /// Terminal: refused or failed (`Stalled=True`).
     Failed,
 }
@@ -43,12 +47,16 @@ impl TransitionKind {
             TransitionKind::ActionSucceeded { .. } => "action_succeeded",
             TransitionKind::Applied => "patch_applied",
             TransitionKind::DryRun => "dry_run",
+            TransitionKind::Unverified => "patch_unverified",
             TransitionKind::Failed => "patch_failed",
         }
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, TransitionKind::Applied | TransitionKind::DryRun | TransitionKind::Failed)
+        matches!(
+            self,
+            TransitionKind::Applied | TransitionKind::DryRun | TransitionKind::Unverified | TransitionKind::Failed
+        )
     }
 }
 
@@ -179,6 +187,7 @@ impl Reporter {
             TransitionKind::Started => (EventType::Normal, "Start"),
             TransitionKind::ActionSucceeded { .. } => (EventType::Normal, "Act"),
             TransitionKind::Applied | TransitionKind::DryRun => (EventType::Normal, "Finish"),
+            TransitionKind::Unverified => (EventType::Warning, "Finish"),
         };
         // The last action's success is announced by the plan's own `Applied` Event right after
         // it: one Event (an API write) less per plan. Audit and hooks still get every transition.
@@ -225,6 +234,7 @@ pub fn terminal_transition(plan: &PatchPlan) -> Option<(TransitionKind, &str, &s
     let (reason, message) = ready.map(|c| (c.reason.as_str(), c.message.as_str())).unwrap_or_default();
     let kind = match plan.phase() {
         crate::plan::Phase::Succeeded if reason == "DryRun" => TransitionKind::DryRun,
+        crate::plan::Phase::Succeeded if reason == crate::effect::UNVERIFIED => TransitionKind::Unverified,
         crate::plan::Phase::Succeeded => TransitionKind::Applied,
         crate::plan::Phase::Failed => TransitionKind::Failed,
         crate::plan::Phase::Pending | crate::plan::Phase::Running => return None,

@@ -4,6 +4,8 @@
 //! cluster is not up, the test fails and says how to start it.
 #![allow(dead_code)]
 
+pub mod socketio;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -319,6 +321,22 @@ impl Drop for ControllerProcess {
     }
 }
 
+/// A `verify` probe that always passes. For tests about something other than verification
+/// (tests/reload_effect.rs covers that): plans whose effect nothing observes — a bare SIGHUP, a
+/// lone env edit — end `PatchApplied` instead of `Unverified`, as a real health probe would
+/// make them.
+pub fn stand_in_probe() -> antibody::effect::VerifySpec {
+    antibody::effect::VerifySpec {
+        command: vec!["true".into()],
+        expect_output: None,
+        timeout_seconds: 10,
+        interval_ms: 200,
+    }
+}
+
+/// [`stand_in_probe`] as antibody.yml flow-mapping entries.
+pub const STAND_IN_PROBE_YAML: &str = r#"verify: {command: ["true"], timeout_seconds: 10, interval_ms: 200}"#;
+
 /// A free loopback port (bound then released; tests run few enough processes for this to hold).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
@@ -458,4 +476,57 @@ pub async fn apply_plan(client: &Client, ns: &str, plan: &PatchPlan) -> PatchPla
         .patch(&name, &PatchParams::apply("kubectl").force(), &Patch::Apply(&plan))
         .await
         .expect("apply PatchPlan")
+}
+
+/// An HTTP/1.1 request on loopback (`Connection: close`): (status code, body).
+pub fn http_request(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the controller");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n{auth}\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body.as_bytes()));
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+/// A token file for `--token-file` holding one token named `tests`.
+pub fn token_file(token: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join("antibody-tests");
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(format!("{}.tokens", unique("tokens")));
+    std::fs::write(&path, format!("tests:{token}\n")).expect("token file");
+    path
+}
+
+/// The value of the metric line starting with `line_prefix` (e.g. `name{labels}`) on /metrics.
+pub fn metric(port: u16, line_prefix: &str) -> Option<f64> {
+    let (_, body) = http_get(port, "/metrics")?;
+    body.lines().find_map(|l| l.strip_prefix(line_prefix)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Wait until the metric reaches at least `min` (at most `timeout`); its value then.
+pub async fn wait_metric(port: u16, line_prefix: &str, min: f64, timeout: Duration) -> f64 {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let value = metric(port, line_prefix).unwrap_or(0.0);
+        if value >= min || std::time::Instant::now() > deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl ControllerProcess {
+    /// The config file this controller reads (and re-reads every second: hot reload).
+    pub fn config_path(namespace: &str) -> PathBuf {
+        std::env::temp_dir().join("antibody-tests").join(format!("{namespace}.yml"))
+    }
 }

@@ -463,6 +463,11 @@ mod tests {
         let cases = [
             (Phase::Succeeded, Outcome::Applied { message: "ok".into() }, Some((TransitionKind::Applied, "Applied"))),
             (Phase::Succeeded, Outcome::DryRun { message: "ok".into() }, Some((TransitionKind::DryRun, "DryRun"))),
+            (
+                Phase::Succeeded,
+                Outcome::Unverified { message: "sent".into() },
+                Some((TransitionKind::Unverified, "Unverified")),
+            ),
             (Phase::Failed, Outcome::failed("NotAllowed", "no"), Some((TransitionKind::Failed, "NotAllowed"))),
             (Phase::Running, Outcome::in_progress("Started", "go"), None),
         ];

@@ -12,6 +12,7 @@ pub fn event_name(kind: TransitionKind) -> Option<&'static str> {
         TransitionKind::Applied => Some("patch_applied"),
         TransitionKind::Failed => Some("patch_failed"),
         TransitionKind::DryRun => Some("patch_dry_run"),
+        TransitionKind::Unverified => Some("patch_unverified"),
         TransitionKind::Started | TransitionKind::ActionSucceeded { .. } => None,
     }
 }
@@ -113,6 +114,7 @@ mod tests {
             (TransitionKind::Applied, Some("patch_applied")),
             (TransitionKind::Failed, Some("patch_failed")),
             (TransitionKind::DryRun, Some("patch_dry_run")),
+            (TransitionKind::Unverified, Some("patch_unverified")),
             (TransitionKind::Started, None),
             (TransitionKind::ActionSucceeded { index: 0 }, None),
         ];
