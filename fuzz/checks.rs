@@ -40,14 +40,15 @@ pub fn config_loader(data: &[u8]) {
 /// trip (so a signature made over one rendering verifies over another).
 pub fn plan_canonical(data: &[u8]) {
     let Ok(spec) = serde_json::from_slice::<antibody::plan::PatchPlanSpec>(data) else { return };
-    let Ok(first) = antibody::signing::canonical_bytes("ns", "plan", &spec) else { return };
+    let bytes = |spec: antibody::plan::PatchPlanSpec| {
+        let mut plan = antibody::plan::PatchPlan::new("plan", spec);
+        plan.metadata.namespace = Some("ns".into());
+        antibody::signing::canonical_bytes(&plan, 1, "nonce").ok()
+    };
+    let Some(first) = bytes(spec.clone()) else { return };
     let again =
         serde_yaml::to_string(&spec).ok().and_then(|y| serde_yaml::from_str::<antibody::plan::PatchPlanSpec>(&y).ok());
     if let Some(again) = again {
-        assert_eq!(
-            antibody::signing::canonical_bytes("ns", "plan", &again).ok(),
-            Some(first),
-            "canonical bytes changed"
-        );
+        assert_eq!(bytes(again), Some(first), "canonical bytes changed");
     }
 }

@@ -56,7 +56,14 @@ fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// Sign the plan in `plan_file`; returns the signed YAML.
-pub fn sign_file(plan_file: &Path, key_file: &Path, key_name: &str, namespace: Option<&str>) -> Result<String, String> {
+/// Valid for `ttl_seconds` (at most `safety.signature_max_ttl_seconds` where it is applied).
+pub fn sign_file(
+    plan_file: &Path,
+    key_file: &Path,
+    key_name: &str,
+    namespace: Option<&str>,
+    ttl_seconds: u64,
+) -> Result<String, String> {
     let text = std::fs::read_to_string(plan_file).map_err(|e| format!("{}: {e}", plan_file.display()))?;
     let mut plan: PatchPlan =
         serde_yaml::from_str(&text).map_err(|e| format!("{}: not a PatchPlan: {e}", plan_file.display()))?;
@@ -69,7 +76,7 @@ pub fn sign_file(plan_file: &Path, key_file: &Path, key_name: &str, namespace: O
         }
     }
     let key = signing::read_private_key(key_file)?;
-    signing::sign(&mut plan, key_name, &key)?;
+    signing::sign(&mut plan, key_name, &key, ttl_seconds)?;
     serde_yaml::to_string(&plan).map_err(|e| e.to_string())
 }
 

@@ -186,6 +186,14 @@ pub struct Safety {
     /// ConfigMap backups kept per ConfigMap; older ones are deleted.
     #[serde(default = "default_backup_history")]
     pub backup_history: usize,
+    /// Namespaces whose PatchPlans Antibody acts on; a plan elsewhere ends `NamespaceNotAllowed`.
+    /// Empty: the namespace given by `--namespace`, else `defaults.plan_namespace`.
+    #[serde(default)]
+    pub plan_namespaces: Vec<String>,
+    /// Longest validity a signature may claim (`antibody sign --ttl-seconds`); executed
+    /// signatures are remembered this long to refuse replays (`SignatureReplayed`).
+    #[serde(default = "default_signature_max_ttl")]
+    pub signature_max_ttl_seconds: u64,
     /// Refuse (`DisruptiveRestart`) restarts whose Deployment settings drop every live
     /// connection at once (Recreate, all pods unavailable, one replica). See `preflight`.
     #[serde(default)]
@@ -197,6 +205,9 @@ fn default_signing_key_name() -> String {
 }
 fn default_backup_history() -> usize {
     5
+}
+fn default_signature_max_ttl() -> u64 {
+    7 * 24 * 3600
 }
 
 impl Default for Safety {
@@ -213,6 +224,8 @@ impl Default for Safety {
             namespace_budget: None,
             on_throttle: OnThrottle::Fail,
             backup_history: default_backup_history(),
+            plan_namespaces: Vec::new(),
+            signature_max_ttl_seconds: default_signature_max_ttl(),
             refuse_disruptive_restarts: false,
         }
     }
@@ -222,6 +235,15 @@ impl Safety {
     /// Cool-downs or budgets are configured: a plan's start is gated on the history of others.
     pub fn throttles(&self) -> bool {
         self.cooldown_seconds > 0 || self.global_budget.is_some() || self.namespace_budget.is_some()
+    }
+
+    /// The namespaces that may hold plans: `plan_namespaces`, else the watched namespace,
+    /// else `defaults.plan_namespace`.
+    pub fn allowed_plan_namespaces(&self, watched: Option<&str>, plan_namespace: &str) -> Vec<String> {
+        if !self.plan_namespaces.is_empty() {
+            return self.plan_namespaces.clone();
+        }
+        vec![watched.unwrap_or(plan_namespace).to_string()]
     }
 
     /// Trusted keys, parsed (validated at load, so errors here are not expected).
@@ -760,6 +782,12 @@ impl Config {
             {
                 return Err(err(format!("safety.{field}.window_seconds"), "must be at least 1"));
             }
+        }
+        for ns in &self.safety.plan_namespaces {
+            validate::dns1123_label(ns).map_err(|m| err("safety.plan_namespaces", m))?;
+        }
+        if self.safety.signature_max_ttl_seconds == 0 {
+            return Err(err("safety.signature_max_ttl_seconds", "must be at least 1"));
         }
         if self.safety.backup_history == 0 {
             return Err(err("safety.backup_history", "must keep at least 1 backup"));

@@ -1,10 +1,16 @@
 //! Leader election with a `coordination.k8s.io` Lease (kube-lease-manager): every replica
 //! ingests alerts and serves HTTP, only the leader reconciles. A leader that loses its lease
 //! stops reconciling at once and exits, so it restarts as a standby with no stale state.
+//!
+//! Hand-off on shutdown: the lease is held until the controller has stopped (no new reconciles,
+//! those in flight finished) and only then released — releasing it first let a new leader act
+//! while the old one still did. Status checkpoints are compare-and-swap writes as well
+//! (`reconcile::StatusWriter`), for the case where the lease is lost rather than given up.
 
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -30,9 +36,33 @@ impl LeaseSettings {
     }
 }
 
-/// Wait until this instance holds the lease (or `shutdown`). Returns `false` on shutdown.
-/// Once leader, losing the lease cancels `shutdown`.
-pub async fn acquire(client: Client, settings: &LeaseSettings, shutdown: CancellationToken) -> crate::Result<bool> {
+/// Held while this instance leads; [`Leadership::release`] gives the lease up.
+pub struct Leadership {
+    release: CancellationToken,
+    watcher: JoinHandle<()>,
+}
+
+impl Leadership {
+    /// Release the lease and wait (bounded) until the API server has it: call only after the
+    /// controller stopped acting.
+    pub async fn release(self) {
+        self.release.cancel();
+        if tokio::time::timeout(RELEASE_TIMEOUT, self.watcher).await.is_err() {
+            error!("releasing the lease timed out; it expires on its own");
+        }
+    }
+}
+
+const RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Wait until this instance holds the lease (or `shutdown`). Returns `None` on shutdown.
+/// Once leader, losing the lease cancels `shutdown`; the lease is kept until
+/// [`Leadership::release`].
+pub async fn acquire(
+    client: Client,
+    settings: &LeaseSettings,
+    shutdown: CancellationToken,
+) -> crate::Result<Option<Leadership>> {
     settings.validate().map_err(|message| crate::Error::Config { path: "--lease-*".into(), message })?;
     let manager = LeaseManagerBuilder::new(client, &settings.name)
         .with_namespace(&settings.namespace)
@@ -42,35 +72,50 @@ pub async fn acquire(client: Client, settings: &LeaseSettings, shutdown: Cancell
         .build()
         .await
         .map_err(|e| crate::Error::Config { path: "lease".into(), message: e.to_string() })?;
-    let (mut leader, _task) = manager.watch().await;
+    let (mut leader, task) = manager.watch().await;
     info!(lease = %settings.name, namespace = %settings.namespace, identity = %settings.identity, "waiting for leadership");
     loop {
         if *leader.borrow_and_update() {
             break;
         }
         tokio::select! {
-            changed = leader.changed() => if changed.is_err() { return Ok(false) },
-            _ = shutdown.cancelled() => return Ok(false),
+            changed = leader.changed() => if changed.is_err() { return Ok(None) },
+            _ = shutdown.cancelled() => {
+                drop(leader);
+                let _ = tokio::time::timeout(RELEASE_TIMEOUT, task).await;
+                return Ok(None);
+            }
         }
     }
     info!(identity = %settings.identity, "acquired leadership: reconciling");
-    tokio::spawn(watch_for_loss(leader, shutdown));
-    Ok(true)
+    let release = CancellationToken::new();
+    let watcher = tokio::spawn(watch_for_loss(leader, task, shutdown, release.clone()));
+    Ok(Some(Leadership { release, watcher }))
 }
 
-async fn watch_for_loss(mut leader: watch::Receiver<bool>, shutdown: CancellationToken) {
+/// Cancel `shutdown` when the lease is lost; on `release`, drop the receiver (the lease
+/// manager then releases the lease) and wait for the manager to finish.
+async fn watch_for_loss<T>(
+    mut leader: watch::Receiver<bool>,
+    manager: JoinHandle<T>,
+    shutdown: CancellationToken,
+    release: CancellationToken,
+) {
     loop {
         tokio::select! {
             changed = leader.changed() => {
                 if changed.is_err() || !*leader.borrow_and_update() {
                     error!("lost leadership: stopping");
                     shutdown.cancel();
-                    return;
+                    break;
                 }
             }
-            _ = shutdown.cancelled() => return,
+            _ = release.cancelled() => break,
         }
     }
+    drop(leader);
+    let _ = manager.await;
+    info!("lease released");
 }
 
 #[cfg(test)]

@@ -106,6 +106,10 @@ enum Command {
         /// Namespace the plan will live in, if the file does not say (signatures bind it).
         #[arg(long)]
         namespace: Option<String>,
+        /// Seconds the signature stays valid (a plan applied later is refused; at most
+        /// `safety.signature_max_ttl_seconds`).
+        #[arg(long, default_value_t = antibody::signing::DEFAULT_TTL_SECONDS)]
+        ttl_seconds: u64,
     },
     /// List the ConfigMap backups of a logical target (newest last). Needs the cluster.
     Backups {
@@ -136,7 +140,8 @@ enum Command {
         /// ServiceAccount name, also the name of every Role and binding.
         #[arg(long, default_value = "antibody")]
         service_account: String,
-        /// Namespaces holding PatchPlans (repeatable; default: `defaults.plan_namespace`).
+        /// Namespaces holding PatchPlans (repeatable; default: `safety.plan_namespaces`, else
+        /// `defaults.plan_namespace`).
         #[arg(long)]
         plan_namespace: Vec<String>,
     },
@@ -196,8 +201,11 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(&e.to_string()),
             };
-            let plan_namespaces =
-                if plan_namespace.is_empty() { vec![config.defaults.plan_namespace.clone()] } else { plan_namespace };
+            let plan_namespaces = match (plan_namespace.is_empty(), config.safety.plan_namespaces.is_empty()) {
+                (false, _) => plan_namespace,
+                (true, false) => config.safety.plan_namespaces.clone(),
+                (true, true) => vec![config.defaults.plan_namespace.clone()],
+            };
             let settings = antibody::rbac::RbacSettings { namespace, name: service_account, plan_namespaces };
             match antibody::rbac::render(&config, &settings) {
                 Ok(yaml) => {
@@ -215,8 +223,8 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
-        Command::Sign { plan, key, key_name, namespace } => {
-            match antibody::cli::sign_file(&plan, &key, &key_name, namespace.as_deref()) {
+        Command::Sign { plan, key, key_name, namespace, ttl_seconds } => {
+            match antibody::cli::sign_file(&plan, &key, &key_name, namespace.as_deref(), ttl_seconds) {
                 Ok(yaml) => {
                     print!("{yaml}");
                     ExitCode::SUCCESS
@@ -333,6 +341,14 @@ async fn run(
     kube_config.default_retry = false;
     let client = kube::Client::try_from(kube_config)?;
     let metrics = Arc::new(Metrics::new());
+    // Attribution to a token or alert is proven by Antibody's own signature only.
+    let own_key =
+        config.safety.signing_key_file.as_ref().map(|path| antibody::signing::read_private_key(path.as_ref()));
+    match own_key {
+        Some(Ok(key)) => antibody::report::summary::trust_own_key(Some(key.verifying_key())),
+        Some(Err(e)) => tracing::warn!(error = %e, "safety.signing_key_file: plan attribution will say unknown"),
+        None => {}
+    }
     let notifier = antibody::report::notify::Notifier::start(&config.notify, client.clone(), &instance, &metrics)?;
     let reporter = Arc::new(Reporter::new(client.clone(), instance, metrics.clone()));
     if let Some(notifier) = notifier {
@@ -373,19 +389,23 @@ async fn run(
     let http = tokio::spawn(server::serve(http_addr, router, shutdown.clone()));
 
     let ctx = Arc::new(Context::new(client.clone(), config, settings, reporter.clone()));
-    let leading = match &lease {
+    let result = match &lease {
         Some(lease) => {
             health.standby.store(true, std::sync::atomic::Ordering::Relaxed);
             let acquired = antibody::leader::acquire(client, lease, shutdown.clone()).await;
             health.standby.store(false, std::sync::atomic::Ordering::Relaxed);
-            acquired
+            match acquired {
+                // The lease is given up only once the controller stopped acting.
+                Ok(Some(leadership)) => {
+                    let result = reconcile::run(ctx, health, shutdown.clone()).await;
+                    leadership.release().await;
+                    result
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            }
         }
-        None => Ok(true),
-    };
-    let result = match leading {
-        Ok(true) => reconcile::run(ctx, health, shutdown.clone()).await,
-        Ok(false) => Ok(()),
-        Err(e) => Err(e),
+        None => reconcile::run(ctx, health, shutdown.clone()).await,
     };
     shutdown.cancel();
     // Every transition reported so far is on disk before we exit.

@@ -236,6 +236,10 @@ pub struct ActionStatus {
     /// editEnv: the ConfigMap holding the data as it was before the edit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_name: Option<String>,
+    /// editEnv/rollback: sha256 of the backed-up data, recorded before the backup is written;
+    /// a restore refuses a backup whose data does not match (`BackupUntrusted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_digest: Option<String>,
     /// reloadFlask: UIDs of pods the command was sent to (recorded before sending: at most once).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signalled_pods: Vec<String>,

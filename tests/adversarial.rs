@@ -109,7 +109,8 @@ fn plan_verdict(config: &Config, keys: &Keys, input: &Value) -> Result<(), Strin
             let mut original = PatchPlan::new(signature["signed_name"].as_str().unwrap_or(name), signed_spec);
             original.metadata.namespace = Some(signature["signed_namespace"].as_str().unwrap_or(namespace).into());
             let key = if signature["key"] == "untrusted" { &keys.untrusted } else { &keys.trusted };
-            signing::sign(&mut original, signature["key_name"].as_str().expect("key_name"), key).expect("sign");
+            let key_name = signature["key_name"].as_str().expect("key_name");
+            signing::sign(&mut original, key_name, key, signing::DEFAULT_TTL_SECONDS).expect("sign");
             let value = original.annotations()[SIGNATURE_ANNOTATION].clone();
             Some(mangle(value, signature.get("mangle").and_then(Value::as_str)))
         }
@@ -118,7 +119,7 @@ fn plan_verdict(config: &Config, keys: &Keys, input: &Value) -> Result<(), Strin
     if let Some(annotation) = annotation {
         plan.metadata.annotations = Some(BTreeMap::from([(SIGNATURE_ANNOTATION.to_string(), annotation)]));
     }
-    admission::check_signature(config, &plan).map_err(|r| format!("{}: {}", r.reason, r.message))?;
+    admission::check_signature(config, &plan, true).map_err(|r| format!("{}: {}", r.reason, r.message))?;
     admission::admit(config, &plan.spec, namespace).map_err(|r| format!("{}: {}", r.reason, r.message))?;
     Ok(())
 }
@@ -357,8 +358,9 @@ fn mutated_inputs_never_panic_and_signatures_round_trip() {
                 if let Ok(spec) = serde_json::from_str::<PatchPlanSpec>(&text) {
                     let mut plan = PatchPlan::new("p", spec);
                     plan.metadata.namespace = Some("ns".into());
-                    signing::sign(&mut plan, "ci", &key).expect("sign a parsed spec");
-                    assert_eq!(signing::verify(&plan, &trusted), Ok("ci".to_string()), "{text}");
+                    signing::sign(&mut plan, "ci", &key, 60).expect("sign a parsed spec");
+                    let verified = signing::verify_ignoring_expiry(&plan, &trusted).map(|v| v.key_name);
+                    assert_eq!(verified, Ok("ci".to_string()), "{text}");
                     signed_specs += 1;
                 }
             }

@@ -66,8 +66,13 @@ fn examples_are_valid_plans_and_the_signed_one_verifies() {
     let public = include_str!("../examples/keys/ci.pub");
     let trusted = [("ci".to_string(), antibody::signing::parse_public_key(public).expect("key"))].into();
     let signed: PatchPlan = serde_yaml::from_str(include_str!("../examples/signed-plan.yaml")).expect("signed example");
-    assert_eq!(antibody::signing::verify(&signed, &trusted), Ok("ci".to_string()));
+    // The example's signature expired an hour after it was made (signatures carry an expiry):
+    // check the rest, and that it is refused once expired.
+    let verified = antibody::signing::verify_ignoring_expiry(&signed, &trusted).map(|v| v.key_name);
+    assert_eq!(verified, Ok("ci".to_string()));
+    let later = jiff::Timestamp::now().as_second() + 7200;
+    assert!(antibody::signing::verify(&signed, &trusted, later, 3600).is_err(), "an expired signature is refused");
     let mut edited = signed.clone();
     edited.spec.actions[0].target = "Sentinel".into();
-    assert!(antibody::signing::verify(&edited, &trusted).is_err(), "an edit after signing is caught");
+    assert!(antibody::signing::verify_ignoring_expiry(&edited, &trusted).is_err(), "an edit after signing is caught");
 }

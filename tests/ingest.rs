@@ -838,7 +838,8 @@ async fn plans_from_alerts_and_rest_are_signed_and_the_reconciler_accepts_them()
     let api: Api<PatchPlan> = Api::namespaced(client.clone(), &ns.name);
     for name in [alert.plan_name(), "manual-signed".to_string()] {
         let plan = api.get(&name).await.expect("plan");
-        assert_eq!(antibody::signing::verify(&plan, &trusted), Ok("antibody-ingest".to_string()), "{name}");
+        let verified = antibody::signing::verify(&plan, &trusted, jiff::Timestamp::now().as_second(), 3600);
+        assert_eq!(verified.map(|v| v.key_name), Ok("antibody-ingest".to_string()), "{name}");
         let done = support::wait_for(api.clone(), &name, Duration::from_secs(60), support::plan_finished()).await;
         let ready = done.condition("Ready").expect("Ready");
         assert_eq!(ready.status, "True", "{name} ran with require_signature: {} — {}", ready.reason, ready.message);

@@ -4,7 +4,14 @@
 //! the first backup, which holds the data from before the edit. The edit itself is a
 //! server-side apply of one key with Antibody's field manager: repeating it changes nothing.
 //! Backups are labelled with the ConfigMap they belong to; only the newest
-//! `safety.backup_history` are kept (pruned in the background, after the edit).
+//! `safety.backup_history` are kept (pruned in the background, after the edit), and never one
+//! a plan still in flight refers to.
+//!
+//! Trust: anyone who can create ConfigMaps can plant one with the backup label, or at the
+//! deterministic backup name before the edit runs. So the sha256 of the data backed up is
+//! recorded in the plan's status (written only by Antibody) *before* the backup is created; an
+//! object at the backup name with other data is refused, and a restore verifies the backup
+//! against the status of the plan that made it (`BackupUntrusted` otherwise).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{LazyLock, Mutex};
@@ -15,15 +22,32 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tracing::warn;
 
-use super::{ActionContext, Step, TARGET_NOT_FOUND, not_found};
+use super::{ActionContext, Checkpoint, Step, TARGET_NOT_FOUND, not_found};
 use crate::FIELD_MANAGER;
 use crate::config::ConfigMapMode;
-use crate::plan::{ActionStatus, StepState};
+use crate::plan::{ActionStatus, PatchPlan, StepState};
 
 pub const BACKUP_OF_LABEL: &str = "antibody.vael.io/backup-of";
 pub const PLAN_LABEL: &str = "antibody.vael.io/plan";
 pub const KEY_ANNOTATION: &str = "antibody.vael.io/key";
+pub const PLAN_UID_ANNOTATION: &str = "antibody.vael.io/plan-uid";
 pub const BACKUP_NOT_FOUND: &str = "BackupNotFound";
+pub const BACKUP_UNTRUSTED: &str = "BackupUntrusted";
+
+/// sha256 of a ConfigMap's data and binaryData (canonical JSON of the sorted maps), hex.
+pub fn data_digest(config_map: &ConfigMap) -> String {
+    let value = json!({ "data": config_map.data, "binaryData": config_map.binary_data });
+    hex::encode(Sha256::digest(value.to_string().as_bytes()))
+}
+
+/// For restores that must not checkpoint (the compensation of a failed transactional plan).
+pub struct NoCheckpoint;
+
+impl Checkpoint for NoCheckpoint {
+    async fn checkpoint(&mut self, _action: &ActionStatus) -> crate::Result<()> {
+        Ok(())
+    }
+}
 
 /// Deterministic backup name: `<configmap>-bk-<10 hex of sha256(plan uid, action index)>`.
 pub fn backup_name(config_map: &str, plan_uid: &str, index: usize) -> String {
@@ -33,14 +57,47 @@ pub fn backup_name(config_map: &str, plan_uid: &str, index: usize) -> String {
 }
 
 /// Keep the data of `current` under `backup` (a retry keeps the first copy), then prune.
+/// The digest is checkpointed in `status` before the backup is written; an object already at
+/// the name with other data is refused (`Err(step)`).
 async fn back_up(
     ctx: &ActionContext<'_>,
     api: &Api<ConfigMap>,
     current: &ConfigMap,
     backup: &str,
     key: &str,
-) -> crate::Result<()> {
+    status: &mut ActionStatus,
+    saver: &mut impl Checkpoint,
+) -> crate::Result<Result<(), Step>> {
     let cm_name = current.metadata.name.clone().unwrap_or_default();
+    let ns = &ctx.target.namespace;
+    let current_digest = data_digest(current);
+    let digest = match (&status.backup_name, &status.backup_digest) {
+        (Some(name), Some(digest)) if name == backup => digest.clone(),
+        _ => {
+            status.backup_name = Some(backup.to_string());
+            status.backup_digest = Some(current_digest.clone());
+            saver.checkpoint(status).await?;
+            current_digest.clone()
+        }
+    };
+    let untrusted = || {
+        Err(Step::failed(
+            BACKUP_UNTRUSTED,
+            format!(
+                "ConfigMap {ns}/{backup} already exists with data this plan did not back up \
+                 (planted at the backup name?): refusing to edit ConfigMap {ns}/{cm_name}"
+            ),
+        ))
+    };
+    if let Some(existing) = not_found(api.get(backup).await)? {
+        return Ok(if data_digest(&existing) == digest { Ok(()) } else { untrusted() });
+    }
+    if current_digest != digest {
+        return Ok(Err(Step::failed(
+            BACKUP_NOT_FOUND,
+            format!("backup {ns}/{backup} recorded in status is gone and ConfigMap {cm_name} changed since"),
+        )));
+    }
     let object = ConfigMap {
         metadata: ObjectMeta {
             name: Some(backup.to_string()),
@@ -52,6 +109,7 @@ async fn back_up(
             ])),
             annotations: Some(BTreeMap::from([
                 ("antibody.vael.io/plan".to_string(), ctx.plan_ref()),
+                (PLAN_UID_ANNOTATION.to_string(), ctx.plan_uid().to_string()),
                 (KEY_ANNOTATION.to_string(), key.to_string()),
                 (
                     "antibody.vael.io/resource-version".to_string(),
@@ -67,14 +125,21 @@ async fn back_up(
     let post = PostParams { field_manager: Some(FIELD_MANAGER.into()), dry_run: ctx.dry_run };
     match api.create(&post, &object).await {
         Ok(_) => {}
-        // A retry: the first backup holds the data from before our edit; keep it.
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        // Created between our look and our create: only the same data is accepted.
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let existing = not_found(api.get(backup).await)?;
+            if existing.is_none_or(|e| data_digest(&e) != digest) {
+                return Ok(untrusted());
+            }
+        }
         Err(e) => return Err(e.into()),
     }
     if !ctx.dry_run {
-        schedule_prune(api.clone(), &ctx.target.namespace, &cm_name, ctx.history);
+        let plans: Api<PatchPlan> =
+            Api::namespaced(ctx.client.clone(), ctx.plan.metadata.namespace.as_deref().unwrap_or_default());
+        schedule_prune(api.clone(), plans, &ctx.target.namespace, &cm_name, ctx.history);
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 const PRUNE_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
@@ -86,7 +151,7 @@ static PRUNING: LazyLock<Mutex<HashMap<String, bool>>> = LazyLock::new(Mutex::de
 /// it, so that a burst of edits of one ConfigMap costs one list and its deletes instead of a
 /// list per edit. Our own new backup is always among the newest, so it never waits on this;
 /// a failed prune is logged and retried by the next edit.
-fn schedule_prune(api: Api<ConfigMap>, namespace: &str, config_map: &str, keep: usize) {
+fn schedule_prune(api: Api<ConfigMap>, plans: Api<PatchPlan>, namespace: &str, config_map: &str, keep: usize) {
     let key = format!("{namespace}/{config_map}");
     {
         let mut pruning = PRUNING.lock().unwrap_or_else(|p| p.into_inner());
@@ -100,7 +165,7 @@ fn schedule_prune(api: Api<ConfigMap>, namespace: &str, config_map: &str, keep: 
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(PRUNE_DELAY).await;
-            if let Err(error) = prune(&api, &config_map, keep).await {
+            if let Err(error) = prune(&api, &plans, &config_map, keep).await {
                 warn!(config_map = %key, %error, "pruning old backups failed; the next edit retries");
             }
             let mut pruning = PRUNING.lock().unwrap_or_else(|p| p.into_inner());
@@ -114,22 +179,41 @@ fn schedule_prune(api: Api<ConfigMap>, namespace: &str, config_map: &str, keep: 
     });
 }
 
-/// Delete all but the newest `keep` backups of `config_map`.
-async fn prune(api: &Api<ConfigMap>, config_map: &str, keep: usize) -> crate::Result<()> {
+/// Delete all but the newest `keep` backups of `config_map`, never one that a plan still in
+/// flight names (its edit's backup, or the backup its rollback restores): an old backup of a
+/// slow transactional plan is exactly the one it needs. `plans`: the editing plan's namespace
+/// (the least-privilege RBAC grants no cluster-wide list of plans).
+async fn prune(api: &Api<ConfigMap>, plans: &Api<PatchPlan>, config_map: &str, keep: usize) -> crate::Result<()> {
     let mut backups = list_backups(api, config_map).await?;
     if backups.len() <= keep {
         return Ok(());
     }
+    let protected = protected_backups(&plans.list(&ListParams::default()).await?.items);
     backups.truncate(backups.len() - keep);
     for old in backups {
-        if let Some(name) = old.metadata.name {
-            match api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) | Err(kube::Error::Api(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
+        let Some(name) = old.metadata.name else { continue };
+        if protected.contains(&name) {
+            continue;
+        }
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) | Err(kube::Error::Api(_)) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
+}
+
+/// Backup names that plans not yet finished refer to.
+pub fn protected_backups(plans: &[PatchPlan]) -> std::collections::HashSet<String> {
+    plans
+        .iter()
+        .filter(|p| !p.phase().is_terminal())
+        .flat_map(|p| {
+            let recorded = p.status.iter().flat_map(|s| s.actions.iter().filter_map(|a| a.backup_name.clone()));
+            let named = p.spec.actions.iter().filter_map(|a| a.backup.clone());
+            recorded.chain(named).collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Backups of `config_map`, oldest first.
@@ -143,7 +227,11 @@ pub async fn list_backups(api: &Api<ConfigMap>, config_map: &str) -> crate::Resu
     Ok(backups)
 }
 
-pub async fn run(ctx: &ActionContext<'_>, status: &mut ActionStatus) -> crate::Result<Step> {
+pub async fn run(
+    ctx: &ActionContext<'_>,
+    status: &mut ActionStatus,
+    saver: &mut impl Checkpoint,
+) -> crate::Result<Step> {
     let action = &ctx.plan.spec.actions[ctx.index];
     let (Some(key), Some(value)) = (&action.key, &action.value) else {
         return Ok(Step::failed("InvalidSpec", "editEnv needs key and value"));
@@ -160,8 +248,9 @@ pub async fn run(ctx: &ActionContext<'_>, status: &mut ActionStatus) -> crate::R
     status.started_at.get_or_insert_with(|| ctx.now.clone());
     let old = current.data.as_ref().and_then(|d| d.get(key)).cloned();
     let backup = backup_name(cm_name, ctx.plan_uid(), ctx.index);
-    back_up(ctx, &config_maps, &current, &backup, key).await?;
-    status.backup_name = Some(backup.clone());
+    if let Err(step) = back_up(ctx, &config_maps, &current, &backup, key, status, saver).await? {
+        return Ok(step);
+    }
 
     let mut params = PatchParams::apply(FIELD_MANAGER).force();
     if ctx.dry_run {
@@ -209,18 +298,70 @@ pub fn restore_patch(current: &BTreeMap<String, String>, wanted: &BTreeMap<Strin
 }
 
 /// rollback: restore the target's ConfigMap from the named backup (backing up what it replaces).
-pub async fn rollback(ctx: &ActionContext<'_>, status: &mut ActionStatus) -> crate::Result<Step> {
+pub async fn rollback(
+    ctx: &ActionContext<'_>,
+    status: &mut ActionStatus,
+    saver: &mut impl Checkpoint,
+) -> crate::Result<Step> {
     let Some(backup) = ctx.plan.spec.actions[ctx.index].backup.clone() else {
         return Ok(Step::failed("InvalidSpec", "rollback needs the backup to restore"));
     };
     status.state = StepState::Running;
     status.started_at.get_or_insert_with(|| ctx.now.clone());
-    restore(ctx, status, &backup).await
+    restore(ctx, status, &backup, None, Some(saver)).await
+}
+
+/// Is `saved` a backup Antibody made? With `expected` (the compensation of our own edit) its
+/// digest must match; otherwise the plan named in its annotations must exist with the uid it
+/// names and have recorded this backup and digest in its status.
+async fn verify_backup(
+    ctx: &ActionContext<'_>,
+    saved: &ConfigMap,
+    expected: Option<&str>,
+) -> crate::Result<Result<(), String>> {
+    let name = saved.metadata.name.as_deref().unwrap_or_default();
+    let digest = data_digest(saved);
+    if let Some(expected) = expected {
+        return Ok(if expected == digest {
+            Ok(())
+        } else {
+            Err("its data no longer matches the digest recorded when it was made".to_string())
+        });
+    }
+    let annotations = saved.metadata.annotations.clone().unwrap_or_default();
+    let (Some(plan_ref), Some(uid)) = (annotations.get("antibody.vael.io/plan"), annotations.get(PLAN_UID_ANNOTATION))
+    else {
+        return Ok(Err("it names no plan that made it".into()));
+    };
+    let Some((plan_ns, plan_name)) = plan_ref.split_once('/') else {
+        return Ok(Err(format!("malformed plan reference {plan_ref:?}")));
+    };
+    let plans: Api<PatchPlan> = Api::namespaced(ctx.client.clone(), plan_ns);
+    let Some(source) = not_found(plans.get(plan_name).await)? else {
+        return Ok(Err(format!("the plan {plan_ref} that made it is gone: its digest cannot be checked")));
+    };
+    if source.metadata.uid.as_deref() != Some(uid.as_str()) {
+        return Ok(Err(format!("plan {plan_ref} is not the plan (uid {uid}) that it claims made it")));
+    }
+    let recorded = source
+        .status
+        .iter()
+        .flat_map(|s| s.actions.iter())
+        .any(|a| a.backup_name.as_deref() == Some(name) && a.backup_digest.as_deref() == Some(digest.as_str()));
+    Ok(if recorded { Ok(()) } else { Err(format!("plan {plan_ref} recorded no backup {name} with this data")) })
 }
 
 /// Restore `backup` into the target's ConfigMap. Used by rollback and by the automatic
-/// compensation of a failed transactional edit.
-pub async fn restore(ctx: &ActionContext<'_>, status: &mut ActionStatus, backup: &str) -> crate::Result<Step> {
+/// compensation of a failed transactional edit (`expected` digest from its own status, no
+/// checkpoint: what it replaces is the plan's own edit and is not backed up again).
+/// Only keys in the target's `env_keys` are changed, when it has that list.
+pub async fn restore<C: Checkpoint>(
+    ctx: &ActionContext<'_>,
+    status: &mut ActionStatus,
+    backup: &str,
+    expected: Option<&str>,
+    saver: Option<&mut C>,
+) -> crate::Result<Step> {
     let Some(cm_name) = &ctx.target.config_map else {
         return Ok(Step::failed("NotAllowed", format!("target {} has no config_map", ctx.target.name)));
     };
@@ -233,11 +374,24 @@ pub async fn restore(ctx: &ActionContext<'_>, status: &mut ActionStatus, backup:
     if of != Some(cm_name) {
         return Ok(Step::failed("NotAllowed", format!("{ns}/{backup} is not a backup of ConfigMap {cm_name}")));
     }
+    if let Err(why) = verify_backup(ctx, &saved, expected).await? {
+        return Ok(Step::failed(BACKUP_UNTRUSTED, format!("refusing to restore {ns}/{backup}: {why}")));
+    }
     let Some(current) = not_found(config_maps.get(cm_name).await)? else {
         return Ok(Step::failed(TARGET_NOT_FOUND, format!("ConfigMap {ns}/{cm_name} not found")));
     };
     let empty = BTreeMap::new();
-    let patch = restore_patch(current.data.as_ref().unwrap_or(&empty), saved.data.as_ref().unwrap_or(&empty));
+    let mut patch = restore_patch(current.data.as_ref().unwrap_or(&empty), saved.data.as_ref().unwrap_or(&empty));
+    let mut skipped = Vec::new();
+    if let (Some(allowed), Some(data)) = (&ctx.target.env_keys, patch["data"].as_object_mut()) {
+        skipped = data.keys().filter(|k| !allowed.contains(*k)).cloned().collect();
+        data.retain(|k, _| allowed.contains(k));
+    }
+    let skipped = if skipped.is_empty() {
+        String::new()
+    } else {
+        format!("; left alone (not in targets.{}.env_keys): {skipped:?}", ctx.target.name)
+    };
     let changed: Vec<String> = patch["data"].as_object().map(|d| d.keys().cloned().collect()).unwrap_or_default();
     if ctx.dry_run {
         status.diff = Some(format!("ConfigMap {ns}/{cm_name}: restore from {backup}; keys changed: {changed:?}"));
@@ -245,14 +399,17 @@ pub async fn restore(ctx: &ActionContext<'_>, status: &mut ActionStatus, backup:
     }
     if !changed.is_empty() {
         // What the rollback replaces is kept too: a rollback can itself be rolled back.
-        let own_backup = backup_name(cm_name, ctx.plan_uid(), ctx.index);
-        back_up(ctx, &config_maps, &current, &own_backup, "*").await?;
-        status.backup_name = Some(own_backup);
+        if let Some(saver) = saver {
+            let own_backup = backup_name(cm_name, ctx.plan_uid(), ctx.index);
+            if let Err(step) = back_up(ctx, &config_maps, &current, &own_backup, "*", status, saver).await? {
+                return Ok(step);
+            }
+        }
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
         config_maps.patch(cm_name, &params, &Patch::Merge(&patch)).await?;
     }
     Ok(Step::Done(format!(
-        "restored ConfigMap {ns}/{cm_name} from {backup} (keys changed: {changed:?}); {}",
+        "restored ConfigMap {ns}/{cm_name} from {backup} (keys changed: {changed:?}{skipped}); {}",
         takes_effect(ctx.target.config_map_mode)
     )))
 }
@@ -270,6 +427,47 @@ mod tests {
         crate::validate::dns1123_subdomain(&a).expect("valid name");
         let long = backup_name(&"a".repeat(253), "u", 0);
         assert!(long.len() <= 253, "{}", long.len());
+    }
+
+    #[test]
+    fn digests_cover_data_and_binary_data() {
+        let cm = |pairs: &[(&str, &str)]| ConfigMap {
+            data: Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            ..Default::default()
+        };
+        assert_eq!(data_digest(&cm(&[("A", "1"), ("B", "2")])), data_digest(&cm(&[("B", "2"), ("A", "1")])));
+        assert_ne!(data_digest(&cm(&[("A", "1")])), data_digest(&cm(&[("A", "2")])));
+        let mut binary = cm(&[("A", "1")]);
+        binary.binary_data = Some([("X".to_string(), k8s_openapi::ByteString(vec![1]))].into());
+        assert_ne!(data_digest(&binary), data_digest(&cm(&[("A", "1")])));
+        let mut labelled = cm(&[("A", "1")]);
+        labelled.metadata.labels = Some([(BACKUP_OF_LABEL.to_string(), "x".to_string())].into());
+        assert_eq!(data_digest(&labelled), data_digest(&cm(&[("A", "1")])), "only the data counts");
+    }
+
+    #[test]
+    fn backups_of_plans_in_flight_are_protected() {
+        use crate::plan::{ActionType, PatchPlanSpec, PatchPlanStatus, Phase, PlanAction};
+        let plan = |phase: Phase, recorded: Option<&str>, named: Option<&str>| {
+            let mut rollback = PlanAction::new(ActionType::Rollback, "T");
+            rollback.backup = named.map(Into::into);
+            let mut plan = PatchPlan::new("p", PatchPlanSpec { actions: vec![rollback], ..Default::default() });
+            plan.status = Some(PatchPlanStatus {
+                phase,
+                actions: vec![ActionStatus { backup_name: recorded.map(Into::into), ..Default::default() }],
+                ..Default::default()
+            });
+            plan
+        };
+        let plans = [
+            plan(Phase::Running, Some("running-edit"), None),
+            plan(Phase::Pending, None, Some("pending-restore")),
+            plan(Phase::Succeeded, Some("done-edit"), Some("done-restore")),
+            plan(Phase::Failed, Some("failed-edit"), None),
+        ];
+        let mut protected: Vec<String> = protected_backups(&plans).into_iter().collect();
+        protected.sort();
+        assert_eq!(protected, ["pending-restore", "running-edit"]);
     }
 
     #[test]

@@ -119,8 +119,15 @@ impl CooldownTable {
         before != self.claims.len()
     }
 
-    /// Drop claims older than the window (keeps the stored table small).
+    /// Drop claims older than the window (keeps the stored table small). A claim dated in the
+    /// future (a replica's clock far ahead, or a hand-edited table) is capped at `now`: it then
+    /// expires one window from now instead of never.
     pub fn prune(&mut self, now: Timestamp, window: Duration) {
+        for claim in self.claims.values_mut() {
+            if claim.at > now {
+                claim.at = now;
+            }
+        }
         self.claims.retain(|_, c| live(c.at, now, window));
     }
 
@@ -247,6 +254,19 @@ mod tests {
         let mut broken = data.clone();
         broken.insert("junk".into(), "{not json".into());
         assert_eq!(CooldownTable::from_data(&broken).len(), 3, "unparseable entries are dropped");
+    }
+
+    #[test]
+    fn a_future_dated_claim_expires_one_window_after_it_is_seen() {
+        let mut table = CooldownTable::default();
+        table.claim("far-future", &r(&["restart:VAEL_Core"]), at(1_000_000));
+        table.prune(at(100), WINDOW);
+        assert_eq!(table.len(), 1, "capped, not dropped: it still holds for a window");
+        assert!(matches!(table.check("other", &r(&["restart:VAEL_Core"]), at(101), WINDOW), Coverage::Covered { .. }));
+        let after = 100 + WINDOW.as_secs() as i64;
+        table.prune(at(after), WINDOW);
+        assert_eq!(table.check("other", &r(&["restart:VAEL_Core"]), at(after), WINDOW), Coverage::Open);
+        assert!(table.is_empty());
     }
 
     #[test]

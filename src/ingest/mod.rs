@@ -488,7 +488,8 @@ pub fn sign_if_configured(config: &Config, plan: &mut PatchPlan) -> Result<(), S
         return Ok(());
     };
     let key = crate::signing::read_private_key(Path::new(path)).map_err(|e| format!("signing key: {e}"))?;
-    crate::signing::sign(plan, &config.safety.signing_key_name, &key).map_err(|e| format!("signing: {e}"))
+    let ttl = crate::signing::DEFAULT_TTL_SECONDS.min(config.safety.signature_max_ttl_seconds);
+    crate::signing::sign(plan, &config.safety.signing_key_name, &key, ttl).map_err(|e| format!("signing: {e}"))
 }
 
 /// Server-side apply with Antibody's field manager: creating a plan twice is one plan.

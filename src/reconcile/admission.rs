@@ -15,6 +15,8 @@ pub struct Refusal {
 pub const NOT_ALLOWED: &str = "NotAllowed";
 pub const SIGNATURE_INVALID: &str = "SignatureInvalid";
 pub const INVALID_SPEC: &str = "InvalidSpec";
+pub const NAMESPACE_NOT_ALLOWED: &str = "NamespaceNotAllowed";
+pub const SIGNATURE_REPLAYED: &str = "SignatureReplayed";
 pub const MAX_ACTIONS: usize = 16;
 
 fn refuse(reason: &'static str, message: String) -> Refusal {
@@ -101,15 +103,38 @@ pub fn admit(config: &Config, spec: &PatchPlanSpec, plan_namespace: &str) -> Res
         .collect()
 }
 
+/// Only the configured namespaces may hold plans: a namespace admin elsewhere cannot create
+/// one that acts on targets in Antibody's namespace (`safety.plan_namespaces`).
+pub fn check_namespace(config: &Config, plan_namespace: &str, watched: Option<&str>) -> Result<(), Refusal> {
+    let allowed = config.safety.allowed_plan_namespaces(watched, &config.defaults.plan_namespace);
+    if allowed.iter().any(|ns| ns == plan_namespace) {
+        return Ok(());
+    }
+    Err(refuse(
+        NAMESPACE_NOT_ALLOWED,
+        format!("plans in namespace {plan_namespace} are not honoured; allowed: {allowed:?} (safety.plan_namespaces)"),
+    ))
+}
+
 /// When antibody.yml requires signatures: a valid one from a trusted key, or a refusal that
-/// says which way it failed (unsigned, unknown key, mismatch, malformed).
-pub fn check_signature(config: &Config, plan: &PatchPlan) -> Result<Option<String>, Refusal> {
+/// says which way it failed (unsigned, old format, unknown key, mismatch, malformed, expired).
+/// The expiry is checked while the plan is `starting`; once acting, it may run past it.
+pub fn check_signature(
+    config: &Config,
+    plan: &PatchPlan,
+    starting: bool,
+) -> Result<Option<crate::signing::Verified>, Refusal> {
     if !config.safety.require_signature {
         return Ok(None);
     }
-    crate::signing::verify(plan, &config.safety.verifying_keys())
-        .map(Some)
-        .map_err(|e| refuse(SIGNATURE_INVALID, e.to_string()))
+    let keys = config.safety.verifying_keys();
+    let verified = if starting {
+        let now = jiff::Timestamp::now().as_second();
+        crate::signing::verify(plan, &keys, now, config.safety.signature_max_ttl_seconds)
+    } else {
+        crate::signing::verify_ignoring_expiry(plan, &keys)
+    };
+    verified.map(Some).map_err(|e| refuse(SIGNATURE_INVALID, e.to_string()))
 }
 
 #[cfg(test)]
@@ -221,6 +246,27 @@ targets:
             let got = admit(&config, &spec(actions), "plans").map(|_| ()).map_err(|r| r.reason);
             assert_eq!(got, want, "{name}");
         }
+    }
+
+    #[test]
+    fn only_configured_namespaces_hold_plans() {
+        let config = Config::from_yaml(CONFIG).expect("valid config");
+        let cases = [
+            ("antibody", None, true),
+            ("team-x", None, false),
+            ("team-x", Some("team-x"), true),
+            ("antibody", Some("team-x"), false),
+        ];
+        for (namespace, watched, ok) in cases {
+            let got = check_namespace(&config, namespace, watched);
+            assert_eq!(got.is_ok(), ok, "{namespace} watched {watched:?}");
+            if let Err(refusal) = got {
+                assert_eq!(refusal.reason, NAMESPACE_NOT_ALLOWED);
+            }
+        }
+        let listed = Config::from_yaml(&format!("{CONFIG}\nsafety: {{plan_namespaces: [a, b]}}")).expect("valid");
+        assert!(check_namespace(&listed, "b", Some("c")).is_ok());
+        assert!(check_namespace(&listed, "c", Some("c")).is_err(), "the list wins over --namespace");
     }
 
     #[test]

@@ -5,12 +5,13 @@
 //! never touched again; a reconcile that makes no progress writes nothing.
 
 pub mod admission;
+pub mod replay;
 pub mod rollout;
 pub mod throttle;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -68,16 +69,38 @@ pub struct Context {
     reservations: Mutex<Vec<Activity>>,
     /// The status this controller last wrote, per plan uid. The watch can hand a reconcile an
     /// object older than our own last write (the event of an intermediate write arriving after
-    /// a later one); acting on it would repeat work. Only this controller writes status.
+    /// a later one); acting on it would repeat work. Bounded (see [`bound_written`]).
     written: WrittenStatus,
 }
 
-type WrittenStatus = Arc<Mutex<HashMap<String, Written>>>;
+type WrittenStatus = Arc<Mutex<HashMap<String, (Written, Instant)>>>;
 
 #[derive(Debug, Clone)]
 enum Written {
-    InFlight(Box<PatchPlanStatus>),
+    /// The status and the resourceVersion it was written at (the next write's precondition).
+    InFlight(Box<PatchPlanStatus>, Option<String>),
     Terminal,
+}
+
+/// Past this many entries, records older than [`WRITTEN_TTL`] are dropped: the watch has long
+/// delivered them by then, and a stale object is caught by the resourceVersion precondition.
+const WRITTEN_CAP: usize = 4096;
+const WRITTEN_TTL: Duration = Duration::from_secs(600);
+
+/// Keep the `written` map bounded: when over `cap`, drop records older than `ttl`, then (if
+/// still over) the oldest until it is at `cap`.
+fn bound_written<T>(map: &mut HashMap<String, (T, Instant)>, now: Instant, cap: usize, ttl: Duration) {
+    if map.len() <= cap {
+        return;
+    }
+    map.retain(|_, (_, at)| now.saturating_duration_since(*at) < ttl);
+    if map.len() > cap {
+        let mut ages: Vec<(Instant, String)> = map.iter().map(|(k, (_, at))| (*at, k.clone())).collect();
+        ages.sort();
+        for (_, key) in ages.into_iter().take(map.len() - cap) {
+            map.remove(&key);
+        }
+    }
 }
 
 impl Context {
@@ -95,13 +118,16 @@ impl Context {
         }
     }
 
-    /// The freshest known status of a plan: ours if we wrote after the object we were handed.
-    fn latest_status(&self, uid: &str, seen: Option<&PatchPlanStatus>) -> Option<PatchPlanStatus> {
+    /// The freshest known status of a plan and its resourceVersion: ours if we wrote after the
+    /// object we were handed.
+    fn latest_status(&self, uid: &str, plan: &PatchPlan) -> (Option<PatchPlanStatus>, Option<String>) {
         let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
         match written.get(uid) {
-            Some(Written::Terminal) => Some(PatchPlanStatus { phase: Phase::Failed, ..Default::default() }),
-            Some(Written::InFlight(ours)) => Some((**ours).clone()),
-            None => seen.cloned(),
+            Some((Written::Terminal, _)) => {
+                (Some(PatchPlanStatus { phase: Phase::Failed, ..Default::default() }), None)
+            }
+            Some((Written::InFlight(ours, version), _)) => (Some((**ours).clone()), version.clone()),
+            None => (plan.status.clone(), plan.metadata.resource_version.clone()),
         }
     }
 
@@ -156,6 +182,12 @@ impl Context {
 }
 
 /// The plan's status as last saved, and as being built; saves only when they differ.
+/// Status writes are compare-and-swap: the merge patch carries the resourceVersion this writer
+/// last saw (409 if the plan changed since). On a conflict the plan is re-read: if its status is
+/// still what we last saved (someone changed metadata, e.g. a notify marker), the write is
+/// retried at the new version; if another writer (a second leader during a hand-off) changed
+/// the status, we stop — the write fails, the freshly read status becomes the base of the next
+/// reconcile, and nothing acts on the stale one (no pod signalled twice, no terminal reverted).
 struct StatusWriter {
     api: Api<PatchPlan>,
     uid: String,
@@ -163,31 +195,68 @@ struct StatusWriter {
     name: String,
     saved: PatchPlanStatus,
     status: PatchPlanStatus,
+    resource_version: Option<String>,
     generation: Option<i64>,
     index: usize,
 }
+
+pub const STATUS_CONFLICT: &str = "another writer changed the plan's status since this controller read it";
 
 impl StatusWriter {
     async fn save(&mut self) -> crate::Result<()> {
         if self.status == self.saved {
             return Ok(());
         }
-        let patch = json!({ "status": self.status });
-        self.api.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let mut conflicts = 0;
+        let written = loop {
+            let patch = json!({
+                "metadata": { "resourceVersion": self.resource_version },
+                "status": self.status,
+            });
+            match self.api.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(written) => break written,
+                Err(kube::Error::Api(status)) if status.code == 409 && conflicts < 8 => {
+                    conflicts += 1;
+                    let fresh = self.api.get_status(&self.name).await?;
+                    let server = fresh.status.clone().unwrap_or_default();
+                    if fresh.metadata.uid.as_deref() != Some(self.uid.as_str()) || !same_status(&server, &self.saved) {
+                        warn!(plan = %self.name, "status changed underneath (another leader?): not acting on a stale copy");
+                        self.record(&server, fresh.metadata.resource_version.clone());
+                        return Err(crate::Error::Kube(kube::Error::Api(status)));
+                    }
+                    self.resource_version = fresh.metadata.resource_version.clone();
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         self.saved = self.status.clone();
-        let record = if self.status.phase.is_terminal() {
+        self.resource_version = written.metadata.resource_version.clone();
+        let status = self.status.clone();
+        self.record(&status, self.resource_version.clone());
+        Ok(())
+    }
+
+    /// Remember `status` at `version` as the freshest copy of this plan.
+    fn record(&self, status: &PatchPlanStatus, version: Option<String>) {
+        let record = if status.phase.is_terminal() {
             Written::Terminal
         } else {
-            Written::InFlight(Box::new(self.status.clone()))
+            Written::InFlight(Box::new(status.clone()), version)
         };
-        self.written.lock().unwrap_or_else(|p| p.into_inner()).insert(self.uid.clone(), record);
-        Ok(())
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        written.insert(self.uid.clone(), (record, Instant::now()));
+        bound_written(&mut written, Instant::now(), WRITTEN_CAP, WRITTEN_TTL);
     }
 
     fn set_outcome(&mut self, outcome: &Outcome, now: &Time) {
         self.status.observed_generation = self.generation;
         self.status.conditions = conditions::compute(outcome, self.generation, now, &self.status.conditions);
     }
+}
+
+/// Compared as JSON: what the API server returns is what we sent, modulo representation.
+fn same_status(a: &PatchPlanStatus, b: &PatchPlanStatus) -> bool {
+    a == b || serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
 }
 
 impl Checkpoint for StatusWriter {
@@ -226,11 +295,29 @@ pub const ROLLED_BACK: &str = "RolledBack";
 /// Annotation on a namespace that pauses new plans in it.
 pub const PAUSE_ANNOTATION: &str = "antibody.vael.io/paused";
 
-/// Paused globally (config) or for this plan's namespace (annotation)?
-async fn paused(ctx: &Context, config: &Config, namespace: &str) -> crate::Result<Option<String>> {
+/// Paused globally (config), for the plan's namespace or for a target's namespace (annotation)?
+/// A plan in one namespace must not act on a namespace its operators paused.
+async fn paused(
+    ctx: &Context,
+    config: &Config,
+    namespace: &str,
+    targets: &[ResolvedTarget],
+) -> crate::Result<Option<String>> {
     if config.safety.paused {
         return Ok(Some("safety.paused is true in antibody.yml: new plans wait".into()));
     }
+    let mut namespaces: Vec<&str> =
+        std::iter::once(namespace).chain(targets.iter().map(|t| t.namespace.as_str())).collect();
+    namespaces.dedup();
+    for candidate in namespaces {
+        if let Some(message) = namespace_paused(ctx, candidate).await? {
+            return Ok(Some(message));
+        }
+    }
+    Ok(None)
+}
+
+async fn namespace_paused(ctx: &Context, namespace: &str) -> crate::Result<Option<String>> {
     // From the namespace watch; a namespace it has not seen yet (still listing) is read directly.
     let cached = ctx.namespaces.get().and_then(|store| store.get(&ObjectRef::new(namespace)));
     let annotations = match cached {
@@ -259,7 +346,8 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
     let (Some(namespace), Some(uid)) = (plan.namespace(), plan.meta().uid.clone()) else {
         return Ok(Action::await_change());
     };
-    let current = ctx.latest_status(&uid, plan.status.as_ref()).unwrap_or_default();
+    let (current, resource_version) = ctx.latest_status(&uid, &plan);
+    let current = current.unwrap_or_default();
     // Terminal states are one-way.
     if current.phase.is_terminal() {
         // Seen again (e.g. on start): notifiers re-send outcomes they have no marker for.
@@ -275,6 +363,7 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
         name: plan.name_any(),
         saved: current.clone(),
         status: current,
+        resource_version,
         generation: plan.metadata.generation,
         index: 0,
     };
@@ -296,10 +385,13 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
     }
 
     // Admission runs on every reconcile: a config change revokes what it no longer allows.
-    let admitted = admission::admit(&config, &plan.spec, &namespace)
-        .and_then(|targets| admission::check_signature(&config, &plan).map(|_| targets));
-    let targets = match admitted {
-        Ok(targets) => targets,
+    // A signature's expiry counts until the plan starts (a long rollout may outlive it).
+    let starting = writer.status.phase == Phase::Pending;
+    let admitted = admission::check_namespace(&config, &namespace, ctx.settings.namespace.as_deref())
+        .and_then(|()| admission::admit(&config, &plan.spec, &namespace))
+        .and_then(|targets| admission::check_signature(&config, &plan, starting).map(|signed| (targets, signed)));
+    let (targets, signed) = match admitted {
+        Ok(admitted) => admitted,
         Err(refusal) => {
             let outcome = Outcome::failed(refusal.reason, refusal.message);
             return finish(&ctx, &plan, &mut writer, outcome, &now).await;
@@ -310,10 +402,28 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
     // Not yet acting: the pause switch, cool-downs and budgets decide whether it may start.
     if writer.status.phase == Phase::Pending {
         if !dry_run {
-            if let Some(message) = paused(&ctx, &config, &namespace).await? {
+            if let Some(message) = paused(&ctx, &config, &namespace, &targets).await? {
                 writer.set_outcome(&Outcome::in_progress(PAUSED, message), &now);
                 writer.save().await?;
                 return Ok(Action::requeue(Duration::from_secs(2)));
+            }
+            // A signed plan acts once per signature: remembered durably before it acts.
+            if let Some(signed) = &signed {
+                let entry = replay::Entry {
+                    uid: writer.uid.clone(),
+                    plan: format!("{namespace}/{}", writer.name),
+                    expires: signed.expires,
+                };
+                let home = ctx.settings.namespace.as_deref().unwrap_or(&config.defaults.plan_namespace);
+                if let Err(holder) = replay::record(&ctx.client, home, &signed.fingerprint, &entry).await? {
+                    let message = format!(
+                        "this signature (key {}) was already executed by plan {} (uid {}); a signature acts once \
+                         until it expires — sign the plan again to run it again",
+                        signed.key_name, holder.plan, holder.uid
+                    );
+                    let outcome = Outcome::failed(admission::SIGNATURE_REPLAYED, message);
+                    return finish(&ctx, &plan, &mut writer, outcome, &now).await;
+                }
             }
             if let Gate::Throttled { message, retry_after } = ctx.gate(&config, &plan, &targets, &now) {
                 return match config.safety.on_throttle {
@@ -369,11 +479,13 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
             // The side effect is done; only its verification is still open.
             (Some(effect), _) => Step::Done(effect.clone()),
             (None, ActionType::Restart) => actions::restart::run(&action_ctx, &mut action_status, &mut writer).await?,
-            (None, ActionType::EditEnv) => actions::env::run(&action_ctx, &mut action_status).await?,
+            (None, ActionType::EditEnv) => actions::env::run(&action_ctx, &mut action_status, &mut writer).await?,
             (None, ActionType::ReloadFlask) => {
                 actions::signal::run(&action_ctx, &mut action_status, &mut writer).await?
             }
-            (None, ActionType::Rollback) => actions::env::rollback(&action_ctx, &mut action_status).await?,
+            (None, ActionType::Rollback) => {
+                actions::env::rollback(&action_ctx, &mut action_status, &mut writer).await?
+            }
             (None, ActionType::DeletePod) => actions::evict::run(&action_ctx, &mut action_status, &mut writer).await?,
         };
         action_status.started_at.get_or_insert_with(|| now.clone());
@@ -500,7 +612,15 @@ async fn compensate(
     let edit_ctx = ActionContext { index: edit, target: &targets[edit], now: restart_ctx.now.clone(), ..*restart_ctx };
     let mut edit_status =
         if edit == failed_index { restart_status.clone() } else { writer.status.actions[edit].clone() };
-    let restored = actions::env::restore(&edit_ctx, &mut edit_status, &backup).await?;
+    let expected = edit_status.backup_digest.clone().unwrap_or_default();
+    let restored = actions::env::restore(
+        &edit_ctx,
+        &mut edit_status,
+        &backup,
+        Some(&expected),
+        None::<&mut actions::env::NoCheckpoint>,
+    )
+    .await?;
     let Step::Done(restored) = restored else {
         let why = match restored {
             Step::Failed { message, .. } | Step::Wait { message, .. } => message,
@@ -787,6 +907,29 @@ mod tests {
         assert!(delays[7] >= Duration::from_millis(3750), "{delays:?}");
         backoff.reset();
         assert!(backoff.next().is_some_and(|d| d <= Duration::from_millis(313)));
+    }
+
+    #[test]
+    fn the_written_map_stays_bounded() {
+        let start = Instant::now();
+        let later = start + Duration::from_secs(700);
+        let mut map: HashMap<String, ((), Instant)> = HashMap::new();
+        for i in 0..10 {
+            map.insert(format!("old{i}"), ((), start));
+        }
+        bound_written(&mut map, later, 20, Duration::from_secs(600));
+        assert_eq!(map.len(), 10, "under the cap: nothing dropped");
+        for i in 0..15 {
+            map.insert(format!("new{i}"), ((), later));
+        }
+        bound_written(&mut map, later, 20, Duration::from_secs(600));
+        assert_eq!(map.len(), 15, "over the cap: the old ones go");
+        assert!(map.keys().all(|k| k.starts_with("new")));
+        for i in 0..10 {
+            map.insert(format!("newer{i}"), ((), later + Duration::from_secs(i)));
+        }
+        bound_written(&mut map, later, 20, Duration::from_secs(600));
+        assert_eq!(map.len(), 20, "all young: the oldest go down to the cap");
     }
 
     #[test]

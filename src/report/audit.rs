@@ -181,7 +181,7 @@ pub fn alert_record(decision: &AlertRecord) -> AuditRecord {
     let mut record = AuditRecord::new(RecordKind::Alert, decision.outcome.name());
     record.alert_id = Some(decision.alert_id.clone());
     record.feed = Some(decision.feed.clone());
-    record.requester = Some(Requester { via: decision.feed.clone(), name: decision.requester.clone() });
+    record.requester = Some(Requester { via: decision.feed.clone(), name: decision.requester.clone(), claimed: None });
     let plan = |name: &str| Some(PlanRef { namespace: None, name: name.to_string(), uid: None });
     match &decision.outcome {
         AlertOutcome::PlanCreated { plan: name } | AlertOutcome::Deduplicated { plan: name } => {
@@ -992,7 +992,8 @@ mod tests {
             Some(PlanRef { namespace: Some("vael".into()), name: "hb-1".into(), uid: Some("u1".into()) })
         );
         assert_eq!((r.alert_id.as_deref(), r.alert_source.as_deref()), (Some("a1"), Some("NEXUS")));
-        assert_eq!(r.requester, Some(Requester { via: "alert".into(), name: "NEXUS".into() }));
+        // Unsigned: the alert it cites is a claim, not proof of who asked.
+        assert_eq!(r.requester.as_ref().map(|r| r.via.as_str()), Some("unknown"));
         assert_eq!((r.actions[0].key.as_deref(), r.actions[0].value.as_deref()), (Some("LOG_LEVEL"), Some("debug")));
         assert_eq!(r.detail, json!({"action_index": 0}));
         assert_eq!((r.reason.as_deref(), r.message.as_deref()), (Some("ActionSucceeded"), Some("set LOG_LEVEL")));
@@ -1025,7 +1026,7 @@ mod tests {
             assert_eq!(r.detail, detail, "{event}");
             assert_eq!(r.reason.as_deref(), reason, "{event}");
             assert_eq!((r.alert_id.as_deref(), r.feed.as_deref()), (Some("a2"), Some("rest")));
-            assert_eq!(r.requester, Some(Requester { via: "rest".into(), name: "ci-token".into() }));
+            assert_eq!(r.requester, Some(Requester { via: "rest".into(), name: "ci-token".into(), claimed: None }));
         }
     }
 

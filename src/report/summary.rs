@@ -15,7 +15,8 @@ use crate::conditions::{PATCH_APPLIED, READY};
 use crate::plan::PatchPlan;
 
 /// Set by Antibody on plans it creates for a REST caller: the name of the token that asked.
-/// Trusted only when Antibody's own field manager owns it (anyone can write an annotation).
+/// Trusted only when Antibody's own signature covers it: anyone can write an annotation, and
+/// any client can call itself `--field-manager=antibody`.
 pub const REQUESTED_BY_ANNOTATION: &str = "antibody.vael.io/requested-by";
 
 /// Who asked for a plan, and how we know.
@@ -25,12 +26,28 @@ pub struct Requester {
     /// wrote the spec: `kubectl`, a GitOps tool…), `feed` (an alert decision), or `unknown`.
     pub via: String,
     pub name: String,
+    /// With `unknown`: what the plan claims but Antibody cannot prove (`token ci-bot`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed: Option<String>,
 }
 
 impl Requester {
     fn new(via: &str, name: impl Into<String>) -> Self {
-        Self { via: via.into(), name: name.into() }
+        Self { via: via.into(), name: name.into(), claimed: None }
     }
+
+    fn unknown(claimed: Option<String>) -> Self {
+        Self { via: "unknown".into(), name: String::new(), claimed }
+    }
+}
+
+/// Antibody's own public key (from `safety.signing_key_file`): plans it signed are the only
+/// ones whose token or alert attribution it can prove.
+static OWN_KEY: std::sync::RwLock<Option<ed25519_dalek::VerifyingKey>> = std::sync::RwLock::new(None);
+
+/// Set at start from the configured signing key (`None`: nothing can be proven).
+pub fn trust_own_key(key: Option<ed25519_dalek::VerifyingKey>) {
+    *OWN_KEY.write().unwrap_or_else(|p| p.into_inner()) = key;
 }
 
 /// Does this managedFields entry own the field at `path` (`["f:spec"]`, …)?
@@ -68,7 +85,15 @@ pub fn trim_managed_fields(plan: &mut PatchPlan) {
 
 /// Who asked for `plan`. Kubernetes records the client (field manager) that wrote the spec,
 /// not the user: for a kubectl-applied plan this is `kubectl` (or `kubectl-client-side-apply`).
+/// A plan whose spec Antibody claims to have written is attributed to the token or alert it
+/// names only when Antibody's own signature covers it; otherwise the requester is `unknown`,
+/// with what it claims.
 pub fn requester(plan: &PatchPlan) -> Requester {
+    let own = *OWN_KEY.read().unwrap_or_else(|p| p.into_inner());
+    requester_with(plan, own.as_ref())
+}
+
+pub fn requester_with(plan: &PatchPlan, own_key: Option<&ed25519_dalek::VerifyingKey>) -> Requester {
     let managed = plan.metadata.managed_fields.as_deref().unwrap_or_default();
     // Status writes are on the subresource; the spec's writer is on the main resource.
     let spec_writer = managed
@@ -76,18 +101,20 @@ pub fn requester(plan: &PatchPlan) -> Requester {
         .filter(|m| m.subresource.as_deref().unwrap_or_default().is_empty())
         .find(|m| owns(m, &["f:spec"]))
         .and_then(|m| m.manager.clone());
-    let token = plan.metadata.annotations.as_ref().and_then(|a| a.get(REQUESTED_BY_ANNOTATION)).filter(|_| {
-        managed.iter().any(|m| {
-            m.manager.as_deref() == Some(FIELD_MANAGER)
-                && owns(m, &["f:metadata", "f:annotations", &format!("f:{REQUESTED_BY_ANNOTATION}")])
-        })
-    });
-    match (spec_writer, token, &plan.spec.alert) {
-        (Some(writer), _, _) if writer != FIELD_MANAGER => Requester::new("fieldManager", writer),
-        (_, Some(token), _) => Requester::new("token", token.clone()),
-        (_, None, Some(alert)) => Requester::new("alert", alert.source.clone()),
-        (Some(writer), None, None) => Requester::new("fieldManager", writer),
-        (None, None, None) => Requester::new("unknown", ""),
+    if let Some(writer) = spec_writer.as_ref().filter(|w| *w != FIELD_MANAGER) {
+        return Requester::new("fieldManager", writer.clone());
+    }
+    let token = plan.metadata.annotations.as_ref().and_then(|a| a.get(REQUESTED_BY_ANNOTATION));
+    let proven = own_key.is_some_and(|key| crate::signing::signed_by(plan, key));
+    match (token, &plan.spec.alert) {
+        (Some(token), _) if proven => Requester::new("token", token.clone()),
+        (None, Some(alert)) if proven => Requester::new("alert", alert.source.clone()),
+        (Some(token), _) => Requester::unknown(Some(format!("token {token} (not signed by Antibody)"))),
+        (None, Some(alert)) => {
+            Requester::unknown(Some(format!("alert from {} (not signed by Antibody)", alert.source)))
+        }
+        (None, None) if proven => Requester::new("fieldManager", FIELD_MANAGER),
+        (None, None) => Requester::unknown(spec_writer.map(|w| format!("fieldManager {w} (anyone can claim it)"))),
     }
 }
 
@@ -279,6 +306,9 @@ mod tests {
 
     #[test]
     fn requester_table() {
+        let (private, public) = crate::signing::generate().expect("keygen");
+        let key = crate::signing::parse_private_key(&private).expect("key");
+        let own = crate::signing::parse_public_key(&public).expect("key");
         let spec = json!({"f:spec": {}});
         let status = json!({"f:status": {}});
         let token_annotation = json!({"f:metadata": {"f:annotations": {"f:antibody.vael.io/requested-by": {}}}});
@@ -290,47 +320,68 @@ mod tests {
             p.metadata.annotations = Some([(REQUESTED_BY_ANNOTATION.to_string(), "ci-bot".to_string())].into());
             p
         };
-        let cases: Vec<(&str, PatchPlan, (&str, &str))> = vec![
+        let signed = |mut p: PatchPlan| {
+            crate::signing::sign(&mut p, "antibody", &key, 60).expect("sign");
+            p
+        };
+        let unknown = |claimed: &str| Requester::unknown(Some(claimed.to_string()));
+        let cases: Vec<(&str, PatchPlan, Requester)> = vec![
             (
                 "kubectl wrote the spec",
                 plan(Some(alert()), vec![manager("kubectl", None, spec.clone())]),
-                ("fieldManager", "kubectl"),
+                Requester::new("fieldManager", "kubectl"),
             ),
             (
                 "status writers are not requesters",
                 plan(None, vec![manager("antibody", Some("status"), status), manager("argocd", None, spec.clone())]),
-                ("fieldManager", "argocd"),
+                Requester::new("fieldManager", "argocd"),
             ),
             (
-                "Antibody from an alert",
-                plan(Some(alert()), vec![manager("antibody", None, spec.clone())]),
-                ("alert", "NEXUS"),
+                "Antibody from an alert, signed",
+                signed(plan(Some(alert()), vec![manager("antibody", None, spec.clone())])),
+                Requester::new("alert", "NEXUS"),
             ),
             (
-                "Antibody for a REST token",
+                "Antibody for a REST token, signed",
+                signed(with_token(plan(None, vec![manager("antibody", None, antibody_spec_and_token.clone())]))),
+                Requester::new("token", "ci-bot"),
+            ),
+            (
+                "--field-manager=antibody claiming a token, unsigned",
                 with_token(plan(None, vec![manager("antibody", None, antibody_spec_and_token)])),
-                ("token", "ci-bot"),
+                unknown("token ci-bot (not signed by Antibody)"),
             ),
             (
-                "a token annotation written by someone else is not trusted",
-                with_token(plan(
+                "a token annotation added after Antibody signed breaks the proof",
+                with_token(signed(plan(
                     Some(alert()),
                     vec![manager("antibody", None, spec.clone()), manager("mallory", None, token_annotation)],
-                )),
-                ("alert", "NEXUS"),
+                ))),
+                unknown("token ci-bot (not signed by Antibody)"),
+            ),
+            (
+                "an unsigned plan claiming an alert",
+                plan(Some(alert()), vec![manager("antibody", None, spec.clone())]),
+                unknown("alert from NEXUS (not signed by Antibody)"),
             ),
             (
                 "a kubectl user cannot claim a token",
                 with_token(plan(None, vec![manager("kubectl", None, spec.clone())])),
-                ("fieldManager", "kubectl"),
+                Requester::new("fieldManager", "kubectl"),
             ),
-            ("Antibody, no alert", plan(None, vec![manager("antibody", None, spec)]), ("fieldManager", "antibody")),
-            ("no managedFields", plan(None, vec![]), ("unknown", "")),
+            (
+                "Antibody, no alert, unsigned",
+                plan(None, vec![manager("antibody", None, spec)]),
+                unknown("fieldManager antibody (anyone can claim it)"),
+            ),
+            ("no managedFields", plan(None, vec![]), Requester::unknown(None)),
         ];
-        for (name, mut plan, (via, who)) in cases {
-            assert_eq!(requester(&plan), Requester::new(via, who), "{name}");
+        for (name, mut plan, want) in cases {
+            assert_eq!(requester_with(&plan, Some(&own)), want, "{name}");
             trim_managed_fields(&mut plan);
-            assert_eq!(requester(&plan), Requester::new(via, who), "{name}, after trimming for the cache");
+            assert_eq!(requester_with(&plan, Some(&own)), want, "{name}, after trimming for the cache");
         }
+        let proven = signed(plan(Some(alert()), vec![]));
+        assert_eq!(requester_with(&proven, None), unknown("alert from NEXUS (not signed by Antibody)"), "no key");
     }
 }

@@ -288,7 +288,8 @@ PLANS = [
     ("empty annotation", R, {"mode": "raw", "annotation": ""}, "malformed signature"),
     ("annotation without key", R, {"mode": "raw", "annotation": "ed25519:ci"}, "malformed signature"),
     ("annotation not base64", R, {"mode": "raw", "annotation": "ed25519:ci:!!!!"}, "malformed signature"),
-    ("annotation all zero signature", R, {"mode": "raw", "annotation": "ed25519:ci:" + "A" * 86 + "=="}, "does not match"),
+    ("annotation all zero signature", R, {"mode": "raw", "annotation": "v2:ed25519:ci:4102444800:" + "0" * 32 + ":" + "A" * 86 + "=="}, "does not match"),
+    ("old v1 signature (no expiry, no nonce)", R, {"mode": "raw", "annotation": "ed25519:ci:" + "A" * 86 + "=="}, "old v1 form"),
     ("key name homoglyph", R, {**SIGNED, "key_name": "c\u0456"}, "unknown key"),
     ("key name with newline", R, {"mode": "raw", "annotation": "ed25519:ci\n:AAAA"}, "malformed signature"),
     # Validly signed, still refused by admission: a signature is no licence.

@@ -12,7 +12,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue, USER_AGENT};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::config::{WebhookConfig, redact};
+use super::config::WebhookConfig;
 use super::{NotifyEvent, SendError};
 
 pub const SIGNATURE_HEADER: &str = "X-Antibody-Signature";
@@ -75,7 +75,8 @@ pub fn read_secret(hook: &WebhookConfig) -> Result<Option<Vec<u8>>, String> {
 
 impl WebhookSink {
     pub fn new(hook: &WebhookConfig, secret: Option<Vec<u8>>, timeout: Duration) -> Result<Self, String> {
-        let url = reqwest::Url::parse(&hook.url).map_err(|e| format!("{}: {e}", redact(&hook.url)))?;
+        // The text is not shown: an unparsable URL may still hold its secret.
+        let url = reqwest::Url::parse(&hook.url).map_err(|e| format!("webhook URL does not parse: {e}"))?;
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -83,7 +84,7 @@ impl WebhookSink {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
-        Ok(Self { shown_url: redact(&hook.url), url, client, secret })
+        Ok(Self { shown_url: shown_url(&url), url, client, secret })
     }
 
     pub async fn send(&self, event: &NotifyEvent) -> Result<(), SendError> {
@@ -112,6 +113,15 @@ impl WebhookSink {
     }
 }
 
+/// The URL as logs show it: scheme, host and port only. Webhook URLs often carry a secret in
+/// the path (Slack `/services/T…/B…/xyz`) or query (`?token=`); neither is shown, nor a user.
+pub fn shown_url(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let hidden = url.path() != "/" || url.query().is_some() || url.fragment().is_some();
+    format!("{}://{host}{port}/{}", url.scheme(), if hidden { "…" } else { "" })
+}
+
 /// reqwest's top-level message hides the cause ("error sending request"); show the chain.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -127,6 +137,21 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logged_urls_hide_paths_queries_and_users() {
+        let cases = [
+            ("https://hooks.slack.com/services/T000/B000/XXXXSECRET", "https://hooks.slack.com/…"),
+            ("http://127.0.0.1:8080/hook?token=s3cret", "http://127.0.0.1:8080/…"),
+            ("https://user:pass@example.com/", "https://example.com/"),
+            ("https://example.com", "https://example.com/"),
+            ("https://example.com/#frag", "https://example.com/…"),
+        ];
+        for (url, shown) in cases {
+            let parsed = reqwest::Url::parse(url).expect("url");
+            assert_eq!(shown_url(&parsed), shown, "{url}");
+        }
+    }
 
     #[test]
     fn signature_matches_rfc4231_test_case_2() {
