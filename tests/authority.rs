@@ -23,11 +23,12 @@ actions:
   restart: [VAEL_Core, Sentinel]
   edit_env: [VAEL_Core]
 targets:
-  VAEL_Core: {{namespace: {targets_ns}, deployment: vael-core, config_map: vael-core-env, container: app}}
+  VAEL_Core: {{namespace: {targets_ns}, deployment: vael-core, config_map: vael-core-env, container: app, {probe}}}
   Sentinel: {{namespace: {targets_ns}, deployment: sentinel, container: app}}
 defaults: {{rollout_timeout_seconds: 20}}
 {extra}
-"#
+"#,
+        probe = support::STAND_IN_PROBE_YAML,
     )
 }
 
@@ -281,9 +282,10 @@ async fn sigterm_mid_reload_signals_each_pod_once() {
     let config = format!(
         "actions: {{reload_flask: [VAEL_UI]}}\n\
          targets:\n  VAEL_UI: {{namespace: {ns}, deployment: vael-ui, container: app, \
-         reload_command: [sh, -c, \"sleep 1; date +%s%N >> {file}\"]}}\n",
+         reload_command: [sh, -c, \"sleep 1; date +%s%N >> {file}\"], {probe}}}\n",
         ns = ns.name,
-        file = marks.display()
+        file = marks.display(),
+        probe = support::STAND_IN_PROBE_YAML,
     );
     let lease_args = ["--leader-elect", "--lease-duration-seconds", "4", "--lease-grace-seconds", "1"];
     let mut a = ControllerProcess::start_as("handoff-a", &config, &ns.name, &lease_args);

@@ -214,8 +214,13 @@ struct Run {
     result: Value,
 }
 
+/// One harness at a time: 50 clients, a broadcaster and gunicorn each, on 2 cores — two at
+/// once measure the machine, not the reload.
+static ONE_HARNESS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// One alert through Antibody against the live app; the harness reports what clients saw.
 async fn run_mode(reload_mode: &str, sync_delay: Duration) -> Run {
+    let _alone = ONE_HARNESS.lock().await;
     let client = support::client().await;
     support::install_crd(&client).await;
     let ns = TestNamespace::new(&client, &format!("reload-{}", reload_mode.replace('_', "-"))).await;

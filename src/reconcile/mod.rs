@@ -463,6 +463,9 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
             continue;
         }
         writer.index = index;
+        // Each action's own clock: an action that follows another in the same reconcile starts
+        // after it finished, and its timestamps say so.
+        let now = Time(jiff::Timestamp::now());
         let action_ctx = ActionContext {
             client: &ctx.client,
             plan: &plan,
