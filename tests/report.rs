@@ -5,10 +5,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use antibody::config::Config;
@@ -16,6 +14,7 @@ use antibody::plan::{ActionType, PatchPlan, PatchPlanSpec, PlanAction};
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 use serde_json::Value;
+use support::socketio::SocketIoClient;
 use support::{ControllerProcess, TestNamespace};
 
 const PLAN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -65,64 +64,6 @@ async fn wait_finished(client: &Client, ns: &str, name: &str) -> PatchPlan {
 
 fn reason(plan: &PatchPlan) -> String {
     plan.condition("Ready").map(|c| c.reason.clone()).unwrap_or_default()
-}
-
-/// The python-socketio client (tests/peers/socketio_client.py), our child; its stdout lines
-/// arrive on a channel.
-struct SocketIoClient {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    name: &'static str,
-}
-
-impl SocketIoClient {
-    fn start(name: &'static str, port: u16, transport: &str, events: &[&str], count: usize) -> Self {
-        let python = support::python_env().join("bin/python");
-        assert!(python.exists(), "{} missing: run tests/peers/setup.sh", python.display());
-        let mut command = Command::new(python);
-        command
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/socketio_client.py"))
-            .args(["--url", &format!("http://127.0.0.1:{port}"), "--transport", transport])
-            .args(["--count", &count.to_string(), "--timeout", "90"]);
-        for event in events {
-            command.args(["--event", event]);
-        }
-        let mut child =
-            command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start client");
-        let stdout = child.stdout.take().expect("stdout");
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines, name }
-    }
-
-    /// The next JSON line whose `event` is `event`, within `timeout`.
-    fn next(&self, event: &str, timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|e| panic!("{}: no {event:?} within {timeout:?} ({e})", self.name));
-            let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{}: {line:?}: {e}", self.name));
-            if value["event"] == event {
-                return value;
-            }
-        }
-    }
-}
-
-impl Drop for SocketIoClient {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn get_json(port: u16, path: &str) -> Value {

@@ -11,7 +11,7 @@ use serde_json::Value;
 pub struct SocketIoClient {
     child: Child,
     lines: mpsc::Receiver<String>,
-    name: &'static str,
+    pub name: &'static str,
 }
 
 impl SocketIoClient {
