@@ -14,6 +14,7 @@ pub mod config;
 pub mod effect;
 pub mod ingest;
 pub mod leader;
+pub mod observation;
 pub mod plan;
 pub mod policy;
 pub mod preflight;

@@ -493,7 +493,7 @@ fn plan_offline(config: &std::path::Path, namespace: Option<String>, preflight: 
 /// How each action's effect will be observed, and (with `preflight`) what each restart will do
 /// to live connections, read from the cluster.
 fn plan_notes(config: &Config, spec: &antibody::plan::PatchPlanSpec, namespace: &str, preflight: bool) -> Vec<String> {
-    use antibody::effect::{Observation, observation};
+    use antibody::observation::{Observation, observation};
     let targets: Vec<_> = spec.actions.iter().filter_map(|a| config.resolve(&a.target, namespace).ok()).collect();
     if targets.len() != spec.actions.len() {
         return vec!["a target does not resolve: the controller will refuse this plan".into()];

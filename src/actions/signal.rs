@@ -23,7 +23,7 @@ use crate::config::ConfigMapMode;
 use crate::effect::{CompanionFailure, ExpectedEnv, ReloadMode, VERIFICATION_FAILED};
 use crate::plan::{ActionStatus, ActionType, StepState};
 
-pub const NON_ZERO_EXIT_CODE: &str = "NonZeroExitCode";
+pub use crate::effect::NON_ZERO_EXIT_CODE;
 pub const EXEC_FAILED: &str = "ExecFailed";
 pub const NO_READY_PODS: &str = "NoReadyPods";
 const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";

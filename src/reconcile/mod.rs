@@ -546,7 +546,7 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
             }
         }
     }
-    let unobserved = effect::unobserved(&plan.spec.actions, &targets);
+    let unobserved = crate::observation::unobserved(&plan.spec.actions, &targets);
     let outcome = if dry_run {
         Outcome::DryRun { message: format!("proved {total} action(s) with dryRun=All; nothing changed") }
     } else if unobserved.is_empty() {
@@ -571,13 +571,15 @@ async fn observe(
     message: String,
 ) -> crate::Result<Step> {
     let index = ctx.index;
-    match effect::observation(&plan.spec.actions, targets, index) {
-        effect::Observation::Probe => {}
-        effect::Observation::Itself => {
+    match crate::observation::observation(&plan.spec.actions, targets, index) {
+        crate::observation::Observation::Probe => {}
+        crate::observation::Observation::Itself => {
             status.verified = Some(message.clone());
             return Ok(Step::Done(message));
         }
-        effect::Observation::CarriedBy(_) | effect::Observation::Unobservable => return Ok(Step::Done(message)),
+        crate::observation::Observation::CarriedBy(_) | crate::observation::Observation::Unobservable => {
+            return Ok(Step::Done(message));
+        }
     }
     let Some(spec) = &ctx.target.verify else { return Ok(Step::Done(message)) };
     // Recorded (and saved with the first Wait) so that the action is not repeated.
