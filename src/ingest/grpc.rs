@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use super::Intake;
-use super::tokens::TokenStore;
+use super::tokens::{Denied, Scope, TokenStore};
 use crate::alert::ThreatAlert;
 use crate::report::AlertOutcome;
 
@@ -248,11 +248,19 @@ pub fn reply(outcome: &AlertOutcome) -> SubmitReply {
     }
 }
 
+/// UNAUTHENTICATED for no valid token, PERMISSION_DENIED for a token without the scope.
+pub fn status_of(denied: Denied) -> Status {
+    match denied {
+        Denied::Unauthenticated(_) => Status::unauthenticated(denied.to_string()),
+        Denied::MissingScope { .. } => Status::permission_denied(denied.to_string()),
+    }
+}
+
 #[tonic::async_trait]
 impl AlertIntake for IntakeService {
     async fn submit(&self, request: Request<proto::ThreatAlert>) -> Result<Response<SubmitReply>, Status> {
         let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        let requester = self.tokens.get().authorize(header).map_err(Status::unauthenticated)?.to_string();
+        let requester = self.tokens.get().authorize(header, Scope::Ingest).map_err(status_of)?.to_string();
         let message = request.into_inner();
         match alert_from_proto(&message) {
             Ok(alert) => {

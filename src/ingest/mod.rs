@@ -208,7 +208,7 @@ impl Intake {
     /// Decide and act on a validated alert. The outcome is recorded (metrics, hooks) exactly once.
     pub async fn submit(&self, alert: &ThreatAlert, feed: &str, requester: &str) -> AlertOutcome {
         let outcome = self.outcome(alert, feed, requester).await;
-        self.record(&alert.id, feed, requester, outcome.clone());
+        self.record_decision(&alert.id, Some(alert), feed, requester, outcome.clone());
         outcome
     }
 
@@ -221,6 +221,19 @@ impl Intake {
 
     /// Record a decision taken outside [`Intake::submit`] (manual plans).
     pub fn record(&self, alert_id: &str, feed: &str, requester: &str, outcome: AlertOutcome) {
+        self.record_decision(alert_id, None, feed, requester, outcome)
+    }
+
+    /// The alert itself goes with its decision when there is one, so `antibody replay` can
+    /// re-decide it from the audit log alone.
+    fn record_decision(
+        &self,
+        alert_id: &str,
+        alert: Option<&ThreatAlert>,
+        feed: &str,
+        requester: &str,
+        outcome: AlertOutcome,
+    ) {
         match &outcome {
             AlertOutcome::PlanCreated { plan } => info!(alert = alert_id, feed, requester, plan, "plan created"),
             AlertOutcome::Refused { reason, message } => {
@@ -231,6 +244,7 @@ impl Intake {
         let alert_id = if alert_id.is_empty() { "-" } else { alert_id };
         self.reporter.alert(&AlertRecord {
             alert_id: alert_id.to_string(),
+            alert: alert.cloned(),
             feed: feed.to_string(),
             requester: requester.to_string(),
             outcome,

@@ -98,6 +98,9 @@ pub struct AuditRecord {
     pub alert_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_source: Option<String>,
+    /// The alert a decision was about (`kind: alert`), for `antibody replay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<crate::alert::ThreatAlert>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feed: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,6 +128,7 @@ impl AuditRecord {
             plan: None,
             alert_id: None,
             alert_source: None,
+            alert: None,
             feed: None,
             requester: None,
             actions: Vec::new(),
@@ -180,6 +184,7 @@ pub fn plan_record(transition: &PlanTransition<'_>) -> AuditRecord {
 pub fn alert_record(decision: &AlertRecord) -> AuditRecord {
     let mut record = AuditRecord::new(RecordKind::Alert, decision.outcome.name());
     record.alert_id = Some(decision.alert_id.clone());
+    record.alert = decision.alert.clone();
     record.feed = Some(decision.feed.clone());
     record.requester = Some(Requester { via: decision.feed.clone(), name: decision.requester.clone(), claimed: None });
     let plan = |name: &str| Some(PlanRef { namespace: None, name: name.to_string(), uid: None });
@@ -998,8 +1003,13 @@ mod tests {
         assert_eq!(r.detail, json!({"action_index": 0}));
         assert_eq!((r.reason.as_deref(), r.message.as_deref()), (Some("ActionSucceeded"), Some("set LOG_LEVEL")));
 
-        let decision =
-            |outcome| AlertRecord { alert_id: "a2".into(), feed: "rest".into(), requester: "ci-token".into(), outcome };
+        let decision = |outcome| AlertRecord {
+            alert_id: "a2".into(),
+            alert: None,
+            feed: "rest".into(),
+            requester: "ci-token".into(),
+            outcome,
+        };
         let cases = [
             (AlertOutcome::PlanCreated { plan: "p".into() }, "plan_created", Some("p"), Value::Null, None),
             (AlertOutcome::Deduplicated { plan: "p".into() }, "deduplicated", Some("p"), Value::Null, None),

@@ -96,6 +96,9 @@ impl AlertOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertRecord {
     pub alert_id: String,
+    /// The validated alert, when the decision was about one (not for manual plans or alerts
+    /// that did not parse).
+    pub alert: Option<crate::alert::ThreatAlert>,
     /// Where it came from: `grpc`, `ws`, `rest`, `alertmanager`.
     pub feed: String,
     /// Who asked: the alert's `source`, or the REST token name.
