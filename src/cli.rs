@@ -124,3 +124,59 @@ pub async fn list_backups(config_file: &Path, target: &str, namespace: &str) -> 
     }
     Ok(table)
 }
+
+/// `antibody replay`'s options.
+pub struct ReplayArgs<'a> {
+    pub config: &'a Path,
+    pub baseline: Option<&'a Path>,
+    pub expect: Option<&'a Path>,
+    pub namespace: Option<&'a str>,
+    pub inputs: &'a [std::path::PathBuf],
+    pub json: bool,
+    pub fail_on_change: bool,
+}
+
+/// Read the files, replay, check expectations. `Ok((report, passed))`; `Err` for unreadable or
+/// invalid input (exit 2: nothing was judged).
+pub fn replay(args: &ReplayArgs<'_>) -> Result<(String, bool), String> {
+    use crate::alert_replay;
+    let config = Config::load(args.config).map_err(|e| e.to_string())?;
+    let baseline = args.baseline.map(Config::load).transpose().map_err(|e| format!("--baseline: {e}"))?;
+    let expectations = match args.expect {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            alert_replay::parse_expectations(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => Vec::new(),
+    };
+    let mut files = Vec::with_capacity(args.inputs.len());
+    for path in args.inputs {
+        let text = if path.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| format!("stdin: {e}"))?;
+            text
+        } else {
+            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
+        };
+        files.push((path.display().to_string(), text));
+    }
+    let inputs = alert_replay::read_inputs(&files)?;
+    let namespace = args.namespace.map_or_else(|| config.defaults.plan_namespace.clone(), str::to_string);
+    let replayed = alert_replay::replay(&config, baseline.as_ref(), &inputs, &namespace);
+    let failures = alert_replay::check(&expectations, &replayed);
+    let changed = replayed.iter().filter(|r| r.change == "changed").count();
+    let passed = failures.is_empty() && !(args.fail_on_change && changed > 0);
+    let report = if args.json {
+        let value = serde_json::json!({
+            "alerts": replayed,
+            "changed": changed,
+            "skipped_records": inputs.skipped_records,
+            "expectation_failures": failures,
+            "passed": passed,
+        });
+        serde_json::to_string_pretty(&value).map_err(|e| e.to_string())? + "\n"
+    } else {
+        alert_replay::render(&replayed, inputs.skipped_records, &failures, expectations.len())
+    };
+    Ok((report, passed))
+}

@@ -8,6 +8,7 @@
 
 pub mod actions;
 pub mod alert;
+pub mod alert_replay;
 pub mod cli;
 pub mod conditions;
 pub mod config;

@@ -145,6 +145,32 @@ enum Command {
         #[arg(long)]
         plan_namespace: Vec<String>,
     },
+    /// Replay past alerts under an antibody.yml, offline: what each would become now, against
+    /// what happened (audit log records) or what `--baseline` decides. Exit 1 when an
+    /// expectation fails (or, with --fail-on-change, when any outcome changed); 2 on bad input.
+    Replay {
+        /// The rules to replay under.
+        #[arg(long, env = "ANTIBODY_CONFIG", default_value = "antibody.yml")]
+        config: PathBuf,
+        /// The rules the alerts were decided under, for input lines that are bare alerts.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// YAML `expectations:` list pinning outcomes (see README "Operator control").
+        #[arg(long)]
+        expect: Option<PathBuf>,
+        /// Namespace plans are named for (default: `defaults.plan_namespace`).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Print JSON instead of the text report.
+        #[arg(long)]
+        json: bool,
+        /// Exit 1 when any alert's outcome changed.
+        #[arg(long)]
+        fail_on_change: bool,
+        /// JSON-lines files: alerts and/or audit log files, oldest first (`-` for stdin).
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
     /// Read one alert (JSON) on stdin and print the PatchPlan it would create, with how each
     /// action's effect will be observed. Offline unless --preflight.
     Plan {
@@ -196,6 +222,27 @@ fn main() -> ExitCode {
             Err(e) => fail(&e.to_string()),
         },
         Command::Plan { config, namespace, preflight } => plan_offline(&config, namespace, preflight),
+        Command::Replay { config, baseline, expect, namespace, json, fail_on_change, inputs } => {
+            let args = antibody::cli::ReplayArgs {
+                config: &config,
+                baseline: baseline.as_deref(),
+                expect: expect.as_deref(),
+                namespace: namespace.as_deref(),
+                inputs: &inputs,
+                json,
+                fail_on_change,
+            };
+            match antibody::cli::replay(&args) {
+                Ok((report, passed)) => {
+                    print!("{report}");
+                    if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                }
+                Err(e) => {
+                    eprintln!("antibody: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Rbac { config, namespace, service_account, plan_namespace } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,

@@ -67,3 +67,34 @@ fn plan_command_says_no_action_for_info_and_refuses_bad_input() {
         assert!(out.stdout.is_empty(), "{input}: no plan printed");
     }
 }
+
+/// The README's replay example: a rules change (policy floods restart instead of reloading)
+/// shown against the old rules, pinned outcomes checked.
+#[test]
+fn replay_command_diffs_a_rules_change_and_checks_expectations() {
+    let base = ["replay", "--config", "examples/replay/antibody.new.yml", "--baseline", "antibody.yml"];
+    let with = |extra: &[&str]| -> Output {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        antibody(&args, "")
+    };
+    let out = with(&["examples/replay/alerts.jsonl"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("replayed 5 alert(s): 1 changed, 4 same"), "{stdout}");
+    let changed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("CHANGED")).collect();
+    assert_eq!(changed.len(), 1, "{stdout}");
+    assert!(changed[0].contains("pf-1") && changed[0].contains("[reloadFlask:VAEL_UI]"), "{stdout}");
+
+    let out = with(&["--expect", "examples/replay/expectations.yml", "examples/replay/alerts.jsonl"]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("expectations: 3 checked, 0 failure(s)"), "{stdout}");
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let out = with(&["--fail-on-change", "examples/replay/alerts.jsonl"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    // Alerts on stdin; a malformed one is exit 2 with its line.
+    let out = with(&["-"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = antibody(&base.iter().chain(&["-"]).copied().collect::<Vec<_>>(), "{\"id\":\"x\"}\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("-:1"), "{}", text(&out.stderr));
+}
