@@ -34,7 +34,23 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Result<T> = std::result::Result<T, BoxError>;
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
-const KUBECTL: &str = "/root/.cache/antibody/bin/k8s-v1.34.4-etcd-v3.6.16-kwok-v0.7.0/kubectl";
+
+/// The cluster's kubectl: `$KUBECTL`, else the one `tests/cluster/env.sh` says the control plane
+/// was built with (the same cache path the cluster scripts use, for whoever runs the bench).
+fn kubectl_path() -> Result<String> {
+    if let Ok(path) = std::env::var("KUBECTL") {
+        return Ok(path);
+    }
+    let env_sh = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cluster/env.sh");
+    let output = std::process::Command::new("bash")
+        .args(["-c", &format!("source '{env_sh}' && printf %s \"$CLUSTER_BIN/kubectl\"")])
+        .output()?;
+    let path = String::from_utf8(output.stdout)?;
+    if !output.status.success() || !std::path::Path::new(&path).is_file() {
+        return Err(format!("no kubectl at {path:?} (build it with tests/cluster/build.sh or set KUBECTL)").into());
+    }
+    Ok(path)
+}
 
 mod stats {
     //! Pure: percentiles, ratios and the PASS/MISS table.
@@ -633,7 +649,7 @@ async fn alert_latency(
 
 /// The naive baseline: a bash loop with one `kubectl patch` and one `kubectl exec` per alert.
 fn kubectl_loop(ns: &str, n: usize) -> Result<Vec<f64>> {
-    let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| KUBECTL.into());
+    let kubectl = kubectl_path()?;
     let script = format!(
         r#"set -e
 for i in $(seq 1 {n}); do
