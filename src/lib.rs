@@ -9,6 +9,7 @@
 pub mod actions;
 pub mod alert;
 pub mod alert_replay;
+pub mod backoff;
 pub mod cli;
 pub mod conditions;
 pub mod config;

@@ -11,7 +11,6 @@
 //! restarted or failed-over Antibody reads it back before creating anything.
 
 pub mod alertmanager;
-pub mod backoff;
 pub mod cooldown;
 pub mod grpc;
 pub mod http;
@@ -103,8 +102,8 @@ impl IngestConfig {
         Ok(())
     }
 
-    pub fn reconnect_backoff(&self) -> backoff::Backoff {
-        backoff::Backoff::new(Duration::from_millis(100), Duration::from_millis(self.reconnect_max_ms))
+    pub fn reconnect_backoff(&self) -> crate::backoff::Backoff {
+        crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_millis(self.reconnect_max_ms))
     }
 }
 

@@ -721,40 +721,8 @@ pub fn api_unavailable(error: &crate::Error) -> bool {
 /// Capped at 60 s for errors of the plan, at 5 s while the API is unavailable: a failed connect
 /// costs nothing, and a 30 s outage must not leave a plan asleep for a minute after it.
 pub fn backoff(failures: u32, api_unavailable: bool) -> Duration {
-    let exponent = failures.saturating_sub(1).min(7);
     let cap = if api_unavailable { Duration::from_secs(5) } else { Duration::from_secs(60) };
-    Duration::from_millis(500u64 << exponent).min(cap)
-}
-
-/// Watch re-connect backoff: 250 ms doubling to 5 s, with jitter, reset by the first event.
-/// kube's default (client-go's 0.8 s → 30 s) kept the watches down for half a minute after an
-/// API outage ended.
-struct WatchBackoff {
-    next: Duration,
-}
-
-impl WatchBackoff {
-    const FIRST: Duration = Duration::from_millis(250);
-    const MAX: Duration = Duration::from_secs(5);
-    fn new() -> Self {
-        Self { next: Self::FIRST }
-    }
-}
-
-impl Iterator for WatchBackoff {
-    type Item = Duration;
-    fn next(&mut self) -> Option<Duration> {
-        let delay = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        // ±25 % so that many controllers do not reconnect in lockstep.
-        Some(delay.mul_f64(0.75 + fastrand::f64() / 2.0))
-    }
-}
-
-impl kube::runtime::utils::Backoff for WatchBackoff {
-    fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
+    crate::backoff::Backoff::new(Duration::from_millis(500), cap).ceiling(failures.saturating_sub(1))
 }
 
 /// What the controller keeps of a PatchPlan in its cache: the field sets of managedFields
@@ -803,7 +771,7 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
     let (namespaces, namespace_writer) = reflector::store();
     let _ = ctx.namespaces.set(namespaces);
     let namespace_watch = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), namespace_watch)
-        .backoff(WatchBackoff::new())
+        .backoff(crate::backoff::WatchBackoff::new())
         .reflect(namespace_writer)
         .for_each(|event| async move {
             if let Err(error) = event {
@@ -820,7 +788,7 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
     );
     let (store, writer) = reflector::store();
     let plan_events = watcher(plans, watcher::Config::default())
-        .backoff(WatchBackoff::new())
+        .backoff(crate::backoff::WatchBackoff::new())
         .modify(trim_for_cache)
         .reflect(writer)
         .applied_objects();
@@ -849,7 +817,7 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
     }
     let controller = controller
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
-        .trigger_backoff(WatchBackoff::new())
+        .trigger_backoff(crate::backoff::WatchBackoff::new())
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(
             |plan, ctx: Arc<Context>| async move {
@@ -900,18 +868,6 @@ mod tests {
             assert_eq!(api_unavailable(&error), expected, "{error}");
         }
         assert!(!api_unavailable(&crate::Error::InvalidAlert("x".into())));
-    }
-
-    #[test]
-    fn watch_backoff_grows_to_five_seconds_and_resets() {
-        use kube::runtime::utils::Backoff;
-        let mut backoff = WatchBackoff::new();
-        let delays: Vec<Duration> = backoff.by_ref().take(8).collect();
-        assert!(delays[0] >= Duration::from_millis(187) && delays[0] <= Duration::from_millis(313), "{delays:?}");
-        assert!(delays.iter().all(|d| *d <= Duration::from_millis(6250)), "{delays:?}");
-        assert!(delays[7] >= Duration::from_millis(3750), "{delays:?}");
-        backoff.reset();
-        assert!(backoff.next().is_some_and(|d| d <= Duration::from_millis(313)));
     }
 
     #[test]

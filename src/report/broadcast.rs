@@ -147,7 +147,7 @@ impl Broadcast {
     /// that became terminal while the watch was reconnecting is. Lists in pages of 500.
     pub async fn follow(self: Arc<Self>, plans: Api<PatchPlan>, shutdown: tokio_util::sync::CancellationToken) {
         let config = watcher::Config::default().page_size(500);
-        let mut events = watcher(plans, config).default_backoff().boxed();
+        let mut events = watcher(plans, config).backoff(crate::backoff::WatchBackoff::new()).boxed();
         let mut announced = ReportedTransitions::new(ANNOUNCED_CAPACITY);
         let mut first_listing = true;
         loop {

@@ -122,11 +122,6 @@ impl NotifyMetrics {
     }
 }
 
-/// Exponential backoff: `base`, 2×`base`, 4×`base` … capped at `max`.
-pub fn backoff(base: Duration, max: Duration, retry: u32) -> Duration {
-    base.saturating_mul(1u32 << retry.min(20)).min(max)
-}
-
 /// What this process did with a (plan uid, event, sink); stops replays from duplicating
 /// deliveries in flight or re-trying ones already given up, until the next start.
 #[derive(Default)]
@@ -361,7 +356,10 @@ async fn deliver(worker: &SinkWorker, event: &NotifyEvent, shared: &Shared) {
                 if last {
                     break;
                 }
-                tokio::time::sleep(backoff(worker.policy.base, worker.policy.max, attempt - 1)).await;
+                tokio::time::sleep(
+                    crate::backoff::Backoff::new(worker.policy.base, worker.policy.max).ceiling(attempt - 1),
+                )
+                .await;
             }
         }
     }
@@ -434,14 +432,6 @@ pub async fn preflight(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_millis(1000);
-        let delays: Vec<u64> = [0, 1, 2, 3, 4, 40].iter().map(|&r| backoff(base, max, r).as_millis() as u64).collect();
-        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
-    }
 
     #[test]
     fn tracker_claims_once_and_releases() {
