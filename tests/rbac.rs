@@ -199,7 +199,12 @@ async fn events_that_cannot_be_published_are_counted_dropped_and_plans_still_app
     assert!(ok, "apply the RBAC without Events: {out}");
     let cluster_role = format!("{account}-namespaces");
     let _cleanup = scopeguard(&cluster_role);
-    assert!(!can_i(&format!("system:serviceaccount:{}:{account}", own.name), "create", "events.events.k8s.io", Some(&ns.name)));
+    assert!(!can_i(
+        &format!("system:serviceaccount:{}:{account}", own.name),
+        "create",
+        "events.events.k8s.io",
+        Some(&ns.name)
+    ));
 
     support::create_deployment(&client, &ns.name, &support::deployment("core", 1, None)).await;
     let kubeconfig = service_account_kubeconfig(&own.name, &account, &config_file);
