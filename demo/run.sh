@@ -31,9 +31,15 @@ tests/cluster/up.sh
 export KUBECONFIG="$KUBECONFIG_PATH"
 say "2/7 python peers (Flask, gunicorn, grpcio NEXUS stand-in)"
 tests/peers/setup.sh
-say "3/7 building antibody (release)"
-cargo build --release --quiet --bin antibody
-bin="$root/target/release/antibody"
+if [[ -n "${ANTIBODY_BIN:-}" ]]; then
+  # tests/demo.rs runs the demo with the binary its test build already made.
+  say "3/7 antibody: $ANTIBODY_BIN"
+  bin="$ANTIBODY_BIN"
+else
+  say "3/7 building antibody (release)"
+  cargo build --release --quiet --bin antibody
+  bin="$root/target/release/antibody"
+fi
 
 say "4/7 installing the CRD and the VAEL app in namespace $NS"
 "$bin" crd | "$KUBECTL" apply -f - >/dev/null

@@ -2,7 +2,7 @@
 //! plans wait, in-flight ones finish), `safety.on_throttle: wait`, `safety.cooldown_seconds`,
 //! `safety.namespace_budget`, `safety.dry_run`, `rollout_timeout_seconds` failing a plan, rollback
 //! backing up what it replaces, deletePod evicting the oldest ready pod, and the failure reasons
-//! `NonZeroExitCode`, `NoReadyPods`, `ProgressDeadlineExceeded` and `BackupNotFound` reached
+//! `NonZeroExitCode`, `ExecFailed`, `NoReadyPods`, `ProgressDeadlineExceeded` and `BackupNotFound` reached
 //! through real plans.
 
 mod support;
@@ -19,20 +19,22 @@ use support::{ControllerProcess, TestNamespace};
 const PLAN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Targets in the test namespace; `extra` (a `safety:` block, …) is appended. VAEL_UI's reload
-/// is `true`, Failing's is `false`: no signal reaches any process.
+/// is `true`, Failing's is `false`: no signal reaches any process. Ghost names a container the
+/// pods do not have: the API server refuses the exec itself.
 fn config(ns: &str, extra: &str) -> String {
     format!(
         r#"
 actions:
   restart: [VAEL_Core, Sentinel, Stuck]
   edit_env: [VAEL_Core]
-  reload_flask: [VAEL_UI, Failing]
+  reload_flask: [VAEL_UI, Failing, Ghost]
 targets:
   VAEL_Core: {{namespace: {ns}, deployment: vael-core, container: app, config_map: vael-core-env, {probe}}}
   Stuck: {{namespace: {ns}, deployment: stuck, container: app}}
   Sentinel: {{namespace: {ns}, deployment: sentinel, container: app}}
   VAEL_UI: {{namespace: {ns}, deployment: vael-ui, container: app, reload_command: ["true"], {probe}}}
   Failing: {{namespace: {ns}, deployment: vael-ui, container: app, reload_command: ["false"]}}
+  Ghost: {{namespace: {ns}, deployment: vael-ui, container: ghost, reload_command: ["true"]}}
 defaults: {{rollout_timeout_seconds: 20}}
 {extra}
 "#,
@@ -220,6 +222,22 @@ async fn reload_failures_end_the_plan_with_their_reason() {
     let failed = finished(&plans, "exit-1").await;
     assert_eq!(condition(&failed, "Stalled"), ("True".into(), "NonZeroExitCode".into()), "{:?}", failed.status);
     assert_eq!(condition(&failed, "PatchApplied").0, "False");
+    assert!(!was_restarted(&deployments, "sentinel").await, "the step after the failed one never ran");
+
+    // The exec cannot run at all (no such container): ExecFailed, and the next step never runs.
+    support::apply_plan(
+        &client,
+        &ns.name,
+        &plan(
+            "no-exec",
+            vec![PlanAction::new(ActionType::ReloadFlask, "Ghost"), PlanAction::new(ActionType::Restart, "Sentinel")],
+        ),
+    )
+    .await;
+    let failed = finished(&plans, "no-exec").await;
+    assert_eq!(condition(&failed, "Stalled"), ("True".into(), "ExecFailed".into()), "{:?}", failed.status);
+    let message = failed.condition("Stalled").map(|c| c.message.clone()).unwrap_or_default();
+    assert!(message.contains("ghost"), "the message names what could not run: {message}");
     assert!(!was_restarted(&deployments, "sentinel").await, "the step after the failed one never ran");
 
     // No ready pod within rollout_timeout_seconds: NoReadyPods.

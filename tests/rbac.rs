@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use antibody::plan::PatchPlan;
 use kube::api::Api;
+use serde::Deserialize;
 use serde_json::json;
 use support::{ControllerProcess, TestNamespace};
 
@@ -135,6 +136,104 @@ async fn rendered_rbac_is_least_privilege_and_enough_to_act() {
     let applied = done.condition("PatchApplied").map(|c| (c.status.clone(), c.message.clone()));
     assert_eq!(applied.as_ref().map(|a| a.0.as_str()), Some("True"), "{applied:?}\n{}", controller.logs());
     assert!(!controller.logs().contains("forbidden"), "a request was forbidden:\n{}", controller.logs());
+}
+
+/// `antibody rbac` for `config`, written to a file next to the config; the YAML it printed.
+fn render_rbac(own: &str, account: &str, config: &str) -> (std::path::PathBuf, String) {
+    let config_file = std::env::temp_dir().join("antibody-tests").join(format!("{own}.yml"));
+    std::fs::create_dir_all(config_file.parent().expect("dir")).expect("dir");
+    std::fs::write(&config_file, config).expect("config");
+    let rendered = std::process::Command::new(env!("CARGO_BIN_EXE_antibody"))
+        .args(["rbac", "--namespace", own, "--service-account", account, "--config"])
+        .arg(&config_file)
+        .output()
+        .expect("antibody rbac");
+    assert!(rendered.status.success(), "{}", String::from_utf8_lossy(&rendered.stderr));
+    (config_file, String::from_utf8_lossy(&rendered.stdout).into_owned())
+}
+
+/// A kubeconfig next to `config_file` whose only credential is the ServiceAccount's token.
+fn service_account_kubeconfig(own: &str, account: &str, config_file: &std::path::Path) -> std::path::PathBuf {
+    let (ok, token) = kubectl(&["create", "token", account, "-n", own, "--duration", "20m"], None);
+    assert!(ok, "token: {token}");
+    let mut kubeconfig: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(support::kubeconfig_path()).expect("kubeconfig")).expect("yaml");
+    kubeconfig["users"][0]["user"] = serde_yaml::to_value(json!({ "token": token })).expect("user");
+    let path = config_file.with_extension("kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&kubeconfig).expect("yaml")).expect("write kubeconfig");
+    path
+}
+
+/// README: Events are best effort, counted in `antibody_events_dropped_total` when they cannot be
+/// published. A ServiceAccount without the events.k8s.io grant: plans still apply, no Event is
+/// written, and each Event the plans would have written is counted — by value (a one-restart
+/// plan announces `Started` and `Applied`; its last action's success rides on `Applied`).
+#[tokio::test]
+async fn events_that_cannot_be_published_are_counted_dropped_and_plans_still_apply() {
+    let client = support::client().await;
+    support::install_crd(&client).await;
+    let own = TestNamespace::new(&client, "events-own").await;
+    let ns = TestNamespace::new(&client, "events-dropped").await;
+    let account = support::unique("antibody");
+    let config = format!(
+        "actions: {{restart: [Core]}}\n\
+         targets:\n  Core: {{namespace: {ns}, deployment: core}}\n\
+         defaults: {{plan_namespace: {ns}, rollout_timeout_seconds: 60}}\n",
+        ns = ns.name,
+    );
+    let (config_file, yaml) = render_rbac(&own.name, &account, &config);
+    // The rendered RBAC without its events.k8s.io rule.
+    let mut documents = Vec::new();
+    let mut removed = 0;
+    for document in serde_yaml::Deserializer::from_str(&yaml) {
+        let mut object = serde_yaml::Value::deserialize(document).expect("rbac document");
+        if let Some(rules) = object.get_mut("rules").and_then(|r| r.as_sequence_mut()) {
+            let before = rules.len();
+            rules.retain(|rule| !serde_yaml::to_string(&rule["apiGroups"]).is_ok_and(|g| g.contains("events.k8s.io")));
+            removed += before - rules.len();
+        }
+        documents.push(serde_yaml::to_string(&object).expect("yaml"));
+    }
+    assert_eq!(removed, 1, "the rendered RBAC grants Events in one rule:\n{yaml}");
+    let (ok, out) = kubectl(&["apply", "-f", "-"], Some(&documents.join("---\n")));
+    assert!(ok, "apply the RBAC without Events: {out}");
+    let cluster_role = format!("{account}-namespaces");
+    let _cleanup = scopeguard(&cluster_role);
+    assert!(!can_i(
+        &format!("system:serviceaccount:{}:{account}", own.name),
+        "create",
+        "events.events.k8s.io",
+        Some(&ns.name)
+    ));
+
+    support::create_deployment(&client, &ns.name, &support::deployment("core", 1, None)).await;
+    let kubeconfig = service_account_kubeconfig(&own.name, &account, &config_file);
+    let controller = ControllerProcess::start_on(&kubeconfig, &config, &ns.name, &[]);
+    controller.wait_ready().await;
+    let plans: Api<PatchPlan> = Api::namespaced(client.clone(), &ns.name);
+    let names = ["first", "second"];
+    for name in names {
+        let plan: PatchPlan = serde_json::from_value(json!({
+            "apiVersion": "antibody.vael.io/v1alpha1", "kind": "PatchPlan", "metadata": {"name": name},
+            "spec": {"actions": [{"type": "restart", "target": "Core"}]},
+        }))
+        .expect("plan");
+        support::apply_plan(&client, &ns.name, &plan).await;
+        let done = support::wait_for(plans.clone(), name, Duration::from_secs(90), support::plan_finished()).await;
+        let applied = done.condition("PatchApplied").map(|c| c.status.clone());
+        assert_eq!(applied.as_deref(), Some("True"), "{:?}\n{}", done.status, controller.logs());
+    }
+    // Both plans' Events were queued before their `patch_applied` transition was counted; the
+    // queue is published in order, so once the count reaches 4 nothing more is on its way.
+    let series = "antibody_events_dropped_total";
+    let expected = 2.0 * names.len() as f64;
+    let dropped = support::wait_metric(controller.http_port, series, expected, Duration::from_secs(15)).await;
+    assert_eq!(dropped, expected, "dropped Events:\n{}", controller.logs());
+    let settled = support::wait_metric(controller.http_port, series, expected + 1.0, Duration::from_secs(1)).await;
+    assert_eq!(settled, expected, "no further Event was counted");
+    let (ok, events) = kubectl(&["get", "events.events.k8s.io", "-n", &ns.name, "-o", "name"], None);
+    assert!(ok, "{events}");
+    assert!(!events.contains("first") && !events.contains("second"), "an Event was written after all: {events}");
 }
 
 /// deploy/rbac.yaml is what `antibody rbac` renders for deploy/antibody.yml.

@@ -419,8 +419,23 @@ async fn metrics_count_what_actually_happened() {
         assert_eq!(sample(&text, series), Some(value), "{series}");
     }
     // Reconciles on a stale cached plan reach a transition again; counted, not re-reported.
+    // By value: each suppressed repeat is one debug line of the controller's
+    // ("transition already reported"); how many there are depends on watch timing, so the
+    // counter is checked against that record (the fixed sequence is a unit test:
+    // report::tests::repeated_transitions_are_counted_not_reported).
+    // The counter is bumped just before the line is logged: allow the log a moment to catch up.
     let duplicates = sample(&text, "antibody_duplicate_transitions_total").expect("duplicates counted");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (duplicates, suppressed) = loop {
+        let suppressed = controller.logs().matches("transition already reported").count() as f64;
+        let now = support::metric(controller.http_port, "antibody_duplicate_transitions_total").unwrap_or(duplicates);
+        if now == suppressed || Instant::now() > deadline {
+            break (now, suppressed);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     println!("duplicate transitions suppressed: {duplicates}");
+    assert_eq!(duplicates, suppressed, "the counter matches the repeats the controller suppressed");
     // Not re-reported: the audit log holds each transition exactly once, as many as the
     // transitions counter says (4 started + 5 actions + 3 applied + 1 failed + 1 dry run).
     let transitions = 14;

@@ -262,4 +262,57 @@ mod tests {
         assert_eq!(reported.order.len(), 3);
         assert_eq!(reported.seen.len(), 3);
     }
+
+    /// Counts what the hooks were told.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<(String, TransitionKind)>>);
+
+    impl Hook for Recorded {
+        fn on_plan(&self, transition: &PlanTransition<'_>) {
+            let uid = transition.plan.metadata.uid.clone().unwrap_or_default();
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).push((uid, transition.kind));
+        }
+    }
+
+    /// A repeat reaches neither hooks nor transition metrics; `antibody_duplicate_transitions_total`
+    /// counts each one, by value.
+    #[tokio::test]
+    async fn repeated_transitions_are_counted_not_reported() {
+        use TransitionKind::{ActionSucceeded, Applied, Started};
+        // No API server behind it: Events fail to publish (counted dropped), which is not the
+        // subject here.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        let client = Client::try_from(config).expect("client");
+        let reporter = Reporter::new(client, "test".into(), Arc::new(Metrics::new()));
+        let hook = Arc::new(Recorded::default());
+        reporter.add_hook(hook.clone());
+        let mut a = PatchPlan::new("a", Default::default());
+        a.metadata.uid = Some("uid-a".into());
+        let mut b = PatchPlan::new("b", Default::default());
+        b.metadata.uid = Some("uid-b".into());
+        // (plan, transition, reported?)
+        let table = [
+            (&a, Started, true),
+            (&a, Started, false),
+            (&a, ActionSucceeded { index: 0 }, true),
+            (&b, Started, true),
+            (&a, ActionSucceeded { index: 0 }, false),
+            (&a, Applied, true),
+            (&a, Applied, false),
+            (&b, Applied, true),
+        ];
+        for (plan, kind, _) in &table {
+            reporter.plan(PlanTransition { plan, kind: *kind, reason: "Reason", message: "" });
+        }
+        let expected: Vec<(String, TransitionKind)> = table
+            .iter()
+            .filter(|(_, _, reported)| *reported)
+            .map(|(plan, kind, _)| (plan.metadata.uid.clone().unwrap_or_default(), *kind))
+            .collect();
+        assert_eq!(*hook.0.lock().unwrap_or_else(|p| p.into_inner()), expected);
+        let repeats = table.iter().filter(|(_, _, reported)| !reported).count() as u64;
+        assert_eq!(reporter.metrics.duplicate_transitions.get(), repeats);
+        let text = reporter.metrics.encode();
+        assert!(text.lines().any(|l| l == format!("antibody_duplicate_transitions_total {repeats}")), "{text}");
+    }
 }
