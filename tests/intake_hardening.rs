@@ -254,6 +254,18 @@ async fn unauthenticated_flood_is_refused_before_decoding_and_memory_stays_bound
     assert_eq!(plan_count(&client, &ns.name).await, 1, "only the authenticated alert made a plan");
     let m = metrics(controller.http_port);
     assert!(!m.contains("feed=\"grpc_intake\",outcome=\"refused\""), "nothing unauthenticated was decoded:\n{m}");
+
+    // ingest.max_body_bytes is hot: after a reload, calls that start are held to the new limit.
+    let mut config = Config::from_yaml(&test_config(&ns.name)).expect("config");
+    config.ingest.max_body_bytes = 2048;
+    let path = temp_dir().join(format!("{}.yml", ns.name));
+    std::fs::write(&path, serde_yaml::to_string(&config).expect("yaml")).expect("rewrite the config");
+    let series = r#"antibody_config_reloads_total{result="applied"}"#;
+    let reloads = support::wait_metric(controller.http_port, series, 1.0, Duration::from_secs(15)).await;
+    assert!(reloads >= 1.0, "the config reload was not applied:\n{}", controller.logs());
+    let (code, message) = submit_oversized(channels[1].clone(), Some(TOKEN), 4096).await;
+    assert_eq!(code, Code::ResourceExhausted, "{message}");
+    assert!(message.contains("(2048 bytes)"), "{message}");
 }
 
 /// `--tls-cert/--tls-key`: gRPC and REST intake over TLS with the test CA create plans; a
