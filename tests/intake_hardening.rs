@@ -146,11 +146,18 @@ fn oversized_body(payload_len: usize) -> tonic::body::Body {
     tonic::body::Body::new(http_body_util::StreamBody::new(frames))
 }
 
+const SUBMIT: &str = "/nexus.v1.AlertIntake/Submit";
+
 /// A raw `AlertIntake/Submit` with an oversized body; the gRPC status code it ends with.
 async fn submit_oversized(channel: Channel, token: Option<&str>, payload_len: usize) -> (Code, String) {
+    call_oversized(channel, SUBMIT, token, payload_len).await
+}
+
+/// A raw call of `path` with an oversized body; the gRPC status code it ends with.
+async fn call_oversized(channel: Channel, path: &str, token: Option<&str>, payload_len: usize) -> (Code, String) {
     let mut request = tonic::codegen::http::Request::builder()
         .method("POST")
-        .uri("/nexus.v1.AlertIntake/Submit")
+        .uri(path)
         .header("content-type", "application/grpc")
         .header("te", "trailers");
     if let Some(token) = token {
@@ -238,6 +245,24 @@ async fn unauthenticated_flood_is_refused_before_decoding_and_memory_stays_bound
     assert!(
         peak < idle_peak.max(idle_rss) + GROWTH_BOUND_KIB,
         "peak RSS {peak} KiB grew more than {GROWTH_BOUND_KIB} KiB over idle {idle_rss} KiB"
+    );
+
+    // Reflection needs no token: its requests are held to 16 KiB, not decoded at 4 MiB (the
+    // peak RSS says which).
+    for path in [
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ] {
+        let calls = (0..40).map(|i| call_oversized(channels[i % CONNECTIONS].clone(), path, None, PAYLOAD));
+        for (code, message) in futures::future::join_all(calls).await {
+            // tonic-reflection ends the stream (OK) when its request stream fails to decode.
+            assert!(matches!(code, Code::OutOfRange | Code::Ok), "{path}: {code:?} {message}");
+        }
+    }
+    let (_, reflection_peak) = memory_kib(controller.pid());
+    assert!(
+        reflection_peak < idle_peak.max(idle_rss) + GROWTH_BOUND_KIB,
+        "reflection flood: peak RSS {reflection_peak} KiB"
     );
 
     // Authenticated and over ingest.max_body_bytes (256 KiB by default): refused from the

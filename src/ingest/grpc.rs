@@ -22,7 +22,8 @@
 //! per call: a hot reload applies to the calls that start after it. A message announced bigger
 //! than that is refused from its 5-byte length prefix (RESOURCE_EXHAUSTED), before buffering.
 //! The HTTP/2 side bounds streams per connection, requests in flight per connection, header list
-//! size, pending-accept resets and call duration (see [`GrpcLimits`]).
+//! size, pending-accept resets and call duration (see [`GrpcLimits`]). Reflection, which needs
+//! no token, decodes requests of at most 16 KiB.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -304,6 +305,8 @@ impl Default for GrpcLimits {
 
 /// Largest header list a client may send (the bearer token is small; metadata is not a payload).
 const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// Largest reflection request (a file or symbol name, a few hundred bytes in practice).
+const REFLECTION_MAX_MESSAGE: usize = 16 * 1024;
 /// Streams a client may reset before they were accepted (the HTTP/2 "rapid reset" bound).
 const MAX_PENDING_ACCEPT_RESETS: usize = 32;
 
@@ -448,8 +451,11 @@ pub async fn serve(
             .with_service_name("grpc.reflection.v1.ServerReflection")
             .with_service_name("grpc.reflection.v1alpha.ServerReflection")
     };
-    let reflection = builder().build_v1().map_err(|e| io(&e))?;
-    let reflection_alpha = builder().build_v1alpha().map_err(|e| io(&e))?;
+    // Reflection is unauthenticated (grpcurl list): its requests are a symbol name, so its
+    // decode limit is small, or it would be the 4 MiB-per-message hole the intake closed.
+    let reflection = builder().build_v1().map_err(|e| io(&e))?.max_decoding_message_size(REFLECTION_MAX_MESSAGE);
+    let reflection_alpha =
+        builder().build_v1alpha().map_err(|e| io(&e))?.max_decoding_message_size(REFLECTION_MAX_MESSAGE);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     info!(addr = %listener.local_addr()?, tls = tls.is_some(), ?limits, "gRPC alert intake listening");
     let router = Server::builder()
