@@ -73,11 +73,22 @@ impl TestPki {
         openssl(
             &[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "1"], &ca_subject].concat(),
         );
-        openssl(
-            &[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat(),
-        );
+        let pki = Self { dir };
+        pki.issue("server", "localhost");
+        pki
+    }
+
+    /// `<name>.pem` and `<name>.key`: a server certificate for localhost / 127.0.0.1, subject `cn`.
+    fn issue(&self, name: &str, cn: &str) {
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(&self.dir).output().expect("run openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        openssl(&[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={cn}")]].concat());
         std::fs::write(
-            dir.join("server.ext"),
+            self.dir.join("server.ext"),
             "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
         )
         .expect("ext file");
@@ -85,20 +96,19 @@ impl TestPki {
             "x509",
             "-req",
             "-in",
-            "server.csr",
+            &csr,
             "-CA",
             "ca.pem",
             "-CAkey",
             "ca.key",
             "-CAcreateserial",
             "-out",
-            "server.pem",
+            &pem,
             "-days",
             "1",
             "-extfile",
             "server.ext",
         ]);
-        Self { dir }
     }
 
     fn path(&self, name: &str) -> String {
@@ -386,9 +396,39 @@ async fn intake_listeners_serve_tls() {
     assert!(refused, "a plaintext gRPC client got an answer from the TLS port");
     assert_eq!(plan_count(&client, &ns.name).await, 2, "the plaintext call created nothing");
 
+    // Certificate rotation: new files in place (as a Secret update does) are served to new
+    // connections, no restart.
+    pki.issue("renewed", "renewed.localhost");
+    for name in ["server.key", "server.pem"] {
+        let renewed = name.replace("server", "renewed");
+        std::fs::copy(pki.dir.join(&renewed), pki.dir.join(name)).expect("rotate");
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let subject = served_subject(controller.http_port);
+        if subject.contains("renewed.localhost") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still serving {subject:?} 15 s after rotation:\n{}", controller.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = https.get(format!("{base}/readyz")).send().await.map(|r| r.status().as_u16());
+    assert!(matches!(after, Ok(200)), "the renewed certificate verifies with the CA: {after:?}");
+
     // A client that does not trust the CA is refused by its own verifier.
     let untrusted = reqwest::Client::builder().tls_built_in_root_certs(true).build().expect("client");
     assert!(untrusted.get(format!("{base}/readyz")).send().await.is_err(), "an untrusted certificate was accepted");
+}
+
+/// The subject of the certificate served on 127.0.0.1:`port` (read with `openssl s_client`).
+fn served_subject(port: u16) -> String {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-servername", "localhost"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl s_client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().find(|l| l.starts_with("subject=")).unwrap_or("").to_string()
 }
 
 /// A peer process we started (killed on drop).
