@@ -518,6 +518,71 @@ async fn nexus_feed_over_tls() {
     assert!(metrics(controller.http_port).contains("antibody_alerts_total{feed=\"grpc\",outcome=\"plan_created\"} 1"));
 }
 
+/// `--nexus-ws https://… --nexus-ca`: the Socket.IO feed over TLS (wss://) to the
+/// Flask-SocketIO NEXUS stand-in, trusting only the test CA.
+#[tokio::test]
+async fn nexus_socketio_feed_over_tls() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "harden-wss").await;
+    support::install_crd(&client).await;
+    let pki = TestPki::new();
+    let port = support::free_port();
+    let port_text = port.to_string();
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let nexus = Peer::start("nexus_ws.py", &["--port", &port_text, "--tls-cert", &cert, "--tls-key", &key]);
+    let controller = ControllerProcess::start(
+        &test_config(&ns.name),
+        &ns.name,
+        &["--nexus-ws", &format!("https://localhost:{port}"), "--nexus-ca", &pki.path("ca.pem")],
+    );
+    controller.wait_ready().await;
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pki.ca()).expect("CA"))
+        .build()
+        .expect("https client");
+    let base = format!("https://localhost:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let connected = match https.get(format!("{base}/clients")).send().await {
+            Ok(response) => response
+                .text()
+                .await
+                .ok()
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+                .and_then(|v| v["connected"].as_u64()),
+            Err(_) => None,
+        };
+        if connected.unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "antibody did not connect over wss in 30 s\n{}\n{}",
+            nexus.text(),
+            controller.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let emitted = https
+        .post(format!("{base}/emit"))
+        .header("content-type", "application/json")
+        .body(alert_json("wss-1"))
+        .send()
+        .await;
+    assert!(emitted.is_ok_and(|r| r.status().is_success()), "emit");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while plan_count(&client, &ns.name).await < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "no plan from the wss feed in 20 s\n{}\n{}",
+            nexus.text(),
+            controller.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metrics(controller.http_port).contains("antibody_alerts_total{feed=\"ws\",outcome=\"plan_created\"} 1"));
+}
+
 /// Schemes and trust that cannot work end the process at startup with the reason.
 #[test]
 fn unusable_tls_settings_are_refused_at_startup() {
@@ -536,6 +601,8 @@ fn unusable_tls_settings_are_refused_at_startup() {
         (&["--nexus-grpc", "grpcs://127.0.0.1:1"], "expected http://HOST:PORT or https://"),
         (&["--tls-cert", &not_pem, "--tls-key", &not_pem], "--tls-cert/--tls-key"),
         (&["--tls-cert", &not_pem], "--tls-key"),
+        (&["--nexus-ws", "http://127.0.0.1:1", "--nexus-ca", &not_pem], "use https:// or wss://"),
+        (&["--nexus-ws", "wss://127.0.0.1:1", "--nexus-ca", &not_pem], "no PEM certificate"),
     ];
     for (flags, want) in cases {
         let mut child = Command::new(env!("CARGO_BIN_EXE_antibody"))
