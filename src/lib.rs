@@ -26,6 +26,7 @@ pub mod report;
 pub mod server;
 pub mod signing;
 pub mod telemetry;
+pub mod tls;
 pub mod validate;
 
 /// Field manager for every server-side apply Antibody sends.

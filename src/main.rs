@@ -433,7 +433,7 @@ async fn run(
         .merge(broadcast.router())
         .merge(ingest.router)
         .layer(socket_io);
-    let http = tokio::spawn(server::serve(http_addr, router, shutdown.clone()));
+    let http = tokio::spawn(server::serve(http_addr, router, ingest.tls.clone(), shutdown.clone()));
 
     let ctx = Arc::new(Context::new(client.clone(), config, settings, reporter.clone()));
     let result = match &lease {

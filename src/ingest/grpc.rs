@@ -10,15 +10,35 @@
 //! `/nexus.v1.NexusFeed/Subscribe` answers UNIMPLEMENTED it subscribes to `/NexusFeed/Subscribe`
 //! (and remembers which one worked), and a message whose field 1 holds a JSON object while the
 //! typed fields are empty is read as that envelope. `--nexus-grpc default` is the original's
-//! `localhost:7007`.
+//! `localhost:7007`. `https://` dials with TLS: trust roots from `--nexus-ca` or the system store;
+//! with neither usable the flag is refused at startup (not accepted and failing at every dial).
+//!
+//! Intake hardening (issue 17): [`GuardedIntake`] sits in front of the generated service and
+//! checks the bearer token on the request headers *before* any body byte is read or decoded, so
+//! an unauthenticated caller costs a header parse and the HTTP/2 flow-control window (64 KiB per
+//! stream), never a decoded message. Authenticated calls then need one of
+//! [`GrpcLimits::max_concurrent_calls`] permits (none free: RESOURCE_EXHAUSTED at once, no queue)
+//! and are decoded with `ingest.max_body_bytes` as the message limit, read from the live config
+//! per call: a hot reload applies to the calls that start after it. A message announced bigger
+//! than that is refused from its 5-byte length prefix (RESOURCE_EXHAUSTED), before buffering.
+//! The HTTP/2 side bounds streams per connection, requests in flight per connection, header list
+//! size, pending-accept resets and call duration (see [`GrpcLimits`]). Reflection, which needs
+//! no token, decodes requests of at most 16 KiB.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Endpoint, Server};
-use tonic::{Request, Response, Status};
+use tonic::codegen::{Body, Bytes, Service, StdError};
+use tonic::server::NamedService;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Server};
+use tonic::{Code, Request, Response, Status};
 use tracing::{info, warn};
 
 use super::Intake;
@@ -96,12 +116,36 @@ fn id_hint(message: &proto::ThreatAlert) -> String {
     if !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_graphic()) { id.clone() } else { "-".into() }
 }
 
-pub fn endpoint(url: &str) -> Result<Endpoint, String> {
+/// The NEXUS dial: `http://` plaintext, `https://` TLS with the roots of `ca_file` (PEM) or,
+/// without it, of the system store. Everything that cannot work is an error here, at startup.
+pub fn endpoint(url: &str, ca_file: Option<&Path>) -> Result<Endpoint, String> {
     let url = if url == "default" { DEFAULT_NEXUS } else { url };
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(format!("{url:?}: expected http://HOST:PORT (or `default`: {DEFAULT_NEXUS})"));
+    let https = url.starts_with("https://");
+    if !(url.starts_with("http://") || https) {
+        return Err(format!("{url:?}: expected http://HOST:PORT or https://HOST:PORT (or `default`: {DEFAULT_NEXUS})"));
     }
     let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| format!("{url:?}: {e}"))?;
+    let endpoint = match (https, ca_file) {
+        (false, None) => endpoint,
+        (false, Some(ca)) => {
+            return Err(format!("--nexus-ca {} is set but {url:?} is plaintext: use https://", ca.display()));
+        }
+        (true, Some(ca)) => {
+            let pem = crate::tls::read_ca_pem(ca)?;
+            let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+            endpoint.tls_config(tls).map_err(|e| format!("{url:?}: TLS: {e}"))?
+        }
+        (true, None) => {
+            let found = rustls_native_certs::load_native_certs().certs.len();
+            if found == 0 {
+                return Err(format!(
+                    "{url:?}: https:// needs trust roots and the system store has none: pass --nexus-ca FILE"
+                ));
+            }
+            let tls = ClientTlsConfig::new().with_native_roots();
+            endpoint.tls_config(tls).map_err(|e| format!("{url:?}: TLS: {e}"))?
+        }
+    };
     Ok(endpoint
         .connect_timeout(Duration::from_secs(3))
         .http2_keep_alive_interval(Duration::from_secs(10))
@@ -223,10 +267,120 @@ async fn subscribe_once(
     }
 }
 
-/// `AlertIntake`: one alert per call, bearer token in the `authorization` metadata.
+/// `AlertIntake`: one alert per call. Authentication happened in [`GuardedIntake`], which
+/// hands the requester over in the request extensions.
 pub struct IntakeService {
     intake: Arc<Intake>,
+}
+
+/// The token name that authenticated a call (put in the request extensions by [`GuardedIntake`]).
+#[derive(Debug, Clone)]
+pub struct Requester(pub String);
+
+/// Bounds of the gRPC intake listener. Memory held by calls in flight is at most about
+/// `max_concurrent_calls × 2 × ingest.max_body_bytes` (the buffered frame and the decoded
+/// message) plus 64 KiB of flow-control window per open stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcLimits {
+    /// Authenticated calls in flight on the whole listener; beyond: RESOURCE_EXHAUSTED.
+    pub max_concurrent_calls: usize,
+    /// HTTP/2 streams a client may open on one connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_concurrent_streams: u32,
+    /// Requests served at once on one connection; the rest wait for a slot.
+    pub per_connection_calls: usize,
+    /// Longest a call may take, grpc-timeout or not.
+    pub call_timeout: Duration,
+}
+
+impl Default for GrpcLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_calls: 32,
+            max_concurrent_streams: 64,
+            per_connection_calls: 16,
+            call_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Largest header list a client may send (the bearer token is small; metadata is not a payload).
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// Largest reflection request (a file or symbol name, a few hundred bytes in practice).
+const REFLECTION_MAX_MESSAGE: usize = 16 * 1024;
+/// Streams a client may reset before they were accepted (the HTTP/2 "rapid reset" bound).
+const MAX_PENDING_ACCEPT_RESETS: usize = 32;
+
+/// Authentication, the global call limit and the live decode limit in front of `AlertIntake`.
+/// A tower service so it runs on the HTTP request, before the body is touched.
+#[derive(Clone)]
+pub struct GuardedIntake {
+    service: Arc<IntakeService>,
+    intake: Arc<Intake>,
     tokens: Arc<TokenStore>,
+    calls: Arc<Semaphore>,
+}
+
+impl GuardedIntake {
+    pub fn new(intake: Arc<Intake>, tokens: Arc<TokenStore>, max_concurrent_calls: usize) -> Self {
+        let service = Arc::new(IntakeService { intake: intake.clone() });
+        Self { service, intake, tokens, calls: Arc::new(Semaphore::new(max_concurrent_calls)) }
+    }
+}
+
+impl NamedService for GuardedIntake {
+    const NAME: &'static str = <AlertIntakeServer<IntakeService> as NamedService>::NAME;
+}
+
+type HttpResponse = tonic::codegen::http::Response<tonic::body::Body>;
+
+impl<B> Service<tonic::codegen::http::Request<B>> for GuardedIntake
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<HttpResponse, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: tonic::codegen::http::Request<B>) -> Self::Future {
+        let refuse = |status: Status| -> Self::Future { Box::pin(std::future::ready(Ok(status.into_http()))) };
+        // The body is dropped unread when this refuses: nothing of it is decoded.
+        let header = request.headers().get("authorization").and_then(|v| v.to_str().ok());
+        match self.tokens.get().authorize(header, Scope::Ingest) {
+            Ok(name) => {
+                request.extensions_mut().insert(Requester(name.to_string()));
+            }
+            Err(denied) => return refuse(status_of(denied)),
+        }
+        let Ok(permit) = self.calls.clone().try_acquire_owned() else {
+            return refuse(Status::resource_exhausted("too many gRPC intake calls in flight: retry later"));
+        };
+        let limit = self.intake.config().ingest.max_body_bytes;
+        let mut server = AlertIntakeServer::from_arc(self.service.clone()).max_decoding_message_size(limit);
+        Box::pin(async move {
+            let response = server.call(request).await;
+            drop(permit);
+            response.map(|response| oversize_as_resource_exhausted(response, limit))
+        })
+    }
+}
+
+/// tonic answers a message over the decode limit with OUT_OF_RANGE; gRPC's convention (and what
+/// grpc-go / C-core clients expect) is RESOURCE_EXHAUSTED. The handler never says OUT_OF_RANGE,
+/// so that code here always means the decoder's refusal.
+fn oversize_as_resource_exhausted(response: HttpResponse, limit: usize) -> HttpResponse {
+    let out_of_range = (Code::OutOfRange as i32).to_string();
+    match response.headers().get("grpc-status") {
+        Some(code) if code.as_bytes() == out_of_range.as_bytes() => Status::resource_exhausted(format!(
+            "alert message larger than ingest.max_body_bytes ({limit} bytes): refused before decoding"
+        ))
+        .into_http(),
+        _ => response,
+    }
 }
 
 pub fn reply(outcome: &AlertOutcome) -> SubmitReply {
@@ -259,8 +413,11 @@ pub fn status_of(denied: Denied) -> Status {
 #[tonic::async_trait]
 impl AlertIntake for IntakeService {
     async fn submit(&self, request: Request<proto::ThreatAlert>) -> Result<Response<SubmitReply>, Status> {
-        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        let requester = self.tokens.get().authorize(header, Scope::Ingest).map_err(status_of)?.to_string();
+        // Only GuardedIntake routes here, after authenticating; no requester = a wiring bug.
+        let requester = match request.extensions().get::<Requester>() {
+            Some(Requester(name)) => name.clone(),
+            None => return Err(Status::unauthenticated("no authenticated requester")),
+        };
         let message = request.into_inner();
         match alert_from_proto(&message) {
             Ok(alert) => {
@@ -275,11 +432,14 @@ impl AlertIntake for IntakeService {
     }
 }
 
-/// Serve `AlertIntake` plus reflection (v1 and v1alpha, for older grpcurl) until `shutdown`.
+/// Serve `AlertIntake` plus reflection (v1 and v1alpha, for older grpcurl) until `shutdown`;
+/// over TLS when `tls` is given (certificates re-read when their files change).
 pub async fn serve(
     addr: SocketAddr,
     intake: Arc<Intake>,
     tokens: Arc<TokenStore>,
+    limits: GrpcLimits,
+    tls: Option<Arc<crate::tls::ServerTls>>,
     shutdown: CancellationToken,
 ) -> crate::Result<()> {
     let io = |e: &dyn std::fmt::Display| crate::Error::Io(std::io::Error::other(e.to_string()));
@@ -291,19 +451,35 @@ pub async fn serve(
             .with_service_name("grpc.reflection.v1.ServerReflection")
             .with_service_name("grpc.reflection.v1alpha.ServerReflection")
     };
-    let reflection = builder().build_v1().map_err(|e| io(&e))?;
-    let reflection_alpha = builder().build_v1alpha().map_err(|e| io(&e))?;
+    // Reflection is unauthenticated (grpcurl list): its requests are a symbol name, so its
+    // decode limit is small, or it would be the 4 MiB-per-message hole the intake closed.
+    let reflection = builder().build_v1().map_err(|e| io(&e))?.max_decoding_message_size(REFLECTION_MAX_MESSAGE);
+    let reflection_alpha =
+        builder().build_v1alpha().map_err(|e| io(&e))?.max_decoding_message_size(REFLECTION_MAX_MESSAGE);
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    info!(addr = %listener.local_addr()?, "gRPC alert intake listening");
-    Server::builder()
+    info!(addr = %listener.local_addr()?, tls = tls.is_some(), ?limits, "gRPC alert intake listening");
+    let router = Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .concurrency_limit_per_connection(limits.per_connection_calls)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .timeout(limits.call_timeout)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(AlertIntakeServer::new(IntakeService { intake, tokens }))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
-            shutdown.cancelled().await
-        })
-        .await
-        .map_err(|e| io(&e))
+        .add_service(GuardedIntake::new(intake, tokens, limits.max_concurrent_calls));
+    let stopped = async move { shutdown.cancelled().await };
+    match tls {
+        None => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            router.serve_with_incoming_shutdown(incoming, stopped).await
+        }
+        Some(tls) => {
+            let incoming = crate::tls::accept(listener, tls, crate::tls::GRPC_ALPN).map_err(|e| io(&e))?.into_stream();
+            router.serve_with_incoming_shutdown(incoming, stopped).await
+        }
+    }
+    .map_err(|e| io(&e))
 }
 
 #[cfg(test)]
@@ -390,10 +566,14 @@ mod tests {
 
     #[test]
     fn endpoints_and_replies() {
-        assert!(endpoint("default").is_ok_and(|e| *e.uri() == "http://localhost:7007/"));
-        assert!(endpoint("http://127.0.0.1:50051").is_ok());
-        assert!(endpoint("127.0.0.1:50051").is_err());
-        assert!(endpoint("ftp://x").is_err());
+        assert!(endpoint("default", None).is_ok_and(|e| *e.uri() == "http://localhost:7007/"));
+        assert!(endpoint("http://127.0.0.1:50051", None).is_ok());
+        assert!(endpoint("127.0.0.1:50051", None).is_err());
+        assert!(endpoint("ftp://x", None).is_err());
+        let plaintext_with_ca = endpoint("http://127.0.0.1:50051", Some(Path::new("/etc/hostname")));
+        assert!(plaintext_with_ca.is_err_and(|e| e.contains("use https://")));
+        let missing_ca = endpoint("https://127.0.0.1:50051", Some(Path::new("/nonexistent/ca.pem")));
+        assert!(missing_ca.is_err_and(|e| e.contains("/nonexistent/ca.pem")));
         let r = reply(&AlertOutcome::CooledDown { target: "VAEL_Core".into(), plan: "hb-1".into() });
         assert_eq!((r.outcome.as_str(), r.plan.as_str()), ("cooled_down", "hb-1"));
         let r = reply(&AlertOutcome::Refused { reason: "NotAllowed".into(), message: "no".into() });

@@ -603,12 +603,45 @@ pub struct IngestArgs {
     /// `defaults.plan_namespace` from antibody.yml).
     #[arg(long, env = "ANTIBODY_PLAN_NAMESPACE")]
     pub plan_namespace: Option<String>,
+    /// Serve the HTTP and gRPC intake listeners over TLS with this PEM certificate (chain);
+    /// needs --tls-key. Re-read when the file changes.
+    #[arg(long, env = "ANTIBODY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "ANTIBODY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle to verify https:// NEXUS feeds with (default: the system trust store for
+    /// --nexus-grpc, built-in Mozilla roots for --nexus-ws). Refused with a plaintext feed.
+    #[arg(long, env = "ANTIBODY_NEXUS_CA")]
+    pub nexus_ca: Option<PathBuf>,
+    /// Authenticated gRPC intake calls in flight at once (beyond: RESOURCE_EXHAUSTED).
+    #[arg(long, env = "ANTIBODY_GRPC_MAX_CALLS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub grpc_max_calls: u32,
+    /// HTTP/2 streams one gRPC client connection may have open.
+    #[arg(long, env = "ANTIBODY_GRPC_MAX_STREAMS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub grpc_max_streams: u32,
+    /// gRPC requests served at once per connection (the rest wait their turn).
+    #[arg(long, env = "ANTIBODY_GRPC_CONNECTION_CALLS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub grpc_connection_calls: u32,
+}
+
+impl IngestArgs {
+    pub fn grpc_limits(&self) -> grpc::GrpcLimits {
+        grpc::GrpcLimits {
+            max_concurrent_calls: self.grpc_max_calls as usize,
+            max_concurrent_streams: self.grpc_max_streams,
+            per_connection_calls: self.grpc_connection_calls as usize,
+            ..Default::default()
+        }
+    }
 }
 
 /// The running ingest side: its HTTP routes (to merge into the main router) and its tasks.
 pub struct Ingest {
     pub router: axum::Router,
     pub intake: Arc<Intake>,
+    /// The intake listeners' TLS, for the HTTP listener too (`None`: plaintext).
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
     pub tasks: Vec<JoinHandle<()>>,
 }
 
@@ -640,6 +673,13 @@ pub fn start(
             Tokens::default()
         }
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(crate::tls::ServerTls::load(cert, key).map_err(|e| startup(format!("--tls-cert/--tls-key: {e}")))?)
+        }
+        (None, None) => None,
+        _ => return Err(startup("--tls-cert and --tls-key go together".into())),
+    };
     let tokens = Arc::new(TokenStore::new(tokens));
     let intake = Arc::new(Intake::new(client, config.clone(), reporter.clone(), plan_namespace));
     let mut tasks = Vec::new();
@@ -653,23 +693,35 @@ pub fn start(
         shutdown.clone(),
     )));
     if let Some(url) = &args.nexus_grpc {
-        let endpoint = grpc::endpoint(url).map_err(|e| startup(format!("--nexus-grpc: {e}")))?;
+        let endpoint =
+            grpc::endpoint(url, args.nexus_ca.as_deref()).map_err(|e| startup(format!("--nexus-grpc: {e}")))?;
         tasks.push(tokio::spawn(grpc::subscribe(endpoint, intake.clone(), shutdown.clone())));
     }
     if let Some(url) = &args.nexus_ws {
-        ws::check_url(url).map_err(|e| startup(format!("--nexus-ws: {e}")))?;
-        tasks.push(tokio::spawn(ws::subscribe(url.clone(), intake.clone(), shutdown.clone())));
+        let ws_url = ws::websocket_url(url).map_err(|e| startup(format!("--nexus-ws: {e}")))?;
+        let tls = match (&args.nexus_ca, ws_url.starts_with("wss://")) {
+            (None, _) => None,
+            (Some(ca), true) => Some(crate::tls::client_config(ca).map_err(|e| startup(format!("--nexus-ca: {e}")))?),
+            (Some(ca), false) => {
+                return Err(startup(format!(
+                    "--nexus-ca {} is set but --nexus-ws {url:?} is plaintext: use https:// or wss://",
+                    ca.display()
+                )));
+            }
+        };
+        tasks.push(tokio::spawn(ws::subscribe(url.clone(), intake.clone(), tls, shutdown.clone())));
     }
     if let Some(addr) = args.grpc_addr {
         let (intake, tokens, shutdown) = (intake.clone(), tokens.clone(), shutdown.clone());
+        let (limits, tls) = (args.grpc_limits(), tls.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = grpc::serve(addr, intake, tokens, shutdown).await {
+            if let Err(e) = grpc::serve(addr, intake, tokens, limits, tls, shutdown).await {
                 warn!(error = %e, %addr, "gRPC intake server stopped");
             }
         }));
     }
     let router = http::router(intake.clone(), tokens);
-    Ok(Ingest { router, intake, tasks })
+    Ok(Ingest { router, intake, tls, tasks })
 }
 
 #[cfg(test)]

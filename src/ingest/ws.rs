@@ -2,7 +2,8 @@
 //!
 //! Socket.IO v5 over Engine.IO v4, WebSocket transport only (python-socketio 5 accepts a direct
 //! WebSocket connection, no long-polling handshake needed). The WebSocket itself is
-//! tokio-tungstenite (TLS through rustls for `https://`/`wss://`); this file only frames the two
+//! tokio-tungstenite (TLS through rustls for `https://`/`wss://`: the built-in Mozilla roots, or
+//! only `--nexus-ca` when given); this file only frames the two
 //! thin protocols on top, which is all a receive-only client needs: answer the server's pings,
 //! join the default namespace, take `nexus_alert` events. (rust_socketio would do the same but
 //! drags in native-tls/OpenSSL, which the static image cannot carry and which would switch every
@@ -176,7 +177,13 @@ async fn handle(intake: &Intake, args: Vec<Value>) {
 }
 
 /// Stay subscribed until `shutdown`, reconnecting with backoff and jitter.
-pub async fn subscribe(url: String, intake: Arc<Intake>, shutdown: CancellationToken) {
+/// `tls`: the client config to dial `wss://` with (`None`: tungstenite's built-in roots).
+pub async fn subscribe(
+    url: String,
+    intake: Arc<Intake>,
+    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    shutdown: CancellationToken,
+) {
     let ws_url = match websocket_url(&url) {
         Ok(ws_url) => ws_url,
         Err(e) => {
@@ -188,7 +195,7 @@ pub async fn subscribe(url: String, intake: Arc<Intake>, shutdown: CancellationT
     loop {
         let mut live = false;
         let ended = tokio::select! {
-            ended = session(&ws_url, &intake, &mut live, &shutdown) => ended,
+            ended = session(&ws_url, &intake, tls.clone(), &mut live, &shutdown) => ended,
             _ = shutdown.cancelled() => return,
         };
         let error = match ended {
@@ -230,8 +237,16 @@ async fn next_text(socket: &mut Socket, wait: Duration) -> Result<String, String
 }
 
 /// One connection: handshake, then events until it ends. `Ok` only on shutdown.
-async fn session(url: &str, intake: &Intake, live: &mut bool, shutdown: &CancellationToken) -> Result<(), String> {
-    let (mut socket, _) = tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::connect_async(url))
+async fn session(
+    url: &str,
+    intake: &Intake,
+    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    live: &mut bool,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let connector = tls.map(tokio_tungstenite::Connector::Rustls);
+    let connect = tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector);
+    let (mut socket, _) = tokio::time::timeout(HANDSHAKE_TIMEOUT, connect)
         .await
         .map_err(|_| "WebSocket connect timed out".to_string())?
         .map_err(|e| format!("WebSocket connect: {e}"))?;

@@ -10,6 +10,7 @@ alert X gets only the alerts after X. With --hold the stream stays open after th
 
 Every event is logged as one JSON line on stdout (ready, subscribe, sent, done), so tests can
 check what was sent to whom. Serves gRPC reflection too. Listens on 127.0.0.1 only.
+With --tls-cert/--tls-key (PEM) it serves over TLS instead of plaintext.
 """
 
 import argparse
@@ -99,7 +100,11 @@ def main():
     parser.add_argument("--mode", choices=["json", "typed", "mixed"], default="mixed")
     parser.add_argument("--hold", action="store_true", help="keep the stream open after the last alert")
     parser.add_argument("--proto", default=os.path.join(ROOT, "proto", "nexus.proto"))
+    parser.add_argument("--tls-cert", help="serve TLS with this PEM certificate (needs --tls-key)")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
     args = parser.parse_args()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        sys.exit("nexus_feed: --tls-cert and --tls-key go together")
 
     pb2, pb2_grpc = generate(args.proto)
     alerts = load_alerts(args.alerts)
@@ -129,7 +134,13 @@ def main():
     pb2_grpc.add_NexusFeedServicer_to_server(Feed(), server)
     names = (pb2.DESCRIPTOR.services_by_name["NexusFeed"].full_name, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server)
-    bound = server.add_insecure_port(f"127.0.0.1:{args.port}")
+    address = f"127.0.0.1:{args.port}"
+    if args.tls_cert:
+        with open(args.tls_key, "rb") as key, open(args.tls_cert, "rb") as cert:
+            credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+        bound = server.add_secure_port(address, credentials)
+    else:
+        bound = server.add_insecure_port(address)
     if bound != args.port:
         sys.exit(f"nexus_feed: could not bind 127.0.0.1:{args.port}")
     server.start()
@@ -140,7 +151,7 @@ def main():
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log(event="ready", port=args.port, alerts=len(alerts))
+    log(event="ready", port=args.port, alerts=len(alerts), tls=bool(args.tls_cert))
     server.wait_for_termination()
 
 

@@ -7,6 +7,7 @@ Control endpoints for tests (loopback only):
   POST /emit     -> {"emitted": N}         body: one alert, or a list; each is emitted as its own
                                            `nexus_alert` event to every connected client
 Events are logged as JSON lines on stdout (ready, connect, disconnect, emit).
+With --tls-cert/--tls-key (PEM) everything is served over TLS (https:// and wss://).
 """
 
 import argparse
@@ -31,7 +32,12 @@ def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--ping-interval", type=float, default=25, help="Engine.IO pingInterval, seconds")
     parser.add_argument("--ping-timeout", type=float, default=20, help="Engine.IO pingTimeout, seconds")
+    parser.add_argument("--tls-cert", help="serve TLS with this PEM certificate (needs --tls-key)")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
     args = parser.parse_args()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        sys.exit("nexus_ws: --tls-cert and --tls-key go together")
+    tls = {"ssl_context": (args.tls_cert, args.tls_key)} if args.tls_cert else {}
 
     app = Flask(__name__)
     socketio = SocketIO(
@@ -70,8 +76,8 @@ def main():
         log(event="emit", count=len(alerts))
         return jsonify(emitted=len(alerts))
 
-    log(event="ready", port=args.port)
-    socketio.run(app, host="127.0.0.1", port=args.port, allow_unsafe_werkzeug=True, use_reloader=False)
+    log(event="ready", port=args.port, tls=bool(tls))
+    socketio.run(app, host="127.0.0.1", port=args.port, allow_unsafe_werkzeug=True, use_reloader=False, **tls)
 
 
 if __name__ == "__main__":
