@@ -597,7 +597,8 @@ pub struct IngestArgs {
     /// Serve the gRPC AlertIntake (with reflection) here, e.g. 127.0.0.1:50052.
     #[arg(long, env = "ANTIBODY_GRPC_ADDR")]
     pub grpc_addr: Option<SocketAddr>,
-    /// Bearer tokens for REST and gRPC intake: lines `name:token`; the name is the requester.
+    /// Bearer tokens (lines `name:token [scopes=a,b]`; the name is the requester) for REST and
+    /// gRPC intake, the plans API, Socket.IO and, with `--metrics-auth token`, /metrics.
     #[arg(long, env = "ANTIBODY_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// Namespace for PatchPlans made from alerts (default: --namespace, else
@@ -610,6 +611,8 @@ pub struct IngestArgs {
 pub struct Ingest {
     pub router: axum::Router,
     pub intake: Arc<Intake>,
+    /// The live token set (swapped when the token file changes), for the read endpoints too.
+    pub tokens: Arc<TokenStore>,
     pub tasks: Vec<JoinHandle<()>>,
 }
 
@@ -669,8 +672,8 @@ pub fn start(
             }
         }));
     }
-    let router = http::router(intake.clone(), tokens);
-    Ok(Ingest { router, intake, tasks })
+    let router = http::router(intake.clone(), tokens.clone());
+    Ok(Ingest { router, intake, tokens, tasks })
 }
 
 #[cfg(test)]
