@@ -144,11 +144,15 @@ fn network_policy_admits_only_the_listeners_and_lets_out_only_what_antibody_call
     let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&rendered)
         .filter_map(|doc| serde_yaml::Value::deserialize(doc).ok())
         .collect();
-    let of_kind = |kind: &str| docs.iter().filter(move |d| d["kind"].as_str() == Some(kind)).cloned();
-    let policies: Vec<NetworkPolicy> =
-        of_kind("NetworkPolicy").map(|d| serde_yaml::from_value(d).expect("a valid NetworkPolicy")).collect();
+    let of_kind = |kind: &str| -> Vec<serde_yaml::Value> {
+        docs.iter().filter(|d| d["kind"].as_str() == Some(kind)).cloned().collect()
+    };
+    let policies: Vec<NetworkPolicy> = of_kind("NetworkPolicy")
+        .into_iter()
+        .map(|d| serde_yaml::from_value(d).expect("a valid NetworkPolicy"))
+        .collect();
     let deployments: Vec<Deployment> =
-        of_kind("Deployment").map(|d| serde_yaml::from_value(d).expect("a valid Deployment")).collect();
+        of_kind("Deployment").into_iter().map(|d| serde_yaml::from_value(d).expect("a valid Deployment")).collect();
     assert_eq!((policies.len(), deployments.len()), (1, 1), "one NetworkPolicy for the one Deployment");
     let (policy, deployment) = (&policies[0], &deployments[0]);
     assert_eq!(policy.metadata.namespace, deployment.metadata.namespace);

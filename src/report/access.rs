@@ -207,7 +207,9 @@ oncall: oncall-token-0123456789 scopes=reveal
     fn socket_token_from_auth_payload_or_header() {
         let tokens = Tokens::parse(FILE).expect("valid");
         let bearer = Some("Bearer oncall-token-0123456789");
-        let cases: &[(Option<Value>, Option<&str>, Result<Visibility, &str>)] = &[
+        // (auth payload, Authorization header, what the connect gets)
+        type Case<'a> = (Option<Value>, Option<&'a str>, Result<Visibility, &'a str>);
+        let cases: &[Case] = &[
             (Some(json!({"token": "ui-token-0123456789abcd"})), None, Ok(Visibility::Redacted)),
             // A replay cursor beside the token is fine.
             (Some(json!({"token": "oncall-token-0123456789", "last_seq": 41})), None, Ok(Visibility::Revealed)),
