@@ -259,8 +259,16 @@ async fn read_endpoints_need_a_read_token_and_values_need_reveal() {
     assert_eq!(heard_redacted["event"], "patch_applied");
     assert_eq!(heard_revealed["event"], "patch_applied");
 
+    // Connected before the token file changes: `ui` (read) and `oncall` (reveal).
+    let revoked =
+        SocketIoClient::start("revoked", port, "websocket", SocketAuth::Payload(support::READ_TOKEN), &events, 5);
+    let kept = SocketIoClient::start("kept", port, "default", SocketAuth::Payload(support::REVEAL_TOKEN), &events, 5);
+    for sio in [&revoked, &kept] {
+        sio.next("connect", Duration::from_secs(20));
+    }
     // The token file changes (the Secret is edited): `ui` loses `read`. The next request and
-    // the next connect are refused, with no restart.
+    // the next connect are refused, with no restart; the connected `ui` socket is dropped
+    // before the next event, which `oncall` still hears.
     std::fs::write(
         &tokens,
         format!("ui:{} scopes=ingest\noncall:{} scopes=reveal\n", support::READ_TOKEN, support::REVEAL_TOKEN),
@@ -278,7 +286,14 @@ async fn read_endpoints_need_a_read_token_and_values_need_reveal() {
     let late = SocketIoClient::start("late", port, "websocket", SocketAuth::Payload(support::READ_TOKEN), &events, 1);
     let answer = late.next_of(&["connect", "connect_error"], Duration::from_secs(20));
     assert_eq!(answer["event"], "connect_error", "after the reload: {answer}");
-    assert_eq!(get_json_as(port, "/api/antibody/plans", support::REVEAL_TOKEN)["plans"][0]["id"], "edit-core");
+    support::apply_plan(&client, &ns.name, &manual_plan("after-reload", vec![restart("VAEL_Core")], false)).await;
+    wait_finished(&client, &ns.name, "after-reload").await;
+    let heard = kept.next_of(&events, Duration::from_secs(20));
+    assert_eq!(heard["data"]["id"], "after-reload", "{heard}");
+    let last =
+        revoked.next_of(&["patch_applied", "patch_failed", "patch_unverified", "disconnect"], Duration::from_secs(20));
+    assert_eq!(last["event"], "disconnect", "a socket whose token lost read hears nothing more: {last}");
+    assert_eq!(get_json_as(port, "/api/antibody/plans", support::REVEAL_TOKEN)["plans"][0]["id"], "after-reload");
     // /metrics stays open by default (an in-cluster Prometheus, behind the NetworkPolicy).
     let (code, body) = support::http_get(port, "/metrics").expect("metrics");
     assert!(code == 200 && body.ends_with("# EOF\n"), "{code}: {body}");

@@ -14,9 +14,10 @@
 //! is the value. The structured fields stay: id, targets, keys, states, reasons, times, who
 //! asked.
 //!
-//! Tokens are read from the live [`TokenStore`] on every request and connect, so a token file
-//! reload applies at once to new requests (a Socket.IO client already connected keeps its room
-//! until it reconnects).
+//! Tokens are read from the live token store on every request and connect, so a token file
+//! reload applies at once to new requests; a connected Socket.IO client is checked again by its
+//! token's name before the next event after a reload ([`visibility_by_name`]): dropped when
+//! the name lost `read`, moved when its visibility changed.
 
 use serde_json::Value;
 
@@ -57,6 +58,11 @@ fn visibility_of(tokens: &Tokens, name: &str) -> Visibility {
     if tokens.has_scope(name, Scope::Reveal) { Visibility::Revealed } else { Visibility::Redacted }
 }
 
+/// What the token named `name` may see now, if anything (a connected socket after a reload).
+pub fn visibility_by_name(tokens: &Tokens, name: &str) -> Option<Visibility> {
+    tokens.has_scope(name, Scope::Read).then(|| visibility_of(tokens, name))
+}
+
 /// An HTTP `Authorization` header → what its token may see, or why it may see nothing.
 pub fn authorize_read(tokens: &Tokens, authorization: Option<&str>) -> Result<Visibility, Denied> {
     let name = tokens.authorize(authorization, Scope::Read)?;
@@ -66,23 +72,23 @@ pub fn authorize_read(tokens: &Tokens, authorization: Option<&str>) -> Result<Vi
 /// A Socket.IO connect: the token from the `auth` payload (`{"token": "…"}`, as
 /// `sio.connect(url, auth={"token": …})` and JS `io(url, {auth: {token}})` send it), else from
 /// the handshake's `Authorization: Bearer` header. Other keys of the payload (a replay cursor
-/// such as `last_seq`) are left alone.
+/// such as `last_seq`) are left alone. Returns the token's name with what it may see.
 pub fn authorize_socket(
     tokens: &Tokens,
     auth: Option<&Value>,
     authorization: Option<&str>,
-) -> Result<Visibility, Denied> {
-    match auth.and_then(|a| a.get("token")) {
-        Some(Value::String(token)) => {
-            let name = tokens.authorize_token(token.trim(), Scope::Read)?;
-            Ok(visibility_of(tokens, name))
+) -> Result<(String, Visibility), Denied> {
+    let name = match auth.and_then(|a| a.get("token")) {
+        Some(Value::String(token)) => tokens.authorize_token(token.trim(), Scope::Read)?,
+        Some(_) => return Err(Denied::Unauthenticated("auth.token must be a string")),
+        None if authorization.is_some() => tokens.authorize(authorization, Scope::Read)?,
+        None => {
+            return Err(Denied::Unauthenticated(
+                "missing token: connect with auth {\"token\": \"<token>\"} or an Authorization: Bearer header",
+            ));
         }
-        Some(_) => Err(Denied::Unauthenticated("auth.token must be a string")),
-        None if authorization.is_some() => authorize_read(tokens, authorization),
-        None => Err(Denied::Unauthenticated(
-            "missing token: connect with auth {\"token\": \"<token>\"} or an Authorization: Bearer header",
-        )),
-    }
+    };
+    Ok((name.to_string(), visibility_of(tokens, name)))
 }
 
 /// Replace `object[field]` with null and note it in `hidden`, if it held anything.
@@ -225,12 +231,23 @@ oncall: oncall-token-0123456789 scopes=reveal
             (Some(json!("ui-token-0123456789abcd")), None, Err("missing token")),
         ];
         for (auth, header, want) in cases {
-            match (authorize_socket(&tokens, auth.as_ref(), *header), want) {
+            match (authorize_socket(&tokens, auth.as_ref(), *header).map(|(_, v)| v), want) {
                 (Ok(v), Ok(w)) => assert_eq!(v, *w, "{auth:?} {header:?}"),
                 (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{auth:?}: {e}"),
                 (got, want) => panic!("{auth:?} {header:?}: got {got:?}, want {want:?}"),
             }
         }
+        let (name, _) =
+            authorize_socket(&tokens, Some(&json!({"token": "ui-token-0123456789abcd"})), None).expect("read token");
+        assert_eq!(name, "ui");
+        // After a reload, by name: kept, moved, or dropped.
+        let reloaded =
+            Tokens::parse("ui: ui-token-0123456789abcd scopes=reveal\noncall: oncall-token-0123456789 scopes=ingest\n")
+                .expect("valid");
+        assert_eq!(visibility_by_name(&reloaded, "ui"), Some(Visibility::Revealed));
+        assert_eq!(visibility_by_name(&reloaded, "oncall"), None, "lost read");
+        assert_eq!(visibility_by_name(&reloaded, "bridge"), None, "gone");
+        assert_eq!(visibility_by_name(&tokens, "ui"), Some(Visibility::Redacted));
         let none = Tokens::default();
         let error = authorize_socket(&none, Some(&json!({"token": "ui-token-0123456789abcd"})), None)
             .expect_err("no tokens configured");
