@@ -60,6 +60,10 @@ enum Command {
         /// HTTP listener: REST ingest, /metrics, /livez, /readyz, Socket.IO.
         #[arg(long, env = "ANTIBODY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
         http_addr: std::net::SocketAddr,
+        /// /metrics: `open` (for an in-cluster scraper the NetworkPolicy lets in) or `token` (a
+        /// bearer token with scope `read`).
+        #[arg(long, value_enum, env = "ANTIBODY_METRICS_AUTH", default_value = "open")]
+        metrics_auth: antibody::report::http::MetricsAccess,
         #[arg(long, value_enum, env = "ANTIBODY_LOG_FORMAT", default_value = "text")]
         log_format: LogFormat,
         #[arg(long, env = "ANTIBODY_LOG_LEVEL", default_value = "info,kube=warn")]
@@ -316,6 +320,7 @@ fn main() -> ExitCode {
             dry_run,
             concurrency,
             http_addr,
+            metrics_auth,
             log_format,
             log_level,
             ingest,
@@ -353,7 +358,15 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
             };
-            match runtime.block_on(run(config, settings, http_addr, instance, lease, ingest, config_path)) {
+            match runtime.block_on(run(
+                config,
+                settings,
+                (http_addr, metrics_auth),
+                instance,
+                lease,
+                ingest,
+                config_path,
+            )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e.to_string()),
             }
@@ -364,7 +377,7 @@ fn main() -> ExitCode {
 async fn run(
     config: Config,
     settings: Settings,
-    http_addr: std::net::SocketAddr,
+    (http_addr, metrics_auth): (std::net::SocketAddr, antibody::report::http::MetricsAccess),
     instance: String,
     lease: Option<antibody::leader::LeaseSettings>,
     ingest: Box<antibody::ingest::IngestArgs>,
@@ -408,13 +421,6 @@ async fn run(
     if let Some(path) = &config.plan_log {
         reporter.add_hook(Arc::new(antibody::report::plan_log::PlanLog::open(std::path::Path::new(path))?));
     }
-    // The UI broadcast follows plan status with its own watch, on every replica (leader or not).
-    let (broadcast, socket_io) = Broadcast::new();
-    let plans = match &settings.namespace {
-        Some(ns) => kube::Api::namespaced(client.clone(), ns),
-        None => kube::Api::all(client.clone()),
-    };
-    tokio::spawn(broadcast.clone().follow(plans, shutdown.clone()));
     let config = Arc::new(SharedConfig::new(config));
     let health = Arc::new(Health::default());
     health.config_loaded.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -429,7 +435,15 @@ async fn run(
         settings.namespace.clone(),
         shutdown.clone(),
     )?;
-    let router = antibody::report::http::router(health.clone(), metrics.clone())
+    // The UI broadcast follows plan status with its own watch, on every replica (leader or not);
+    // its readers are checked against the live token set ingest keeps.
+    let (broadcast, socket_io) = Broadcast::new(ingest.tokens.clone());
+    let plans = match &settings.namespace {
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
+    };
+    tokio::spawn(broadcast.clone().follow(plans, shutdown.clone()));
+    let router = antibody::report::http::router(health.clone(), metrics.clone(), metrics_auth, ingest.tokens.clone())
         .merge(broadcast.router())
         .merge(ingest.router)
         .layer(socket_io);

@@ -98,6 +98,7 @@ async fn deploy_installs_with_least_privilege() {
         "Deployment",
         "Service",
         "ConfigMap",
+        "NetworkPolicy",
     ] {
         assert!(rendered.contains(&format!("kind: {kind}\n")), "deploy/ renders a {kind}");
     }
@@ -125,4 +126,111 @@ async fn deploy_installs_with_least_privilege() {
 fn deploy_config_is_valid() {
     let text = include_str!("../deploy/antibody.yml");
     antibody::config::Config::from_yaml(text).expect("deploy/antibody.yml is a valid antibody.yml");
+}
+
+/// The NetworkPolicy (issue 17), parsed: it selects Antibody's pods, admits traffic only to the
+/// Deployment's two listeners and only from named namespaces, and lets out only DNS, the API
+/// server, NEXUS and Redis — never everything.
+#[test]
+fn network_policy_admits_only_the_listeners_and_lets_out_only_what_antibody_calls() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    use serde::Deserialize;
+    use std::collections::BTreeSet;
+
+    let root = env!("CARGO_MANIFEST_DIR");
+    let rendered = kubectl(&["kustomize", &format!("{root}/deploy")]);
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&rendered)
+        .filter_map(|doc| serde_yaml::Value::deserialize(doc).ok())
+        .collect();
+    let of_kind = |kind: &str| -> Vec<serde_yaml::Value> {
+        docs.iter().filter(|d| d["kind"].as_str() == Some(kind)).cloned().collect()
+    };
+    let policies: Vec<NetworkPolicy> = of_kind("NetworkPolicy")
+        .into_iter()
+        .map(|d| serde_yaml::from_value(d).expect("a valid NetworkPolicy"))
+        .collect();
+    let deployments: Vec<Deployment> =
+        of_kind("Deployment").into_iter().map(|d| serde_yaml::from_value(d).expect("a valid Deployment")).collect();
+    assert_eq!((policies.len(), deployments.len()), (1, 1), "one NetworkPolicy for the one Deployment");
+    let (policy, deployment) = (&policies[0], &deployments[0]);
+    assert_eq!(policy.metadata.namespace, deployment.metadata.namespace);
+    let spec = policy.spec.as_ref().expect("spec");
+    let template = &deployment.spec.as_ref().expect("deployment spec").template;
+    let pod_labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    let selector = spec.pod_selector.as_ref().and_then(|s| s.match_labels.clone()).unwrap_or_default();
+    assert!(!selector.is_empty(), "selects by label, not every pod of the namespace");
+    assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)), "selects Antibody's pods: {selector:?}");
+    let types: BTreeSet<&str> = spec.policy_types.iter().flatten().map(String::as_str).collect();
+    assert_eq!(types, BTreeSet::from(["Egress", "Ingress"]), "both directions are restricted");
+
+    // Ingress: every rule names ports, each a listener of the container; every rule names its peers.
+    let container = &template.spec.as_ref().expect("pod spec").containers[0];
+    let listeners: Vec<(String, i32)> =
+        container.ports.iter().flatten().map(|p| (p.name.clone().unwrap_or_default(), p.container_port)).collect();
+    let listener_of = |port: &NetworkPolicyPort| -> Option<String> {
+        listeners
+            .iter()
+            .find(|(name, number)| match &port.port {
+                Some(IntOrString::String(s)) => s == name,
+                Some(IntOrString::Int(n)) => n == number,
+                None => false,
+            })
+            .map(|(name, _)| name.clone())
+    };
+    let ingress = spec.ingress.as_deref().expect("ingress rules");
+    let mut admitted = BTreeSet::new();
+    for rule in ingress {
+        let ports = rule.ports.as_deref().unwrap_or_default();
+        assert!(!ports.is_empty(), "an ingress rule without ports opens every port: {rule:?}");
+        let peers = rule.from.as_deref().unwrap_or_default();
+        assert!(!peers.is_empty(), "an ingress rule without `from` admits everyone: {rule:?}");
+        for peer in peers {
+            let named = peer.namespace_selector.as_ref().and_then(|s| s.match_labels.as_ref());
+            assert!(
+                named.is_some_and(|l| l.contains_key("kubernetes.io/metadata.name")) || peer.pod_selector.is_some(),
+                "peers are named namespaces or pods, not ipBlocks or all namespaces: {peer:?}"
+            );
+        }
+        for port in ports {
+            let listener = listener_of(port).unwrap_or_else(|| panic!("{port:?} is not a listener of the container"));
+            admitted.insert(listener);
+        }
+    }
+    assert_eq!(admitted, BTreeSet::from(["grpc".to_string(), "http".to_string()]), "both listeners reachable");
+
+    // Egress: only rules with ports; DNS to kube-dns, the API server's ports, NEXUS and Redis.
+    let egress = spec.egress.as_deref().expect("egress rules");
+    let mut allowed: BTreeSet<(String, i32)> = BTreeSet::new();
+    for rule in egress {
+        let ports = rule.ports.as_deref().unwrap_or_default();
+        assert!(!ports.is_empty(), "an egress rule without ports lets everything out: {rule:?}");
+        for port in ports {
+            let number = match &port.port {
+                Some(IntOrString::Int(n)) => *n,
+                other => panic!("egress ports are numbers: {other:?}"),
+            };
+            allowed.insert((port.protocol.clone().unwrap_or_else(|| "TCP".into()), number));
+        }
+        let dns = ports.iter().any(|p| p.port == Some(IntOrString::Int(53)));
+        if dns {
+            let to: &[NetworkPolicyPeer] = rule.to.as_deref().unwrap_or_default();
+            assert!(
+                !to.is_empty() && to.iter().all(|peer| peer.pod_selector.is_some()),
+                "DNS only to the DNS pods: {rule:?}"
+            );
+        }
+    }
+    let want: BTreeSet<(String, i32)> =
+        [("UDP", 53), ("TCP", 53), ("TCP", 443), ("TCP", 6443), ("TCP", 7007), ("TCP", 5000), ("TCP", 6379)]
+            .into_iter()
+            .map(|(p, n)| (p.to_string(), n))
+            .collect();
+    assert_eq!(allowed, want, "DNS, API server, NEXUS gRPC and Socket.IO, Redis; nothing else");
+    // NEXUS's gRPC port is the one deploy/settings.env points at.
+    let settings = include_str!("../deploy/settings.env");
+    let grpc = settings.lines().find_map(|l| l.strip_prefix("ANTIBODY_NEXUS_GRPC=")).expect("NEXUS gRPC setting");
+    let port: i32 = grpc.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port in the NEXUS URL");
+    assert!(allowed.contains(&("TCP".to_string(), port)), "egress to NEXUS gRPC port {port}");
 }

@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use serde_json::Value;
-use support::socketio::SocketIoClient;
+use support::socketio::{SocketAuth, SocketIoClient};
 use support::{ControllerProcess, TestNamespace};
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
@@ -36,7 +36,10 @@ async fn a_ui_connected_to_the_standby_hears_every_outcome_once() {
         "actions: {{restart: [VAEL_Core]}}\ntargets:\n  VAEL_Core: {{namespace: {ns}, deployment: vael-core}}\n",
         ns = ns.name
     );
-    let lease_args = ["--leader-elect", "--lease-duration-seconds", "4", "--lease-grace-seconds", "1"];
+    let tokens = support::scoped_token_file();
+    let tokens = tokens.to_str().expect("utf-8 path");
+    let lease_args =
+        ["--leader-elect", "--lease-duration-seconds", "4", "--lease-grace-seconds", "1", "--token-file", tokens];
     let leader = ControllerProcess::start_as("replica-a", &config, &ns.name, &lease_args);
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -47,8 +50,9 @@ async fn a_ui_connected_to_the_standby_hears_every_outcome_once() {
     let standby = ControllerProcess::start_as("replica-b", &config, &ns.name, &lease_args);
     standby.wait_ready().await;
     let events = ["patch_applied", "patch_failed", "patch_unverified"];
-    let on_standby = SocketIoClient::start("standby-ui", standby.http_port, "websocket", &events, 2);
-    let on_leader = SocketIoClient::start("leader-ui", leader.http_port, "websocket", &events, 2);
+    let ui = SocketAuth::Payload(support::READ_TOKEN);
+    let on_standby = SocketIoClient::start("standby-ui", standby.http_port, "websocket", ui, &events, 2);
+    let on_leader = SocketIoClient::start("leader-ui", leader.http_port, "websocket", ui, &events, 2);
     on_standby.next("connect", Duration::from_secs(20));
     on_leader.next("connect", Duration::from_secs(20));
 
@@ -66,7 +70,7 @@ async fn a_ui_connected_to_the_standby_hears_every_outcome_once() {
     assert!(!standby.logs().contains("action done"), "the standby acted:\n{}", standby.logs());
 
     // Its plan list is live too.
-    let (code, body) = support::http_get(standby.http_port, "/api/antibody/plans").expect("plans API");
+    let (code, body) = support::http_get_with_token(standby.http_port, "/api/antibody/plans", support::READ_TOKEN);
     assert_eq!(code, 200, "{body}");
     let listed: Value = serde_json::from_str(&body).expect("json");
     let second = listed["plans"].as_array().and_then(|p| p.iter().find(|p| p["id"] == "second")).cloned();

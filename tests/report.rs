@@ -14,7 +14,7 @@ use antibody::plan::{ActionType, PatchPlan, PatchPlanSpec, PlanAction};
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 use serde_json::Value;
-use support::socketio::SocketIoClient;
+use support::socketio::{SocketAuth, SocketIoClient};
 use support::{ControllerProcess, TestNamespace};
 
 const PLAN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -66,8 +66,13 @@ fn reason(plan: &PatchPlan) -> String {
     plan.condition("Ready").map(|c| c.reason.clone()).unwrap_or_default()
 }
 
+/// `GET path` with the read token (values redacted): the JSON body of a 200.
 fn get_json(port: u16, path: &str) -> Value {
-    let (code, body) = support::http_get(port, path).unwrap_or_else(|| panic!("GET {path}: no answer"));
+    get_json_as(port, path, support::READ_TOKEN)
+}
+
+fn get_json_as(port: u16, path: &str, token: &str) -> Value {
+    let (code, body) = support::http_get_with_token(port, path, token);
     assert_eq!(code, 200, "GET {path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
 }
@@ -78,14 +83,18 @@ async fn socketio_client_receives_patch_applied_and_patch_failed() {
     let ns = TestNamespace::new(&client, "report-sio").await;
     setup(&client, &ns.name).await;
     let config = test_config(&ns.name, None);
-    let mut controller = ControllerProcess::start(&config, &ns.name, &[]);
+    let tokens = support::scoped_token_file();
+    let token_args = ["--token-file", tokens.to_str().expect("utf-8 path")];
+    let mut controller = ControllerProcess::start(&config, &ns.name, &token_args);
     controller.wait_ready().await;
     let port = controller.http_port;
 
-    // The VAEL UI's way (long-polling, then upgrade) and WebSocket only.
+    // The VAEL UI's way (long-polling, then upgrade; token in the auth payload) and WebSocket
+    // only (token in the handshake's Authorization header).
     let events = ["patch_applied", "patch_failed"];
-    let ui = SocketIoClient::start("default", port, "default", &events, 2);
-    let ws = SocketIoClient::start("websocket", port, "websocket", &events, 2);
+    let ui = SocketIoClient::start("default", port, "default", SocketAuth::Payload(support::READ_TOKEN), &events, 2);
+    let ws =
+        SocketIoClient::start("websocket", port, "websocket", SocketAuth::Header(support::REVEAL_TOKEN), &events, 2);
     for c in [&ui, &ws] {
         let connect = c.next("connect", Duration::from_secs(20));
         assert!(connect["sid"].is_string(), "{}: {connect}", c.name);
@@ -146,7 +155,7 @@ async fn socketio_client_receives_patch_applied_and_patch_failed() {
     assert_eq!(get_json(port, "/api/antibody/plans?limit=1")["plans"].as_array().map(Vec::len), Some(1));
 
     // A connected client does not hold up shutdown: it is disconnected.
-    let idle = SocketIoClient::start("idle", port, "default", &events, 10);
+    let idle = SocketIoClient::start("idle", port, "default", SocketAuth::Payload(support::READ_TOKEN), &events, 10);
     idle.next("connect", Duration::from_secs(20));
     let stopping = Instant::now();
     assert!(controller.terminate().is_some_and(|s| s.success()), "graceful exit:\n{}", controller.logs());
@@ -154,7 +163,7 @@ async fn socketio_client_receives_patch_applied_and_patch_failed() {
     idle.next("disconnect", Duration::from_secs(10));
 
     // After a restart the list is loaded from the cluster.
-    let controller = ControllerProcess::start(&config, &ns.name, &[]);
+    let controller = ControllerProcess::start(&config, &ns.name, &token_args);
     controller.wait_ready().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut list = get_json(controller.http_port, "/api/antibody/plans");
@@ -163,6 +172,131 @@ async fn socketio_client_receives_patch_applied_and_patch_failed() {
         list = get_json(controller.http_port, "/api/antibody/plans");
     }
     check_list(&list);
+}
+
+/// Issue 17: the plans API and Socket.IO answer only to a `read` token; a `read` token sees an
+/// env edit without its value, old value or messages, a `reveal` token sees them; a token file
+/// reload applies to the next request and connect.
+#[tokio::test]
+async fn read_endpoints_need_a_read_token_and_values_need_reveal() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "report-auth").await;
+    setup(&client, &ns.name).await;
+    let config = test_config(&ns.name, None);
+    let tokens = support::scoped_token_file();
+    let controller =
+        ControllerProcess::start(&config, &ns.name, &["--token-file", tokens.to_str().expect("utf-8 path")]);
+    controller.wait_ready().await;
+    let port = controller.http_port;
+    let events = ["patch_applied", "patch_failed", "patch_unverified"];
+
+    // Refused connects: no token, a wrong one, an intake-only one (by payload and by header).
+    let refused: &[(&'static str, SocketAuth, &str)] = &[
+        ("no-token", SocketAuth::None, "unauthorized: missing token"),
+        ("wrong-token", SocketAuth::Payload("wrong-token-0123456789"), "unauthorized: invalid token"),
+        ("wrong-header", SocketAuth::Header("wrong-token-0123456789"), "unauthorized: invalid token"),
+        (
+            "ingest-token",
+            SocketAuth::Payload(support::INGEST_TOKEN),
+            "forbidden: token \"bridge\" lacks scope \"read\"",
+        ),
+        ("ingest-header", SocketAuth::Header(support::INGEST_TOKEN), "forbidden: token \"bridge\" lacks scope"),
+    ];
+    for (name, auth, want) in refused {
+        let sio = SocketIoClient::start(name, port, "websocket", *auth, &events, 1);
+        let answer = sio.next_of(&["connect", "connect_error"], Duration::from_secs(20));
+        assert_eq!(answer["event"], "connect_error", "{name}: {answer}");
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(want), "{name}: {message}");
+    }
+    // The plans API: 401 without a valid token, 403 for a token without `read`.
+    let api: &[(Option<&str>, u16)] =
+        &[(None, 401), (Some("wrong-token-0123456789"), 401), (Some(support::INGEST_TOKEN), 403)];
+    for (token, want) in api {
+        let (code, body) = support::http_request(port, "GET", "/api/antibody/plans", *token, "");
+        assert_eq!(code, *want, "plans API with {token:?}: {body}");
+        assert!(!body.contains("\"plans\""), "{body}");
+    }
+
+    let reader = SocketIoClient::start("reader", port, "default", SocketAuth::Payload(support::READ_TOKEN), &events, 1);
+    let revealer =
+        SocketIoClient::start("revealer", port, "websocket", SocketAuth::Header(support::REVEAL_TOKEN), &events, 1);
+    for sio in [&reader, &revealer] {
+        sio.next("connect", Duration::from_secs(20));
+    }
+    // A distinctive new value; the old one is `info` (setup), quoted in the step message.
+    const VALUE: &str = "debug-7f2a1c";
+    let plan = manual_plan(
+        "edit-core",
+        vec![PlanAction::edit_env("VAEL_Core", "LOG_LEVEL", VALUE), restart("VAEL_Core")],
+        false,
+    );
+    support::apply_plan(&client, &ns.name, &plan).await;
+    let done = wait_finished(&client, &ns.name, "edit-core").await;
+    assert_eq!(reason(&done), "Applied", "{:?}", done.status);
+    let old_value = "was \"info\"";
+
+    let heard_redacted = reader.next_of(&events, Duration::from_secs(20));
+    let heard_revealed = revealer.next_of(&events, Duration::from_secs(20));
+    let listed_redacted = get_json_as(port, "/api/antibody/plans", support::READ_TOKEN)["plans"][0].clone();
+    let listed_revealed = get_json_as(port, "/api/antibody/plans", support::REVEAL_TOKEN)["plans"][0].clone();
+    for (what, summary) in [("socket.io", &heard_redacted["data"]), ("plans API", &listed_redacted)] {
+        assert_eq!(summary["id"], "edit-core", "{what}: {summary}");
+        let text = summary.to_string();
+        assert!(!text.contains(VALUE) && !text.contains(old_value), "{what} leaks to a read token: {text}");
+        let edit = &summary["actions"][0];
+        assert_eq!((edit["key"].as_str(), edit["val"].is_null()), (Some("LOG_LEVEL"), true), "{what}: {edit}");
+        assert_eq!(edit["redacted"], serde_json::json!(["val", "message"]), "{what}: {edit}");
+        assert_eq!(edit["state"], "Succeeded", "{what}: states stay");
+        assert_eq!(summary["reason"], "Applied", "{what}: reasons stay");
+    }
+    for (what, summary) in [("socket.io", &heard_revealed["data"]), ("plans API", &listed_revealed)] {
+        let edit = &summary["actions"][0];
+        assert_eq!(edit["val"], VALUE, "{what}: {summary}");
+        assert!(edit["message"].as_str().is_some_and(|m| m.contains(old_value)), "{what}: {edit}");
+        assert_eq!(edit["redacted"], Value::Null, "{what}: nothing hidden from reveal");
+    }
+    assert_eq!(heard_redacted["event"], "patch_applied");
+    assert_eq!(heard_revealed["event"], "patch_applied");
+
+    // Connected before the token file changes: `ui` (read) and `oncall` (reveal).
+    let revoked =
+        SocketIoClient::start("revoked", port, "websocket", SocketAuth::Payload(support::READ_TOKEN), &events, 5);
+    let kept = SocketIoClient::start("kept", port, "default", SocketAuth::Payload(support::REVEAL_TOKEN), &events, 5);
+    for sio in [&revoked, &kept] {
+        sio.next("connect", Duration::from_secs(20));
+    }
+    // The token file changes (the Secret is edited): `ui` loses `read`. The next request and
+    // the next connect are refused, with no restart; the connected `ui` socket is dropped
+    // before the next event, which `oncall` still hears.
+    std::fs::write(
+        &tokens,
+        format!("ui:{} scopes=ingest\noncall:{} scopes=reveal\n", support::READ_TOKEN, support::REVEAL_TOKEN),
+    )
+    .expect("rewrite the token file");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = support::http_request(port, "GET", "/api/antibody/plans", Some(support::READ_TOKEN), "");
+        if code == 403 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "token reload not applied in 10 s: {code} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let late = SocketIoClient::start("late", port, "websocket", SocketAuth::Payload(support::READ_TOKEN), &events, 1);
+    let answer = late.next_of(&["connect", "connect_error"], Duration::from_secs(20));
+    assert_eq!(answer["event"], "connect_error", "after the reload: {answer}");
+    support::apply_plan(&client, &ns.name, &manual_plan("after-reload", vec![restart("VAEL_Core")], false)).await;
+    wait_finished(&client, &ns.name, "after-reload").await;
+    let heard = kept.next_of(&events, Duration::from_secs(20));
+    assert_eq!(heard["data"]["id"], "after-reload", "{heard}");
+    let last =
+        revoked.next_of(&["patch_applied", "patch_failed", "patch_unverified", "disconnect"], Duration::from_secs(20));
+    assert_eq!(last["event"], "disconnect", "a socket whose token lost read hears nothing more: {last}");
+    assert_eq!(get_json_as(port, "/api/antibody/plans", support::REVEAL_TOKEN)["plans"][0]["id"], "after-reload");
+    // /metrics stays open by default (an in-cluster Prometheus, behind the NetworkPolicy).
+    let (code, body) = support::http_get(port, "/metrics").expect("metrics");
+    assert!(code == 200 && body.ends_with("# EOF\n"), "{code}: {body}");
 }
 
 /// `antibody audit verify ARGS…`: (success, stdout).
@@ -480,13 +614,31 @@ async fn health_endpoints_plans_api_and_json_logs() {
     let ns = TestNamespace::new(&client, "report-health").await;
     support::install_crd(&client).await;
     let config = test_config(&ns.name, None);
-    let mut controller = ControllerProcess::start(&config, &ns.name, &["--log-format", "json"]);
+    let tokens = support::scoped_token_file();
+    let args = ["--log-format", "json", "--metrics-auth", "token", "--token-file", tokens.to_str().expect("utf-8")];
+    let mut controller = ControllerProcess::start(&config, &ns.name, &args);
     controller.wait_ready().await;
+    // Probes stay open (the kubelet has no token), whatever /metrics asks for.
     assert_eq!(support::http_get(controller.http_port, "/livez"), Some((200, "ok".into())));
     assert_eq!(support::http_get(controller.http_port, "/readyz"), Some((200, "ok".into())));
     assert_eq!(get_json(controller.http_port, "/api/antibody/plans"), serde_json::json!({"plans": []}));
-    let (code, body) = support::http_get(controller.http_port, "/api/antibody/plans?limit=many").expect("answer");
+    let (code, body) =
+        support::http_get_with_token(controller.http_port, "/api/antibody/plans?limit=many", support::READ_TOKEN);
     assert_eq!(code, 400, "a bad query is refused: {body}");
+    // --metrics-auth token: a read token scrapes, nothing else does.
+    let port = controller.http_port;
+    let cases: &[(Option<&str>, u16)] = &[
+        (None, 401),
+        (Some("wrong-token-0123456789"), 401),
+        (Some(support::INGEST_TOKEN), 403),
+        (Some(support::READ_TOKEN), 200),
+        (Some(support::REVEAL_TOKEN), 200),
+    ];
+    for (token, want) in cases {
+        let (code, body) = support::http_request(port, "GET", "/metrics", *token, "");
+        assert_eq!(code, *want, "/metrics with {token:?}: {body}");
+        assert_eq!(body.ends_with("# EOF\n"), code == 200, "OpenMetrics only when allowed, {token:?}: {body}");
+    }
     assert!(controller.terminate().is_some_and(|s| s.success()));
 
     // --log-format json: every line one JSON object with time, level, target and message.

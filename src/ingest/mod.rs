@@ -596,7 +596,8 @@ pub struct IngestArgs {
     /// Serve the gRPC AlertIntake (with reflection) here, e.g. 127.0.0.1:50052.
     #[arg(long, env = "ANTIBODY_GRPC_ADDR")]
     pub grpc_addr: Option<SocketAddr>,
-    /// Bearer tokens for REST and gRPC intake: lines `name:token`; the name is the requester.
+    /// Bearer tokens (lines `name:token [scopes=a,b]`; the name is the requester) for REST and
+    /// gRPC intake, the plans API, Socket.IO and, with `--metrics-auth token`, /metrics.
     #[arg(long, env = "ANTIBODY_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// Namespace for PatchPlans made from alerts (default: --namespace, else
@@ -642,6 +643,8 @@ pub struct Ingest {
     pub intake: Arc<Intake>,
     /// The intake listeners' TLS, for the HTTP listener too (`None`: plaintext).
     pub tls: Option<Arc<crate::tls::ServerTls>>,
+    /// The live token set (swapped when the token file changes), for the read endpoints too.
+    pub tokens: Arc<TokenStore>,
     pub tasks: Vec<JoinHandle<()>>,
 }
 
@@ -720,8 +723,8 @@ pub fn start(
             }
         }));
     }
-    let router = http::router(intake.clone(), tokens);
-    Ok(Ingest { router, intake, tls, tasks })
+    let router = http::router(intake.clone(), tokens.clone());
+    Ok(Ingest { router, intake, tls, tokens, tasks })
 }
 
 #[cfg(test)]

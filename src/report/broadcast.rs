@@ -4,13 +4,24 @@
 //! fails, each with [`plan_summary`]. `GET /api/antibody/plans` lists recent plans, newest
 //! first, for a UI that connects late.
 //!
+//! Both need a token with scope `read` ([`super::access`]): the API an `Authorization: Bearer`
+//! header, a Socket.IO connect its `auth` payload (`{"token": …}`) or that header on the
+//! handshake; a connect without one is refused with a `connect_error` saying why. A `read`
+//! token sees values and messages redacted, a `reveal` token sees them: each socket joins the
+//! room of its visibility and every event is emitted once per room, in its form for that room.
+//! After a token file reload, connected sockets are checked again before the next event: a
+//! socket whose token lost `read` is disconnected and hears nothing more.
+//!
 //! Every replica serves this from its own watch of PatchPlan status ([`Broadcast::follow`]),
 //! not from the leader's reconciler: a UI connected to a standby hears the same outcomes, and
 //! each (plan, outcome) is emitted once per replica.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::StreamExt;
@@ -19,14 +30,19 @@ use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use socketioxide::extract::SocketRef;
+use socketioxide::extract::{SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
+use socketioxide::socket::Sid;
 use socketioxide::{SocketIo, adapter::LocalAdapter};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::access::{Visibility, authorize_read, authorize_socket, visibility_by_name};
 use super::summary::plan_summary;
 use super::{ReportedTransitions, TransitionKind, terminal_transition};
+use crate::ingest::http::denied_response;
+use crate::ingest::tokens::{Denied, TokenStore, Tokens};
 use crate::plan::PatchPlan;
 
 pub const PATCH_APPLIED_EVENT: &str = "patch_applied";
@@ -122,18 +138,73 @@ pub struct Broadcast {
     io: SocketIo<LocalAdapter>,
     queue: mpsc::UnboundedSender<(&'static str, Value)>,
     recent: Mutex<RecentPlans>,
+    /// The live token set (swapped on reload): read on every request and connect.
+    tokens: Arc<TokenStore>,
+}
+
+/// Admitted sockets: the name of the token each presented and what it was let see.
+type Sessions = Arc<Mutex<HashMap<Sid, (String, Visibility)>>>;
+
+/// Why a Socket.IO connect was refused: the `connect_error` message the client sees.
+#[derive(Debug)]
+struct ConnectRefused(Denied);
+
+impl std::fmt::Display for ConnectRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Denied::Unauthenticated(why) => write!(f, "unauthorized: {why}"),
+            denied @ Denied::MissingScope { .. } => write!(f, "forbidden: {denied}"),
+        }
+    }
 }
 
 impl Broadcast {
     /// The hook and the Socket.IO layer to put on the HTTP router. Call inside the runtime.
-    pub fn new() -> (Arc<Self>, SocketIoLayer) {
+    pub fn new(tokens: Arc<TokenStore>) -> (Arc<Self>, SocketIoLayer) {
         let (layer, io) = SocketIo::new_layer();
-        io.ns("/", async |socket: SocketRef| {
-            debug!(sid = %socket.id, "socket.io client connected");
-        });
+        let sessions: Sessions = Arc::default();
+        let admit = {
+            let (tokens, sessions) = (tokens.clone(), sessions.clone());
+            move |socket: SocketRef, TryData(auth): TryData<Value>| {
+                let (tokens, sessions) = (tokens.clone(), sessions.clone());
+                async move {
+                    let authorization = socket
+                        .req_parts()
+                        .headers
+                        .get(header::AUTHORIZATION)
+                        .map(|v| v.to_str().unwrap_or_default().to_string());
+                    match authorize_socket(&tokens.get(), auth.ok().as_ref(), authorization.as_deref()) {
+                        // Joined before the client hears it is connected: no event is missed.
+                        Ok((name, visibility)) => {
+                            socket.join(visibility.room());
+                            sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(socket.id, (name, visibility));
+                            Ok(())
+                        }
+                        Err(denied) => {
+                            debug!(sid = %socket.id, %denied, "socket.io connect refused");
+                            Err(ConnectRefused(denied))
+                        }
+                    }
+                }
+            }
+        };
+        let connected = {
+            let sessions = sessions.clone();
+            move |socket: SocketRef| {
+                let sessions = sessions.clone();
+                async move {
+                    debug!(sid = %socket.id, "socket.io client connected");
+                    socket.on_disconnect(move |socket: SocketRef| {
+                        sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&socket.id);
+                        async {}
+                    });
+                }
+            }
+        };
+        io.ns("/", connected.with(admit));
         let (queue, pending) = mpsc::unbounded_channel();
-        tokio::spawn(emit_loop(io.clone(), pending));
-        (Arc::new(Self { io, queue, recent: Mutex::new(RecentPlans::new(RECENT_PLANS)) }), layer)
+        tokio::spawn(emit_loop(io.clone(), pending, tokens.clone(), sessions));
+        (Arc::new(Self { io, queue, recent: Mutex::new(RecentPlans::new(RECENT_PLANS)), tokens }), layer)
     }
 
     /// `GET /api/antibody/plans[?limit=N]` → `{"plans": [summary, …]}`, newest first.
@@ -197,12 +268,58 @@ impl Broadcast {
     }
 }
 
-async fn emit_loop(io: SocketIo<LocalAdapter>, mut pending: mpsc::UnboundedReceiver<(&'static str, Value)>) {
+/// Each event once per visibility room, in that room's form. When the token set changed since
+/// the last event, the connected sockets are checked against it first.
+async fn emit_loop(
+    io: SocketIo<LocalAdapter>,
+    mut pending: mpsc::UnboundedReceiver<(&'static str, Value)>,
+    tokens: Arc<TokenStore>,
+    sessions: Sessions,
+) {
+    let mut checked_against: Option<Arc<Tokens>> = None;
     while let Some((event, summary)) = pending.recv().await {
-        match io.emit(event, &summary).await {
-            Ok(()) => debug!(event, plan = %summary["id"], "socket.io broadcast"),
-            Err(e) => warn!(event, error = %e, "socket.io broadcast failed"),
+        let current = tokens.get();
+        if !checked_against.as_ref().is_some_and(|seen| Arc::ptr_eq(seen, &current)) {
+            recheck_sockets(&io, &current, &sessions);
+            checked_against = Some(current);
         }
+        for visibility in [Visibility::Revealed, Visibility::Redacted] {
+            let room = visibility.room();
+            match io.to(room).emit(event, &visibility.apply(&summary)).await {
+                Ok(()) => debug!(event, room, plan = %summary["id"], "socket.io broadcast"),
+                Err(e) => warn!(event, room, error = %e, "socket.io broadcast failed"),
+            }
+        }
+    }
+}
+
+/// Move each connected socket to the room its token's name now allows, or disconnect it.
+fn recheck_sockets(io: &SocketIo<LocalAdapter>, tokens: &Tokens, sessions: &Sessions) {
+    let mut dropped = Vec::new();
+    {
+        let mut sessions = sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.retain(|sid, (name, visibility)| {
+            let Some(socket) = io.get_socket(*sid) else { return false };
+            match visibility_by_name(tokens, name) {
+                None => {
+                    dropped.push((socket, name.clone()));
+                    false
+                }
+                Some(now) => {
+                    if now != *visibility {
+                        socket.leave(visibility.room());
+                        socket.join(now.room());
+                        *visibility = now;
+                    }
+                    true
+                }
+            }
+        });
+    }
+    // Outside the lock: the disconnect handler takes it.
+    for (socket, name) in dropped {
+        debug!(sid = %socket.id, token = %name, "socket.io client's token lost scope read: disconnected");
+        let _ = socket.disconnect();
     }
 }
 
@@ -211,9 +328,27 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-async fn list_plans(State(broadcast): State<Arc<Broadcast>>, Query(query): Query<ListQuery>) -> Json<Value> {
-    let plans = broadcast.recent(query.limit.unwrap_or(RECENT_PLANS).min(RECENT_PLANS));
-    Json(json!({ "plans": plans }))
+/// Needs `read` (401/403 otherwise, before the query is looked at); values only for `reveal`.
+async fn list_plans(
+    State(broadcast): State<Arc<Broadcast>>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or_default());
+    let visibility = match authorize_read(&broadcast.tokens.get(), authorization) {
+        Ok(visibility) => visibility,
+        Err(denied) => return denied_response(&denied),
+    };
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let plans: Vec<Value> = broadcast
+        .recent(query.limit.unwrap_or(RECENT_PLANS).min(RECENT_PLANS))
+        .iter()
+        .map(|summary| visibility.apply(summary))
+        .collect();
+    Json(json!({ "plans": plans })).into_response()
 }
 
 #[cfg(test)]

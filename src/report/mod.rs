@@ -4,6 +4,7 @@
 //!
 //! Hooks are synchronous and must not block: anything slow (network) enqueues and returns.
 
+pub mod access;
 pub mod audit;
 pub mod broadcast;
 pub mod events;

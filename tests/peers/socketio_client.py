@@ -6,7 +6,10 @@ happens, so a test can read them:
   {"event": "connect", "sid": ..., "transport": ...}
   {"event": "patch_applied", "transport": ..., "data": {...}}
   {"event": "disconnect"}
-Exits 0 after --count events, 2 on timeout.
+  {"event": "connect_error", "message": ...}   (the server refused the connect)
+Exits 0 after --count events, 2 on timeout, 3 when the connect was refused.
+--token is sent in the auth payload ({"token": ...}, --token-via auth) or as an
+Authorization: Bearer header on the handshake (--token-via header).
 """
 
 import argparse
@@ -25,6 +28,8 @@ def main() -> int:
                         help="default: long-polling first, then upgrade to WebSocket")
     parser.add_argument("--count", type=int, default=1, help="exit after this many events")
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--token", help="a token with scope read (reveal: values shown)")
+    parser.add_argument("--token-via", choices=["auth", "header"], default="auth")
     args = parser.parse_args()
 
     sio = socketio.Client(reconnection=False)
@@ -39,6 +44,13 @@ def main() -> int:
     @sio.event
     def connect():
         say({"event": "connect", "sid": sio.sid, "transport": sio.transport()})
+
+    refusal = {}
+
+    @sio.event
+    def connect_error(data):
+        # The server's reason ({"message": ...} from socketioxide), before connect() raises.
+        refusal["message"] = data.get("message") if isinstance(data, dict) else data
 
     @sio.event
     def disconnect(*_reason):
@@ -59,7 +71,16 @@ def main() -> int:
         listen(name)
 
     transports = ["websocket"] if args.transport == "websocket" else None
-    sio.connect(args.url, transports=transports, wait_timeout=10)
+    auth, headers = None, {}
+    if args.token is not None and args.token_via == "auth":
+        auth = {"token": args.token}
+    elif args.token is not None:
+        headers["Authorization"] = f"Bearer {args.token}"
+    try:
+        sio.connect(args.url, transports=transports, wait_timeout=10, auth=auth, headers=headers)
+    except socketio.exceptions.ConnectionError as refused:
+        say({"event": "connect_error", "message": refusal.get("message", str(refused))})
+        return 3
     finished = done.wait(args.timeout)
     if sio.connected:
         sio.disconnect()

@@ -506,6 +506,27 @@ pub fn token_file(token: &str) -> PathBuf {
     path
 }
 
+/// Tokens of each read scope, for [`scoped_token_file`].
+pub const INGEST_TOKEN: &str = "ingest-token-0123456789";
+pub const READ_TOKEN: &str = "read-token-0123456789ab";
+pub const REVEAL_TOKEN: &str = "reveal-token-0123456789";
+
+/// A token file with one token per scope that matters to readers: `bridge` (ingest only),
+/// `ui` (read: values redacted) and `oncall` (reveal).
+pub fn scoped_token_file() -> PathBuf {
+    let dir = std::env::temp_dir().join("antibody-tests");
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(format!("{}.tokens", unique("scoped-tokens")));
+    let text = format!("bridge:{INGEST_TOKEN}\nui:{READ_TOKEN} scopes=read\noncall:{REVEAL_TOKEN} scopes=reveal\n");
+    std::fs::write(&path, text).expect("token file");
+    path
+}
+
+/// `GET path` with `Authorization: Bearer token`: (status code, body).
+pub fn http_get_with_token(port: u16, path: &str, token: &str) -> (u16, String) {
+    http_request(port, "GET", path, Some(token), "")
+}
+
 /// The value of the metric line starting with `line_prefix` (e.g. `name{labels}`) on /metrics.
 pub fn metric(port: u16, line_prefix: &str) -> Option<f64> {
     let (_, body) = http_get(port, "/metrics")?;

@@ -8,6 +8,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// How the client presents its token on connect.
+#[derive(Debug, Clone, Copy)]
+pub enum SocketAuth<'a> {
+    None,
+    /// `sio.connect(url, auth={"token": …})`, as the VAEL UI does.
+    Payload(&'a str),
+    /// `Authorization: Bearer …` on the handshake request.
+    Header(&'a str),
+}
+
 pub struct SocketIoClient {
     child: Child,
     lines: mpsc::Receiver<String>,
@@ -15,9 +25,16 @@ pub struct SocketIoClient {
 }
 
 impl SocketIoClient {
-    /// Connect to Antibody's Socket.IO endpoint on `port` and listen for `events`; the client
-    /// exits after `count` of them.
-    pub fn start(name: &'static str, port: u16, transport: &str, events: &[&str], count: usize) -> Self {
+    /// Connect to Antibody's Socket.IO endpoint on `port` with `auth` and listen for `events`; the
+    /// client exits after `count` of them (or at once on a refused connect: `connect_error`).
+    pub fn start(
+        name: &'static str,
+        port: u16,
+        transport: &str,
+        auth: SocketAuth,
+        events: &[&str],
+        count: usize,
+    ) -> Self {
         let python = super::python_env().join("bin/python");
         assert!(python.exists(), "{} missing: run tests/peers/setup.sh", python.display());
         let mut command = Command::new(python);
@@ -25,6 +42,15 @@ impl SocketIoClient {
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/socketio_client.py"))
             .args(["--url", &format!("http://127.0.0.1:{port}"), "--transport", transport])
             .args(["--count", &count.to_string(), "--timeout", "90"]);
+        match auth {
+            SocketAuth::None => {}
+            SocketAuth::Payload(token) => {
+                command.args(["--token", token, "--token-via", "auth"]);
+            }
+            SocketAuth::Header(token) => {
+                command.args(["--token", token, "--token-via", "header"]);
+            }
+        }
         for event in events {
             command.args(["--event", event]);
         }
