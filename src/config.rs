@@ -65,6 +65,12 @@ pub struct Config {
     /// Alert intake: cool-down, REST limits, feed reconnects (see `ingest::IngestConfig`).
     #[serde(default)]
     pub ingest: crate::ingest::IngestConfig,
+    /// Which plans need a human's approval before they act (see `approval`).
+    #[serde(default)]
+    pub approvals: crate::approval::ApprovalConfig,
+    /// When plans may act: change windows and a freeze (see `window`).
+    #[serde(default)]
+    pub change_windows: crate::window::ChangeWindows,
     /// How the seed-format shorthands were read (for `check-config`); not part of the file.
     #[serde(skip)]
     pub seed: SeedReading,
@@ -698,6 +704,8 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.notify.validate()?;
+        self.approvals.validate()?;
+        self.change_windows.validate()?;
         if self.audit_max_bytes != 0 && self.audit_max_bytes < 1024 {
             return Err(err("audit_max_bytes", "must be 0 (never rotate) or at least 1024"));
         }

@@ -8,6 +8,7 @@
 
 pub mod actions;
 pub mod alert;
+pub mod approval;
 pub mod cli;
 pub mod conditions;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod effect;
 pub mod ingest;
 pub mod leader;
 pub mod observation;
+pub mod operator_cli;
 pub mod plan;
 pub mod policy;
 pub mod preflight;
@@ -25,6 +27,7 @@ pub mod server;
 pub mod signing;
 pub mod telemetry;
 pub mod validate;
+pub mod window;
 
 /// Field manager for every server-side apply Antibody sends.
 pub const FIELD_MANAGER: &str = "antibody";

@@ -642,6 +642,8 @@ pub fn start(
         }
     };
     let tokens = Arc::new(TokenStore::new(tokens));
+    // Approve/deny shares the listener and the token file (scope `approve`).
+    let approvals = crate::approval::router(client.clone(), tokens.clone(), config.clone());
     let intake = Arc::new(Intake::new(client, config.clone(), reporter.clone(), plan_namespace));
     let mut tasks = Vec::new();
 
@@ -669,7 +671,7 @@ pub fn start(
             }
         }));
     }
-    let router = http::router(intake.clone(), tokens);
+    let router = http::router(intake.clone(), tokens).merge(approvals);
     Ok(Ingest { router, intake, tasks })
 }
 
