@@ -155,10 +155,10 @@ impl ApprovalConfig {
             }
             if let Some(during) = &rule.during {
                 // Reuse the window parser; report the rule's own field names.
-                during.as_window(&rule.name).parse(&format!("{field}.during")).map_err(|e| ConfigError {
-                    field: e.field.replace(".allow", ".ranges"),
-                    message: e.message,
-                })?;
+                during
+                    .as_window(&rule.name)
+                    .parse(&format!("{field}.during"))
+                    .map_err(|e| ConfigError { field: e.field.replace(".allow", ".ranges"), message: e.message })?;
             }
         }
         Ok(())
@@ -196,10 +196,8 @@ impl ApprovalRule {
                 .as_ref()
                 .and_then(|a| a.severity.parse::<Severity>().ok())
                 .is_some_and(|s| self.severities.contains(&s));
-        let time_matches = self
-            .during
-            .as_ref()
-            .is_none_or(|d| d.as_window(&self.name).parse("during").is_ok_and(|w| w.is_open(now)));
+        let time_matches =
+            self.during.as_ref().is_none_or(|d| d.as_window(&self.name).parse("during").is_ok_and(|w| w.is_open(now)));
         action_matches && namespace_matches && severity_matches && time_matches
     }
 }
@@ -246,15 +244,32 @@ pub struct Decision {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Gate {
     /// No approval needed (no rule, or `auto_approve`).
-    NotRequired { rule: Option<String> },
-    Approved { decision: Decision },
-    Waiting { message: String, deadline: Timestamp },
-    Denied { message: String },
-    Expired { message: String },
+    NotRequired {
+        rule: Option<String>,
+    },
+    Approved {
+        decision: Decision,
+    },
+    Waiting {
+        message: String,
+        deadline: Timestamp,
+    },
+    Denied {
+        message: String,
+    },
+    Expired {
+        message: String,
+    },
 }
 
 /// Decide what an approval-gated plan may do now. `waiting_since`: when the plan was first seen.
-pub fn gate(config: &ApprovalConfig, plan: &PatchPlan, targets: &[ResolvedTarget], waiting_since: Timestamp, now: Timestamp) -> Gate {
+pub fn gate(
+    config: &ApprovalConfig,
+    plan: &PatchPlan,
+    targets: &[ResolvedTarget],
+    waiting_since: Timestamp,
+    now: Timestamp,
+) -> Gate {
     let namespace = plan.metadata.namespace.as_deref().unwrap_or_default();
     let (rule, decision) = config.decide(&plan.spec, namespace, targets, now);
     let rule_name = rule.map_or("approvals.default".to_string(), |r| format!("approval rule {r}"));
@@ -270,7 +285,9 @@ pub fn gate(config: &ApprovalConfig, plan: &PatchPlan, targets: &[ResolvedTarget
     if let Some(value) = recorded {
         match serde_json::from_str::<Decision>(value) {
             Err(e) => note = format!("; the {APPROVAL_ANNOTATION} annotation does not parse ({e}): ignored"),
-            Ok(d) if d.uid != uid => note = format!("; the decision on record by {} is for another object (uid {}): ignored", d.by, d.uid),
+            Ok(d) if d.uid != uid => {
+                note = format!("; the decision on record by {} is for another object (uid {}): ignored", d.by, d.uid)
+            }
             Ok(d) if d.digest != digest => {
                 note = format!(
                     "; the decision on record by {} is for spec digest {}, this plan's is {}: ignored",
@@ -295,7 +312,10 @@ pub fn gate(config: &ApprovalConfig, plan: &PatchPlan, targets: &[ResolvedTarget
     }
     if now >= deadline {
         return Gate::Expired {
-            message: format!("no decision within approvals.timeout_seconds ({}s, {rule_name}){note}", config.timeout_seconds),
+            message: format!(
+                "no decision within approvals.timeout_seconds ({}s, {rule_name}){note}",
+                config.timeout_seconds
+            ),
         };
     }
     let message = format!(
@@ -404,17 +424,28 @@ struct Body {
 
 /// `POST /api/antibody/plans/{namespace}/{name}/approve|deny` (token scope `approve`).
 pub fn router(client: Client, tokens: Arc<TokenStore>, config: Arc<crate::config::SharedConfig>) -> Router {
-    Router::new()
-        .route(APPROVE_PATH, post(approve))
-        .route(DENY_PATH, post(deny))
-        .with_state(HttpState { client, tokens, config })
+    Router::new().route(APPROVE_PATH, post(approve)).route(DENY_PATH, post(deny)).with_state(HttpState {
+        client,
+        tokens,
+        config,
+    })
 }
 
-async fn approve(state: State<HttpState>, path: Path<(String, String)>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn approve(
+    state: State<HttpState>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     decide_http(state, path, headers, body, Verdict::Approved).await
 }
 
-async fn deny(state: State<HttpState>, path: Path<(String, String)>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn deny(
+    state: State<HttpState>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     decide_http(state, path, headers, body, Verdict::Denied).await
 }
 
@@ -451,10 +482,16 @@ async fn decide_http(
     if ttl > max || ttl == 0 {
         return error(StatusCode::BAD_REQUEST, "BadRequest", DecideError::TtlTooLong(ttl, max).to_string());
     }
-    let request =
-        Request { verdict, by: format!("token:{token}"), reason: body.reason, expected_digest: body.digest, ttl_seconds: ttl };
+    let request = Request {
+        verdict,
+        by: format!("token:{token}"),
+        reason: body.reason,
+        expected_digest: body.digest,
+        ttl_seconds: ttl,
+    };
     match decide(&state.client, &namespace, &name, &request).await {
-        Ok(decision) => (StatusCode::OK, Json(json!({ "plan": format!("{namespace}/{name}"), "decision": decision }))).into_response(),
+        Ok(decision) => (StatusCode::OK, Json(json!({ "plan": format!("{namespace}/{name}"), "decision": decision })))
+            .into_response(),
         Err(e @ DecideError::NotFound(_)) => error(StatusCode::NOT_FOUND, "NotFound", e.to_string()),
         Err(e @ (DecideError::Finished(..) | DecideError::DigestMismatch { .. })) => {
             error(StatusCode::CONFLICT, "Conflict", e.to_string())
@@ -513,11 +550,41 @@ rules:
         let edit = || PlanAction::edit_env("VAEL_Core", "LOG_LEVEL", "debug");
         let restart = || PlanAction::new(crate::plan::ActionType::Restart, "VAEL_Core");
         let cases = [
-            ("edit on core", plan(vec![edit()], Some("high")), "prod", monday_noon, (Some("core-env"), RuleDecision::Require)),
-            ("critical first", plan(vec![edit()], Some("critical")), "prod", monday_noon, (Some("critical-auto"), RuleDecision::AutoApprove)),
-            ("manual plan (no severity)", plan(vec![restart(), edit()], None), "prod", monday_noon, (Some("core-env"), RuleDecision::Require)),
-            ("restart only", plan(vec![restart()], Some("high")), "prod", monday_noon, (None, RuleDecision::AutoApprove)),
-            ("business hours", plan(vec![restart()], Some("high")), "prod-eu", monday_noon, (Some("prod-business-hours"), RuleDecision::Require)),
+            (
+                "edit on core",
+                plan(vec![edit()], Some("high")),
+                "prod",
+                monday_noon,
+                (Some("core-env"), RuleDecision::Require),
+            ),
+            (
+                "critical first",
+                plan(vec![edit()], Some("critical")),
+                "prod",
+                monday_noon,
+                (Some("critical-auto"), RuleDecision::AutoApprove),
+            ),
+            (
+                "manual plan (no severity)",
+                plan(vec![restart(), edit()], None),
+                "prod",
+                monday_noon,
+                (Some("core-env"), RuleDecision::Require),
+            ),
+            (
+                "restart only",
+                plan(vec![restart()], Some("high")),
+                "prod",
+                monday_noon,
+                (None, RuleDecision::AutoApprove),
+            ),
+            (
+                "business hours",
+                plan(vec![restart()], Some("high")),
+                "prod-eu",
+                monday_noon,
+                (Some("prod-business-hours"), RuleDecision::Require),
+            ),
             ("weekend", plan(vec![restart()], Some("high")), "prod-eu", saturday, (None, RuleDecision::AutoApprove)),
         ];
         for (name, plan, namespace, now, expected) in cases {
@@ -532,14 +599,40 @@ rules:
             ("timeout_seconds: 0", "approvals.timeout_seconds"),
             ("rules: [{name: a, decision: require, actions: [explode]}]", "approvals.rules[0].actions"),
             ("rules: [{name: a, decision: require}, {name: a, decision: require}]", "approvals.rules[1].name"),
-            ("rules: [{name: a, decision: require, during: {time_zone: Nowhere/Land, ranges: [{from: '09:00', to: '10:00'}]}}]", "approvals.rules[0].during.time_zone"),
-            ("rules: [{name: a, decision: require, during: {time_zone: UTC, ranges: [{from: '09:00', to: 'soon'}]}}]", "approvals.rules[0].during.ranges[0].to"),
+            (
+                "rules: [{name: a, decision: require, during: {time_zone: Nowhere/Land, ranges: [{from: '09:00', to: '10:00'}]}}]",
+                "approvals.rules[0].during.time_zone",
+            ),
+            (
+                "rules: [{name: a, decision: require, during: {time_zone: UTC, ranges: [{from: '09:00', to: 'soon'}]}}]",
+                "approvals.rules[0].during.ranges[0].to",
+            ),
         ];
         for (yaml, field) in cases {
             let error = config(yaml).validate().expect_err(yaml);
             assert_eq!(error.field, field, "{yaml}: {error}");
         }
         assert!(serde_yaml::from_str::<ApprovalConfig>("rules: [{name: a, decision: maybe}]").is_err());
+    }
+
+    #[test]
+    fn antibody_yml_errors_name_the_operator_fields() {
+        let cases = [
+            ("approvals: {rules: [{name: a, decision: require, actions: [nuke]}]}", "approvals.rules[0].actions"),
+            (
+                "change_windows: {windows: [{name: w, time_zone: Moon/Base, allow: [{from: '09:00', to: '10:00'}]}]}",
+                "change_windows.windows[0].time_zone",
+            ),
+            ("change_windows: {freeze: {reason: '', until: '2026-12-24T00:00:00Z'}}", "change_windows.freeze.reason"),
+            ("change_windows: {freeze: {reason: r, until: tomorrow}}", "change_windows.freeze.until"),
+        ];
+        for (yaml, field) in cases {
+            let error = crate::config::Config::from_yaml(yaml).expect_err(yaml);
+            assert_eq!(error.field, field, "{yaml}: {error}");
+        }
+        let config =
+            crate::config::Config::from_yaml(RULES.replace('\n', "\n  ").replacen("", "approvals:\n  ", 1).as_str());
+        assert!(config.is_ok_and(|c| c.approvals.rules.len() == 3));
     }
 
     #[test]
@@ -574,7 +667,16 @@ rules:
             ("older spec", with(Some(decision(Verdict::Approved, &other_spec, "uid-1", Some(300)))), now, "waiting"),
             ("other object", with(Some(decision(Verdict::Approved, &digest, "uid-0", Some(300)))), now, "waiting"),
             ("approval expired", with(Some(decision(Verdict::Approved, &digest, "uid-1", Some(-1)))), now, "expired"),
-            ("garbage", { let mut p = base.clone(); p.metadata.annotations = Some([(APPROVAL_ANNOTATION.to_string(), "yes".to_string())].into()); p }, now, "waiting"),
+            (
+                "garbage",
+                {
+                    let mut p = base.clone();
+                    p.metadata.annotations = Some([(APPROVAL_ANNOTATION.to_string(), "yes".to_string())].into());
+                    p
+                },
+                now,
+                "waiting",
+            ),
             ("timed out", with(None), now + jiff::SignedDuration::from_secs(600), "expired"),
         ];
         for (name, plan, at, expected) in cases {
@@ -588,7 +690,9 @@ rules:
             };
             assert_eq!(kind, expected, "{name}: {got:?}");
         }
-        let Gate::Waiting { message, .. } = gate(&rules, &with(Some(decision(Verdict::Approved, &other_spec, "uid-1", Some(300)))), &[], since, now) else {
+        let Gate::Waiting { message, .. } =
+            gate(&rules, &with(Some(decision(Verdict::Approved, &other_spec, "uid-1", Some(300)))), &[], since, now)
+        else {
             panic!("waiting")
         };
         assert!(message.contains("is for spec digest"), "{message}");

@@ -699,6 +699,23 @@ impl Config {
         let from = self.seed.log_path_file.as_ref().map_or(String::new(), |f| format!(" (log_path {f} names a file)"));
         lines.push(format!("audit log (JSONL): {}/audit.jsonl{from}", self.log_path.trim_end_matches('/')));
         lines.push(format!("plan log: {}", self.plan_log.as_deref().unwrap_or("(off)")));
+        let approvals = &self.approvals;
+        let rules: Vec<String> = approvals.rules.iter().map(|r| format!("{} ({:?})", r.name, r.decision)).collect();
+        lines.push(format!(
+            "approvals: rules [{}], default {:?}, timeout {}s",
+            rules.join(", "),
+            approvals.default,
+            approvals.timeout_seconds
+        ));
+        for window in &self.change_windows.windows {
+            lines.push(format!(
+                "change window {} ({}, outside: {:?}): targets {:?}, namespaces {:?}",
+                window.name, window.time_zone, window.outside, window.targets, window.namespaces
+            ));
+        }
+        if let Some(freeze) = &self.change_windows.freeze {
+            lines.push(format!("change_windows.freeze until {}: {}", freeze.until, freeze.reason));
+        }
         lines
     }
 

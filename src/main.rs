@@ -277,9 +277,9 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::Approve { name, namespace, reason, digest, ttl_seconds } => operator(
-            antibody::operator_cli::decide(&namespace, &name, Verdict::Approved, reason, digest, ttl_seconds),
-        ),
+        Command::Approve { name, namespace, reason, digest, ttl_seconds } => {
+            operator(antibody::operator_cli::decide(&namespace, &name, Verdict::Approved, reason, digest, ttl_seconds))
+        }
         Command::Deny { name, namespace, reason, digest } => {
             operator(antibody::operator_cli::decide(&namespace, &name, Verdict::Denied, reason, digest, 1))
         }

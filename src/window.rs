@@ -171,7 +171,10 @@ impl Window {
             let to = parse_time(&range.to)
                 .ok_or_else(|| err(format!("{at}.to"), format!("{:?} is not HH:MM or HH:MM:SS", range.to)))?;
             if from == to {
-                return Err(err(at, "from and to are equal: an empty range (to cover the whole day use 00:00-23:59:59)"));
+                return Err(err(
+                    at,
+                    "from and to are equal: an empty range (to cover the whole day use 00:00-23:59:59)",
+                ));
             }
             ranges.push(Range { days, from, to });
         }
@@ -235,8 +238,15 @@ impl ChangeWindows {
 pub enum Verdict {
     Open,
     /// Wait; look again at `retry_at` (`None`: no window ever opens — look again later anyway).
-    Wait { reason: &'static str, message: String, retry_at: Option<Timestamp> },
-    Refuse { reason: &'static str, message: String },
+    Wait {
+        reason: &'static str,
+        message: String,
+        retry_at: Option<Timestamp>,
+    },
+    Refuse {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 /// Check freezes first (config, then each namespace's annotation as `(namespace, value)`), then
@@ -327,13 +337,13 @@ mod tests {
             .parse("w")
             .expect("valid");
         let cases = [
-            (&business, "2026-12-07T08:30:00Z", true), // 09:30 Berlin (UTC+1)
+            (&business, "2026-12-07T08:30:00Z", true),  // 09:30 Berlin (UTC+1)
             (&business, "2026-12-07T07:59:59Z", false), // 08:59:59 Berlin
             (&business, "2026-12-07T16:00:00Z", false), // 17:00 Berlin: `to` is exclusive
             (&business, "2026-12-05T10:00:00Z", false), // Saturday
             (&business, "2026-07-06T07:30:00Z", true),  // 09:30 Berlin in summer (UTC+2)
-            (&night, "2026-12-11T23:00:00Z", true),    // Friday night
-            (&night, "2026-12-12T02:00:00Z", true),    // Saturday early: Friday's range
+            (&night, "2026-12-11T23:00:00Z", true),     // Friday night
+            (&night, "2026-12-12T02:00:00Z", true),     // Saturday early: Friday's range
             (&night, "2026-12-12T02:30:00Z", false),
             (&night, "2026-12-13T01:00:00Z", false), // Sunday early: Saturday has no range
         ];
@@ -344,9 +354,10 @@ mod tests {
 
     #[test]
     fn next_open_is_the_next_range_start() {
-        let business = window("{name: b, time_zone: Europe/Berlin, allow: [{days: [mon, fri], from: '09:00', to: '17:00'}]}")
-            .parse("w")
-            .expect("valid");
+        let business =
+            window("{name: b, time_zone: Europe/Berlin, allow: [{days: [mon, fri], from: '09:00', to: '17:00'}]}")
+                .parse("w")
+                .expect("valid");
         let cases = [
             ("2026-12-07T07:00:00Z", "2026-12-07T08:00:00Z"), // Monday before opening
             ("2026-12-07T09:00:00Z", "2026-12-11T08:00:00Z"), // Monday open: next is Friday
@@ -381,7 +392,8 @@ mod tests {
     fn verdicts() {
         let now = at("2026-12-07T12:00:00Z"); // Monday 12:00 UTC
         let open = window("{name: open, time_zone: UTC, allow: [{from: '11:00', to: '13:00'}]}");
-        let closed = window("{name: later, targets: [VAEL_Core], time_zone: UTC, allow: [{from: '14:00', to: '15:00'}]}");
+        let closed =
+            window("{name: later, targets: [VAEL_Core], time_zone: UTC, allow: [{from: '14:00', to: '15:00'}]}");
         let mut refusing = closed.clone();
         refusing.outside = Outside::Refuse;
         let core = vec![("VAEL_Core".to_string(), "prod".to_string())];
@@ -397,11 +409,41 @@ mod tests {
             expect: &'static str,
         }
         let cases = [
-            Case { name: "no windows", config: windows(vec![]), freezes: vec![], targets: core.clone(), expect: "open" },
-            Case { name: "open", config: windows(vec![open.clone()]), freezes: vec![], targets: core.clone(), expect: "open" },
-            Case { name: "closed", config: windows(vec![open.clone(), closed.clone()]), freezes: vec![], targets: core.clone(), expect: "wait OutsideWindow 2026-12-07T14:00:00Z" },
-            Case { name: "other target", config: windows(vec![closed.clone()]), freezes: vec![], targets: ui.clone(), expect: "open" },
-            Case { name: "refuse", config: windows(vec![refusing]), freezes: vec![], targets: core.clone(), expect: "refuse OutsideWindow" },
+            Case {
+                name: "no windows",
+                config: windows(vec![]),
+                freezes: vec![],
+                targets: core.clone(),
+                expect: "open",
+            },
+            Case {
+                name: "open",
+                config: windows(vec![open.clone()]),
+                freezes: vec![],
+                targets: core.clone(),
+                expect: "open",
+            },
+            Case {
+                name: "closed",
+                config: windows(vec![open.clone(), closed.clone()]),
+                freezes: vec![],
+                targets: core.clone(),
+                expect: "wait OutsideWindow 2026-12-07T14:00:00Z",
+            },
+            Case {
+                name: "other target",
+                config: windows(vec![closed.clone()]),
+                freezes: vec![],
+                targets: ui.clone(),
+                expect: "open",
+            },
+            Case {
+                name: "refuse",
+                config: windows(vec![refusing]),
+                freezes: vec![],
+                targets: core.clone(),
+                expect: "refuse OutsideWindow",
+            },
             Case {
                 name: "config freeze",
                 config: ChangeWindows { windows: vec![], freeze: Some(freeze("2026-12-07T13:00:00Z")) },
@@ -416,9 +458,27 @@ mod tests {
                 targets: ui.clone(),
                 expect: "open",
             },
-            Case { name: "namespace freeze", config: windows(vec![]), freezes: ns_freeze(r#"{"reason":"r","until":"2026-12-07T12:30:00Z"}"#), targets: ui.clone(), expect: "wait Frozen 2026-12-07T12:30:00Z" },
-            Case { name: "expired namespace freeze", config: windows(vec![]), freezes: ns_freeze(r#"{"reason":"r","until":"2026-12-07T11:30:00Z"}"#), targets: ui.clone(), expect: "open" },
-            Case { name: "unreadable freeze", config: windows(vec![]), freezes: ns_freeze("true"), targets: ui.clone(), expect: "wait Frozen never" },
+            Case {
+                name: "namespace freeze",
+                config: windows(vec![]),
+                freezes: ns_freeze(r#"{"reason":"r","until":"2026-12-07T12:30:00Z"}"#),
+                targets: ui.clone(),
+                expect: "wait Frozen 2026-12-07T12:30:00Z",
+            },
+            Case {
+                name: "expired namespace freeze",
+                config: windows(vec![]),
+                freezes: ns_freeze(r#"{"reason":"r","until":"2026-12-07T11:30:00Z"}"#),
+                targets: ui.clone(),
+                expect: "open",
+            },
+            Case {
+                name: "unreadable freeze",
+                config: windows(vec![]),
+                freezes: ns_freeze("true"),
+                targets: ui.clone(),
+                expect: "wait Frozen never",
+            },
         ];
         for case in cases {
             let got = match check(&case.config, &case.freezes, &case.targets, now) {

@@ -56,7 +56,10 @@ fn restart(name: &str, target: &str, severity: Option<&str>) -> PatchPlan {
         severity: s.into(),
         ..Default::default()
     });
-    PatchPlan::new(name, PatchPlanSpec { alert, actions: vec![PlanAction::new(ActionType::Restart, target)], ..Default::default() })
+    PatchPlan::new(
+        name,
+        PatchPlanSpec { alert, actions: vec![PlanAction::new(ActionType::Restart, target)], ..Default::default() },
+    )
 }
 
 fn ready(plan: &PatchPlan) -> (String, String) {
@@ -103,7 +106,8 @@ async fn approvals_gate_plans_by_rule_and_bind_to_the_spec_digest() {
     let dir = std::env::temp_dir().join("antibody-tests");
     std::fs::create_dir_all(&dir).expect("temp dir");
     let tokens = dir.join(format!("{}.tokens", support::unique("approve")));
-    std::fs::write(&tokens, format!("approver:{APPROVER_TOKEN} scopes=approve\nnexus:{INGEST_TOKEN}\n")).expect("tokens");
+    std::fs::write(&tokens, format!("approver:{APPROVER_TOKEN} scopes=approve\nnexus:{INGEST_TOKEN}\n"))
+        .expect("tokens");
     let tokens = tokens.display().to_string();
     let controller = ControllerProcess::start(&config, &ns.name, &["--token-file", &tokens]);
     controller.wait_ready().await;
@@ -128,7 +132,10 @@ async fn approvals_gate_plans_by_rule_and_bind_to_the_spec_digest() {
     // `kubectl get pp` shows why it waits.
     let out = support::kubectl().args(["get", "pp", "-n", &ns.name, "by-cli"]).output().expect("kubectl");
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("WAITS FOR") && table.contains("AwaitingApproval") && table.contains("approval until"), "{table}");
+    assert!(
+        table.contains("WAITS FOR") && table.contains("AwaitingApproval") && table.contains("approval until"),
+        "{table}"
+    );
 
     // CLI approval with the reviewed digest → runs; the audit records who.
     let (ok, text) = cli(&["approve", "-n", &ns.name, "by-cli", "--digest", &digest, "--reason", "reviewed"]);
@@ -157,7 +164,11 @@ async fn approvals_gate_plans_by_rule_and_bind_to_the_spec_digest() {
     let plan = support::wait_for(plans.clone(), "by-rest-deny", PLAN_TIMEOUT, support::plan_finished()).await;
     let stalled = plan.condition("Stalled").expect("Stalled");
     assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", "Denied"));
-    assert!(stalled.message.contains("token:approver") && stalled.message.contains("not during the demo"), "{}", stalled.message);
+    assert!(
+        stalled.message.contains("token:approver") && stalled.message.contains("not during the demo"),
+        "{}",
+        stalled.message
+    );
     assert!(plan.status.as_ref().expect("status").actions.iter().all(|a| a.state == StepState::Pending));
 
     // An approval for another spec digest: REST refuses it (409) …
@@ -220,7 +231,11 @@ async fn change_windows_wait_or_refuse_and_freezes_expire() {
     setup(&client, &ns.name).await;
     let now = jiff::Timestamp::now();
     let clock = |seconds: i64| {
-        (now + jiff::SignedDuration::from_secs(seconds)).to_zoned(jiff::tz::TimeZone::UTC).time().strftime("%H:%M:%S").to_string()
+        (now + jiff::SignedDuration::from_secs(seconds))
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .time()
+            .strftime("%H:%M:%S")
+            .to_string()
     };
     // VAEL_UI's window opens 25 s from now; Sentinel's refuses and is hours away.
     // The window's `from` has whole seconds; status times too.

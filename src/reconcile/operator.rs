@@ -125,7 +125,12 @@ mod tests {
     fn requeue_delays_meet_the_instant_within_bounds() {
         let now: Timestamp = "2026-12-07T12:00:00Z".parse().expect("ts");
         let cap = Duration::from_secs(30);
-        let cases = [(5, Duration::from_millis(5100)), (0, Duration::from_millis(200)), (-10, Duration::from_millis(200)), (3600, cap)];
+        let cases = [
+            (5, Duration::from_millis(5100)),
+            (0, Duration::from_millis(200)),
+            (-10, Duration::from_millis(200)),
+            (3600, cap),
+        ];
         for (seconds, expected) in cases {
             let at = now + jiff::SignedDuration::from_secs(seconds);
             assert_eq!(until(at, now, cap), expected, "{seconds}s");
