@@ -35,10 +35,47 @@ fn test_config(ns: &str, operator_yaml: &str) -> String {
     config.defaults.plan_namespace = ns.to_string();
     let operator: Config = Config::from_yaml(operator_yaml).expect("operator sections valid");
     config.approvals = operator.approvals;
+    config.notify = operator.notify;
     config.change_windows = operator.change_windows;
     let yaml = serde_yaml::to_string(&config).expect("config serialises");
     Config::from_yaml(&yaml).expect("combined config valid");
     yaml
+}
+
+/// A loopback HTTP sink for the webhook notifier: every request body it received.
+fn webhook_sink() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind webhook sink");
+    let port = listener.local_addr().expect("addr").port();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut data = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let text = String::from_utf8_lossy(&data).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head.lines().find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok()).flatten()
+                    });
+                    if length.is_some_and(|n| body.len() >= n) || (length.is_none() && body.ends_with("0\r\n\r\n")) {
+                        seen.lock().expect("lock").push(body.to_string());
+                        break;
+                    }
+                }
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => data.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (port, bodies)
 }
 
 async fn setup(client: &Client, ns: &str) {
@@ -94,14 +131,18 @@ async fn approvals_gate_plans_by_rule_and_bind_to_the_spec_digest() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "approve").await;
     setup(&client, &ns.name).await;
+    let (sink_port, notified) = webhook_sink();
     let config = test_config(
         &ns.name,
-        "approvals:
+        &format!(
+            "notify: {{webhooks: [{{name: ops, url: 'http://127.0.0.1:{sink_port}/hook', secret: k}}]}}
+approvals:
   timeout_seconds: 20
   default: require
   rules:
-    - {name: critical-auto, decision: auto_approve, severities: [critical]}
-",
+    - {{name: critical-auto, decision: auto_approve, severities: [critical]}}
+"
+        ),
     );
     let dir = std::env::temp_dir().join("antibody-tests");
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -136,6 +177,13 @@ async fn approvals_gate_plans_by_rule_and_bind_to_the_spec_digest() {
         table.contains("WAITS FOR") && table.contains("AwaitingApproval") && table.contains("approval until"),
         "{table}"
     );
+
+    // Notifiers announce it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !notified.lock().expect("lock").iter().any(|b| b.contains("plan_awaiting_approval") && b.contains("by-cli")) {
+        assert!(std::time::Instant::now() < deadline, "no plan_awaiting_approval webhook: {:?}", notified.lock());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // CLI approval with the reviewed digest → runs; the audit records who.
     let (ok, text) = cli(&["approve", "-n", &ns.name, "by-cli", "--digest", &digest, "--reason", "reviewed"]);
