@@ -65,6 +65,12 @@ pub struct Config {
     /// Alert intake: cool-down, REST limits, feed reconnects (see `ingest::IngestConfig`).
     #[serde(default)]
     pub ingest: crate::ingest::IngestConfig,
+    /// Which plans need a human's approval before they act (see `approval`).
+    #[serde(default)]
+    pub approvals: crate::approval::ApprovalConfig,
+    /// When plans may act: change windows and a freeze (see `window`).
+    #[serde(default)]
+    pub change_windows: crate::window::ChangeWindows,
     /// How the seed-format shorthands were read (for `check-config`); not part of the file.
     #[serde(skip)]
     pub seed: SeedReading,
@@ -693,11 +699,30 @@ impl Config {
         let from = self.seed.log_path_file.as_ref().map_or(String::new(), |f| format!(" (log_path {f} names a file)"));
         lines.push(format!("audit log (JSONL): {}/audit.jsonl{from}", self.log_path.trim_end_matches('/')));
         lines.push(format!("plan log: {}", self.plan_log.as_deref().unwrap_or("(off)")));
+        let approvals = &self.approvals;
+        let rules: Vec<String> = approvals.rules.iter().map(|r| format!("{} ({:?})", r.name, r.decision)).collect();
+        lines.push(format!(
+            "approvals: rules [{}], default {:?}, timeout {}s",
+            rules.join(", "),
+            approvals.default,
+            approvals.timeout_seconds
+        ));
+        for window in &self.change_windows.windows {
+            lines.push(format!(
+                "change window {} ({}, outside: {:?}): targets {:?}, namespaces {:?}",
+                window.name, window.time_zone, window.outside, window.targets, window.namespaces
+            ));
+        }
+        if let Some(freeze) = &self.change_windows.freeze {
+            lines.push(format!("change_windows.freeze until {}: {}", freeze.until, freeze.reason));
+        }
         lines
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.notify.validate()?;
+        self.approvals.validate()?;
+        self.change_windows.validate()?;
         if self.audit_max_bytes != 0 && self.audit_max_bytes < 1024 {
             return Err(err("audit_max_bytes", "must be 0 (never rotate) or at least 1024"));
         }

@@ -10,6 +10,7 @@ pub mod actions;
 pub mod alert;
 pub mod alert_replay;
 pub mod backoff;
+pub mod approval;
 pub mod cli;
 pub mod conditions;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod effect;
 pub mod ingest;
 pub mod leader;
 pub mod observation;
+pub mod operator_cli;
 pub mod plan;
 pub mod policy;
 pub mod preflight;
@@ -28,6 +30,7 @@ pub mod signing;
 pub mod telemetry;
 pub mod tls;
 pub mod validate;
+pub mod window;
 
 /// Field manager for every server-side apply Antibody sends.
 pub const FIELD_MANAGER: &str = "antibody";

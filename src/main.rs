@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use antibody::alert::ThreatAlert;
+use antibody::approval::Verdict;
 use antibody::config::{Config, SharedConfig};
 use antibody::policy::{self, Decision};
 use antibody::reconcile::{self, Context, Settings};
@@ -188,6 +189,41 @@ enum Command {
         #[arg(long)]
         preflight: bool,
     },
+    /// Approve a plan waiting with AwaitingApproval (bound to its spec digest; your kubeconfig's
+    /// identity is recorded).
+    Approve {
+        name: String,
+        #[arg(long, short = 'n', default_value = "antibody")]
+        namespace: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// The spec digest you reviewed (from the plan's message); refused if the plan's differs.
+        #[arg(long)]
+        digest: Option<String>,
+        /// The approval is void if the plan has not started by then.
+        #[arg(long, default_value_t = 3600)]
+        ttl_seconds: u64,
+    },
+    /// Deny a plan waiting for approval: it ends `Denied`.
+    Deny {
+        name: String,
+        #[arg(long, short = 'n', default_value = "antibody")]
+        namespace: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        digest: Option<String>,
+    },
+    /// Freeze a namespace: plans acting in it wait (`Frozen`) until the freeze expires.
+    Freeze {
+        namespace: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        for_seconds: u64,
+    },
+    /// Lift a namespace's freeze.
+    Unfreeze { namespace: String },
 }
 
 #[derive(Subcommand)]
@@ -292,6 +328,16 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Command::Approve { name, namespace, reason, digest, ttl_seconds } => {
+            operator(antibody::operator_cli::decide(&namespace, &name, Verdict::Approved, reason, digest, ttl_seconds))
+        }
+        Command::Deny { name, namespace, reason, digest } => {
+            operator(antibody::operator_cli::decide(&namespace, &name, Verdict::Denied, reason, digest, 1))
+        }
+        Command::Freeze { namespace, reason, for_seconds } => {
+            operator(antibody::operator_cli::freeze(&namespace, &reason, for_seconds))
+        }
+        Command::Unfreeze { namespace } => operator(antibody::operator_cli::unfreeze(&namespace)),
         Command::Backups { target, config, namespace } => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
@@ -613,6 +659,21 @@ fn restart_preflight(
         }
         Ok(notes)
     })
+}
+
+/// Run one operator command on a fresh runtime; print its result or fail with its error.
+fn operator(command: impl std::future::Future<Output = Result<String, String>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(command) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
 }
 
 fn fail(message: &str) -> ExitCode {

@@ -31,6 +31,7 @@ pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
     printcolumn = r#"{"name":"Actions","type":"string","jsonPath":".status.summary"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Waits For","type":"string","jsonPath":".status.waitingFor"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: create a new PatchPlan to retry"))]
@@ -206,6 +207,11 @@ pub struct PatchPlanStatus {
     pub started_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
+    /// While the plan has not started: what it waits for, and until when (`approval until …`,
+    /// `window opens …`, `freeze ends …`). For the printer column. Always serialised: the
+    /// status is written as a merge patch, and `null` is what clears it once the plan starts.
+    #[serde(default)]
+    pub waiting_for: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -684,6 +684,8 @@ pub fn start(
         _ => return Err(startup("--tls-cert and --tls-key go together".into())),
     };
     let tokens = Arc::new(TokenStore::new(tokens));
+    // Approve/deny shares the listener and the token file (scope `approve`).
+    let approvals = crate::approval::router(client.clone(), tokens.clone(), config.clone());
     let intake = Arc::new(Intake::new(client, config.clone(), reporter.clone(), plan_namespace));
     let mut tasks = Vec::new();
 
@@ -723,7 +725,7 @@ pub fn start(
             }
         }));
     }
-    let router = http::router(intake.clone(), tokens.clone());
+    let router = http::router(intake.clone(), tokens.clone()).merge(approvals);
     Ok(Ingest { router, intake, tls, tokens, tasks })
 }
 

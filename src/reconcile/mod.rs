@@ -5,6 +5,7 @@
 //! never touched again; a reconcile that makes no progress writes nothing.
 
 pub mod admission;
+mod operator;
 pub mod replay;
 pub mod rollout;
 pub mod throttle;
@@ -406,6 +407,10 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
                 writer.set_outcome(&Outcome::in_progress(PAUSED, message), &now);
                 writer.save().await?;
                 return Ok(Action::requeue(Duration::from_secs(2)));
+            }
+            // Approval, freeze, change windows (`operator.rs`): before anything is reserved.
+            if let Some(action) = operator::gate(&ctx, &config, &plan, &namespace, &targets, &mut writer, &now).await? {
+                return Ok(action);
             }
             // A signed plan acts once per signature: remembered durably before it acts.
             if let Some(signed) = &signed {

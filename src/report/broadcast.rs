@@ -61,7 +61,11 @@ pub fn event_for(kind: TransitionKind) -> Option<&'static str> {
         TransitionKind::Applied => Some(PATCH_APPLIED_EVENT),
         TransitionKind::Failed => Some(PATCH_FAILED_EVENT),
         TransitionKind::Unverified => Some(PATCH_UNVERIFIED_EVENT),
-        TransitionKind::Started | TransitionKind::ActionSucceeded { .. } | TransitionKind::DryRun => None,
+        TransitionKind::Started
+        | TransitionKind::ActionSucceeded { .. }
+        | TransitionKind::DryRun
+        | TransitionKind::AwaitingApproval
+        | TransitionKind::Approved => None,
     }
 }
 

@@ -233,7 +233,11 @@ impl Metrics {
                     .get_or_create(&RuleLabels { rule: rule.unwrap_or_else(|| "manual".into()) })
                     .inc();
             }
-            TransitionKind::Started | TransitionKind::Failed | TransitionKind::Unverified => {}
+            TransitionKind::Started
+            | TransitionKind::Failed
+            | TransitionKind::Unverified
+            | TransitionKind::AwaitingApproval
+            | TransitionKind::Approved => {}
         }
     }
 

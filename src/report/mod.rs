@@ -39,6 +39,10 @@ pub enum TransitionKind {
     Unverified,
     /// Terminal: refused or failed (`Stalled=True`).
     Failed,
+    /// Not started: an approval rule holds the plan until a human decides (notifiers announce it).
+    AwaitingApproval,
+    /// A human approved the plan's spec digest (the audit records who).
+    Approved,
 }
 
 impl TransitionKind {
@@ -50,6 +54,8 @@ impl TransitionKind {
             TransitionKind::DryRun => "dry_run",
             TransitionKind::Unverified => "patch_unverified",
             TransitionKind::Failed => "patch_failed",
+            TransitionKind::AwaitingApproval => "awaiting_approval",
+            TransitionKind::Approved => "approved",
         }
     }
 
@@ -189,6 +195,7 @@ impl Reporter {
         let (type_, action) = match transition.kind {
             TransitionKind::Failed => (EventType::Warning, "Finish"),
             TransitionKind::Started => (EventType::Normal, "Start"),
+            TransitionKind::AwaitingApproval | TransitionKind::Approved => (EventType::Normal, "Approve"),
             TransitionKind::ActionSucceeded { .. } => (EventType::Normal, "Act"),
             TransitionKind::Applied | TransitionKind::DryRun => (EventType::Normal, "Finish"),
             TransitionKind::Unverified => (EventType::Warning, "Finish"),

@@ -6,14 +6,16 @@ use serde_json::Value;
 use crate::report::{PlanTransition, TransitionKind};
 
 /// Event name for a terminal transition, as the VAEL UI and webhooks know it.
-/// Non-terminal transitions are not notified.
+/// Non-terminal transitions are not notified, except a plan awaiting approval.
 pub fn event_name(kind: TransitionKind) -> Option<&'static str> {
     match kind {
         TransitionKind::Applied => Some("patch_applied"),
         TransitionKind::Failed => Some("patch_failed"),
         TransitionKind::DryRun => Some("patch_dry_run"),
         TransitionKind::Unverified => Some("patch_unverified"),
-        TransitionKind::Started | TransitionKind::ActionSucceeded { .. } => None,
+        // A human must act: announced like an outcome.
+        TransitionKind::AwaitingApproval => Some("plan_awaiting_approval"),
+        TransitionKind::Approved | TransitionKind::Started | TransitionKind::ActionSucceeded { .. } => None,
     }
 }
 
