@@ -87,8 +87,8 @@ fn build_static() -> PathBuf {
         .current_dir(root)
         .env("CARGO_TARGET_DIR", &target_dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        // No debug info: a third of the build time and most of its disk. tests/run.sh builds
-        // this same command before the suite starts, so here it is a no-op check.
+        // No debug info: a third of the build time and most of its disk. tests/run.sh runs this
+        // test once before the suite starts, so there it is a quick check.
         .env("CARGO_PROFILE_DEV_DEBUG", "0")
         .env("CARGO_INCREMENTAL", "0")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
