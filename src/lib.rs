@@ -9,8 +9,8 @@
 pub mod actions;
 pub mod alert;
 pub mod alert_replay;
-pub mod backoff;
 pub mod approval;
+pub mod backoff;
 pub mod cli;
 pub mod conditions;
 pub mod config;
