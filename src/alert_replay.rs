@@ -153,6 +153,8 @@ pub fn read_inputs(files: &[(String, String)]) -> Result<Inputs, String> {
                             entry.1 = Some(record.event.clone());
                         }
                     }
+                    // A resolution cancels a plan; it is not a decision to replay.
+                    RecordKind::Alert if record.event == "resolved" => {}
                     RecordKind::Alert => match record.alert.clone() {
                         Some(alert) => recorded.push((order, Pending { origin, alert, record })),
                         None => skipped_records += 1,

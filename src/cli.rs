@@ -125,6 +125,73 @@ pub async fn list_backups(config_file: &Path, target: &str, namespace: &str) -> 
     Ok(table)
 }
 
+/// `antibody audit verify`'s options.
+pub struct AuditVerify {
+    pub files: Vec<std::path::PathBuf>,
+    pub require_genesis: bool,
+    pub key_file: Option<std::path::PathBuf>,
+    /// Namespace holding the anchor ConfigMap.
+    pub anchor: Option<String>,
+    pub anchor_file: Option<std::path::PathBuf>,
+    pub log_id: Option<String>,
+}
+
+/// Verify the chain, the MACs with a key, and the head against its anchor. `Err`: nothing
+/// could be checked (unreadable files, no such anchor).
+pub async fn verify_audit(request: &AuditVerify) -> Result<crate::report::audit::Verification, String> {
+    use crate::report::{audit, audit_anchor};
+    let key = request.key_file.as_deref().map(audit::read_key).transpose()?;
+    let anchors = match (&request.anchor, &request.anchor_file) {
+        (Some(namespace), _) => {
+            let client = kube::Client::try_default().await.map_err(|e| format!("cannot reach the cluster: {e}"))?;
+            audit_anchor::load(&client, namespace).await?
+        }
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            vec![serde_json::from_str(&text).map_err(|e| format!("{}: not an anchor: {e}", path.display()))?]
+        }
+        (None, None) => Vec::new(),
+    };
+    let anchor = if request.anchor.is_none() && request.anchor_file.is_none() {
+        None
+    } else {
+        // Which log: asked for, else the directory's own `log-id`, else the only anchor there is.
+        let own_id = request
+            .files
+            .iter()
+            .find(|p| p.is_dir())
+            .and_then(|dir| std::fs::read_to_string(dir.join(audit::LOG_ID_FILE)).ok())
+            .map(|id| id.trim().to_string());
+        let wanted = request.log_id.clone().or(own_id);
+        let ids: Vec<&str> = anchors.iter().map(|a| a.log_id.as_str()).collect();
+        let found = match &wanted {
+            Some(id) => anchors.iter().find(|a| a.log_id == audit::sanitize_log_id(id)),
+            None if anchors.len() == 1 => anchors.first(),
+            None => None,
+        };
+        match found {
+            Some(anchor) => Some(anchor.clone()),
+            None => {
+                return Err(match wanted {
+                    Some(id) => format!("no anchor for log {id} (anchors: {ids:?})"),
+                    None => format!("which log? pass --log-id (anchors: {ids:?})"),
+                });
+            }
+        }
+    };
+    let options = audit::VerifyOptions {
+        require_genesis: request.require_genesis,
+        key: key.clone(),
+        remember: anchor.iter().map(|a| a.seq).collect(),
+    };
+    let mut verification =
+        audit::verify_paths_with(&request.files, &options).map_err(|e| format!("cannot read the audit log: {e}"))?;
+    if let Some(anchor) = &anchor {
+        audit_anchor::check(anchor, key.as_deref(), &mut verification);
+    }
+    Ok(verification)
+}
+
 /// `antibody replay`'s options.
 pub struct ReplayArgs<'a> {
     pub config: &'a Path,

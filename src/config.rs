@@ -71,9 +71,41 @@ pub struct Config {
     /// When plans may act: change windows and a freeze (see `window`).
     #[serde(default)]
     pub change_windows: crate::window::ChangeWindows,
+    /// Audit log integrity: keyed MACs, anchors of the head, fail-closed (see `report::audit`).
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// How the seed-format shorthands were read (for `check-config`); not part of the file.
     #[serde(skip)]
     pub seed: SeedReading,
+}
+
+/// `audit:` — how far the audit log is trusted. Read at start (a change needs a restart).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// A file (a mounted Secret) holding an HMAC key of at least 16 bytes: every record then
+    /// carries `prev_mac`, so rewriting the log needs the key, not just the volume.
+    #[serde(default)]
+    pub key_file: Option<String>,
+    /// Every this many seconds the newest durable record (seq, hash) is written to the
+    /// ConfigMap `antibody-audit-anchor` of the plan namespace; `antibody audit verify --anchor`
+    /// then catches a truncated or replaced log. 0: no anchors.
+    #[serde(default = "default_anchor_seconds")]
+    pub anchor_seconds: u64,
+    /// Refuse to act while a record cannot be written: a plan starts only after its `started`
+    /// record is on disk, and waits (`AuditUnavailable`) otherwise.
+    #[serde(default)]
+    pub fail_closed: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { key_file: None, anchor_seconds: default_anchor_seconds(), fail_closed: false }
+    }
+}
+
+fn default_anchor_seconds() -> u64 {
+    30
 }
 
 /// What [`Config::from_yaml`] expanded: `actions.*: true`, a `log_path` naming a file.
@@ -698,6 +730,16 @@ impl Config {
         lines.push(format!("defaults.plan_namespace: {}", self.defaults.plan_namespace));
         let from = self.seed.log_path_file.as_ref().map_or(String::new(), |f| format!(" (log_path {f} names a file)"));
         lines.push(format!("audit log (JSONL): {}/audit.jsonl{from}", self.log_path.trim_end_matches('/')));
+        lines.push(format!(
+            "audit: key {}, anchor every {}, fail_closed {}",
+            self.audit.key_file.as_deref().unwrap_or("(none: SHA-256 chain only)"),
+            if self.audit.anchor_seconds == 0 {
+                "(never)".to_string()
+            } else {
+                format!("{}s", self.audit.anchor_seconds)
+            },
+            self.audit.fail_closed
+        ));
         lines.push(format!("plan log: {}", self.plan_log.as_deref().unwrap_or("(off)")));
         let approvals = &self.approvals;
         let rules: Vec<String> = approvals.rules.iter().map(|r| format!("{} ({:?})", r.name, r.decision)).collect();
@@ -725,6 +767,9 @@ impl Config {
         self.change_windows.validate()?;
         if self.audit_max_bytes != 0 && self.audit_max_bytes < 1024 {
             return Err(err("audit_max_bytes", "must be 0 (never rotate) or at least 1024"));
+        }
+        if self.audit.key_file.as_deref().is_some_and(str::is_empty) {
+            return Err(err("audit.key_file", "must name a file (or be left out)"));
         }
         for (name, target) in &self.targets {
             let field = |f: &str| format!("targets.{name}.{f}");

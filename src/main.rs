@@ -72,6 +72,10 @@ enum Command {
         /// Audit log directory (default: `log_path` from antibody.yml).
         #[arg(long, env = "ANTIBODY_AUDIT_DIR")]
         audit_dir: Option<PathBuf>,
+        /// This log's name in audit anchors (a StatefulSet's pod name is stable with its volume).
+        /// Default: the `log-id` file beside the log, created once.
+        #[arg(long, env = "ANTIBODY_AUDIT_LOG_ID")]
+        audit_log_id: Option<String>,
         /// Alert intake: NEXUS feeds, gRPC intake, REST tokens.
         #[command(flatten)]
         ingest: Box<antibody::ingest::IngestArgs>,
@@ -236,6 +240,19 @@ enum AuditCommand {
         /// Fail unless the chain starts at the genesis record (no earlier file was rotated away).
         #[arg(long)]
         require_genesis: bool,
+        /// The audit key (`audit.key_file`): every record's `prev_mac` must match it.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// Check against the anchor in this namespace's ConfigMap `antibody-audit-anchor` (the
+        /// plan namespace): fails when the log was truncated or its anchored record changed.
+        #[arg(long, conflicts_with = "anchor_file")]
+        anchor: Option<String>,
+        /// Check against an anchor saved as JSON (one entry of that ConfigMap), offline.
+        #[arg(long)]
+        anchor_file: Option<PathBuf>,
+        /// Which log's anchor (default: the `log-id` file in the log directory, else the only one).
+        #[arg(long)]
+        log_id: Option<String>,
     },
 }
 
@@ -351,13 +368,20 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::Audit { command: AuditCommand::Verify { files, require_genesis } } => {
-            match antibody::report::audit::verify_paths(&files, require_genesis) {
+        Command::Audit {
+            command: AuditCommand::Verify { files, require_genesis, key_file, anchor, anchor_file, log_id },
+        } => {
+            let request = antibody::cli::AuditVerify { files, require_genesis, key_file, anchor, anchor_file, log_id };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+            };
+            match runtime.block_on(antibody::cli::verify_audit(&request)) {
                 Ok(verification) => {
                     print!("{}", verification.report());
                     if verification.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
                 }
-                Err(e) => fail(&format!("cannot read the audit log: {e}")),
+                Err(e) => fail(&e),
             }
         }
         Command::Run {
@@ -376,6 +400,7 @@ fn main() -> ExitCode {
             lease_duration_seconds,
             lease_grace_seconds,
             audit_dir,
+            audit_log_id,
         } => {
             telemetry::init(log_format, &log_level);
             let mut config = match Config::load(&config_path) {
@@ -400,6 +425,11 @@ fn main() -> ExitCode {
                 return fail(&e);
             }
             let settings = Settings { dry_run, namespace, concurrency };
+            let mut audit = match AuditSettings::from_config(&config) {
+                Ok(audit) => audit,
+                Err(e) => return fail(&format!("audit.key_file: {e}")),
+            };
+            audit.log_id = audit_log_id;
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
@@ -407,6 +437,7 @@ fn main() -> ExitCode {
             match runtime.block_on(run(
                 config,
                 settings,
+                audit,
                 (http_addr, metrics_auth),
                 instance,
                 lease,
@@ -420,9 +451,11 @@ fn main() -> ExitCode {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     config: Config,
     settings: Settings,
+    audit_settings: AuditSettings,
     (http_addr, metrics_auth): (std::net::SocketAddr, antibody::report::http::MetricsAccess),
     instance: String,
     lease: Option<antibody::leader::LeaseSettings>,
@@ -461,8 +494,20 @@ async fn run(
         reporter.add_hook(Arc::new(notifier));
     }
     // Reporting hooks: the audit log (hash-chained JSONL) and the Socket.IO broadcast.
-    let audit = Arc::new(AuditLog::open(&AuditSettings::from_config(&config))?);
-    reporter.add_hook(audit.clone());
+    let audit = Arc::new(AuditLog::open(&audit_settings)?);
+    reporter.set_audit(audit.clone());
+    // Its head is pinned in the plan namespace, outside the log's volume.
+    let anchor_namespace = ingest.plan_namespace.clone().unwrap_or_else(|| config.defaults.plan_namespace.clone());
+    let anchors = (config.audit.anchor_seconds > 0).then(|| {
+        tokio::spawn(antibody::report::audit_anchor::run(
+            audit.clone(),
+            client.clone(),
+            anchor_namespace.clone(),
+            std::time::Duration::from_secs(config.audit.anchor_seconds),
+            audit_settings.key.clone(),
+            shutdown.clone(),
+        ))
+    });
     // The original's plain-text plan log (`log_path: logs/antibody.log` or `plan_log`).
     if let Some(path) = &config.plan_log {
         reporter.add_hook(Arc::new(antibody::report::plan_log::PlanLog::open(std::path::Path::new(path))?));
@@ -499,7 +544,7 @@ async fn run(
     let result = match &lease {
         Some(lease) => {
             health.standby.store(true, std::sync::atomic::Ordering::Relaxed);
-            let acquired = antibody::leader::acquire(client, lease, shutdown.clone()).await;
+            let acquired = antibody::leader::acquire(client.clone(), lease, shutdown.clone()).await;
             health.standby.store(false, std::sync::atomic::Ordering::Relaxed);
             match acquired {
                 // The lease is given up only once the controller stopped acting.
@@ -515,8 +560,20 @@ async fn run(
         None => reconcile::run(ctx, health, shutdown.clone()).await,
     };
     shutdown.cancel();
-    // Every transition reported so far is on disk before we exit.
+    // Every transition reported so far is on disk before we exit; then its head is anchored.
     audit.close();
+    if let Some(anchors) = anchors
+        && let Ok(last) = anchors.await
+    {
+        let key = audit_settings.key.as_deref();
+        let anchoring =
+            antibody::report::audit_anchor::anchor_once(&audit, &client, &anchor_namespace, key, last.as_ref());
+        match tokio::time::timeout(std::time::Duration::from_secs(3), anchoring).await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "final audit anchor not written"),
+            Err(_) => tracing::warn!("final audit anchor: the API did not answer within 3 s"),
+            Ok(Ok(_)) => {}
+        }
+    }
     reporter.flush_events(std::time::Duration::from_secs(5)).await;
     broadcast.close().await;
     match http.await {

@@ -638,6 +638,33 @@ async fn alertmanager_fires_plans_resolved_cancels_unstarted_and_manual_plans() 
     assert_eq!(outcomes(&body), ["cancelled", "not_found", "already_started"], "{body}");
     assert!(api.get_opt(&heartbeat_plan).await.expect("get").is_none(), "the unstarted plan is gone");
     assert!(api.get_opt(&policy_plan).await.expect("get").is_some(), "the started plan stays");
+    // Each resolution is in the audit log, with what became of its plan.
+    let audit = controller.audit_dir.join("audit.jsonl");
+    let mut resolutions = Vec::new();
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        resolutions = text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|r| r["kind"] == "alert" && r["event"] == "resolved")
+            .map(|r| {
+                (
+                    r["alert_id"].as_str().unwrap_or("").to_string(),
+                    r["detail"]["result"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        if resolutions.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let expected: Vec<(String, String)> =
+        [("fp-heartbeat", "cancelled"), ("fp-warn", "not_found"), ("fp-policy", "already_started")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+    assert_eq!(resolutions, expected, "resolved alerts are audited");
 
     // Cancelling freed the cool-down: the alert firing again gets a plan again.
     let refire = am_webhook(vec![am_alert("firing", "fp-heartbeat", heartbeat, "restart:VAEL_Core")]);

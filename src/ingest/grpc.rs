@@ -399,6 +399,9 @@ pub fn reply(outcome: &AlertOutcome) -> SubmitReply {
         AlertOutcome::Refused { reason, message } => {
             SubmitReply { outcome: name, reason: reason.clone(), message: message.clone(), ..Default::default() }
         }
+        AlertOutcome::Resolved { plan, result } => {
+            SubmitReply { outcome: name, plan: plan.clone(), reason: result.clone(), ..Default::default() }
+        }
     }
 }
 

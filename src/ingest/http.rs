@@ -192,6 +192,7 @@ pub fn outcome_json(id: &str, outcome: &AlertOutcome) -> Value {
         AlertOutcome::Refused { reason, message } => {
             json!({ "id": id, "outcome": name, "plan": null, "error": reason, "reason": message })
         }
+        AlertOutcome::Resolved { plan, result } => json!({ "id": id, "outcome": name, "plan": plan, "result": result }),
     }
 }
 
@@ -535,7 +536,7 @@ async fn alertmanager_webhook(
                 unavailable |= outcome_status(&outcome) == StatusCode::SERVICE_UNAVAILABLE;
                 results.push(outcome_json(id, &outcome));
             }
-            Ok(AmRequest::Resolve(threat)) => match intake.cancel(&threat).await {
+            Ok(AmRequest::Resolve(threat)) => match intake.resolve(&threat, ALERTMANAGER_FEED, &requester).await {
                 Ok((plan, cancel)) => {
                     tracing::info!(alert = id, %plan, outcome = cancel.name(), "alertmanager: resolved");
                     results.push(json!({ "id": id, "outcome": cancel.name(), "plan": plan }));

@@ -438,8 +438,21 @@ impl Intake {
         Ok(())
     }
 
-    /// Alertmanager `resolved`: delete the alert's plan unless an action has started.
-    pub async fn cancel(&self, alert: &ThreatAlert) -> Result<(String, Cancel), kube::Error> {
+    /// Alertmanager `resolved`: delete the alert's plan unless an action has started. What
+    /// became of it is recorded like any alert decision (audit: `kind: alert, event: resolved`).
+    pub async fn resolve(
+        &self,
+        alert: &ThreatAlert,
+        feed: &str,
+        requester: &str,
+    ) -> Result<(String, Cancel), kube::Error> {
+        let (plan, cancel) = self.cancel(alert).await?;
+        let outcome = AlertOutcome::Resolved { plan: plan.clone(), result: cancel.name().to_string() };
+        self.record_decision(&alert.id, Some(alert), feed, requester, outcome);
+        Ok((plan, cancel))
+    }
+
+    async fn cancel(&self, alert: &ThreatAlert) -> Result<(String, Cancel), kube::Error> {
         let config = self.config.get();
         let namespace = self.plan_namespace(&config);
         let name = alert.plan_name();

@@ -292,6 +292,9 @@ fn activities(config: &Config, plan: &PatchPlan, global_dry_run: bool) -> Vec<Ac
 
 pub const THROTTLED: &str = "Throttled";
 pub const PAUSED: &str = "Paused";
+/// `audit.fail_closed`: a record could not be written, so nothing acts until it can.
+pub const AUDIT_UNAVAILABLE: &str = "AuditUnavailable";
+const AUDIT_RETRY: Duration = Duration::from_secs(5);
 pub const ROLLED_BACK: &str = "RolledBack";
 /// Annotation on a namespace that pauses new plans in it.
 pub const PAUSE_ANNOTATION: &str = "antibody.vael.io/paused";
@@ -316,6 +319,19 @@ async fn paused(
         }
     }
     Ok(None)
+}
+
+/// `audit.fail_closed`: why the plan may not act now (a record reported so far is not on disk).
+async fn audit_held(ctx: &Context, config: &Config, dry_run: bool) -> Option<String> {
+    if !config.audit.fail_closed || dry_run {
+        return None;
+    }
+    ctx.reporter.audit_durable().await.err().map(|e| {
+        format!(
+            "{e}; audit.fail_closed holds the plan until its records can be written (retry every {}s)",
+            AUDIT_RETRY.as_secs()
+        )
+    })
 }
 
 async fn namespace_paused(ctx: &Context, namespace: &str) -> crate::Result<Option<String>> {
@@ -400,6 +416,8 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
     };
     let dry_run = plan.spec.dry_run || ctx.settings.dry_run || config.safety.dry_run;
 
+    // Set once the started record is known to be on disk (`audit.fail_closed`).
+    let mut audit_confirmed = false;
     // Not yet acting: the pause switch, cool-downs and budgets decide whether it may start.
     if writer.status.phase == Phase::Pending {
         if !dry_run {
@@ -446,6 +464,13 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
                 };
             }
         }
+        // Fail closed: the log must be writable before the plan is even marked started.
+        if let Some(message) = audit_held(&ctx, &config, dry_run).await {
+            warn!(plan = %writer.name, %message, "plan held: audit log unavailable");
+            writer.set_outcome(&Outcome::in_progress(AUDIT_UNAVAILABLE, message), &now);
+            writer.save().await?;
+            return Ok(Action::requeue(AUDIT_RETRY));
+        }
         writer.status.phase = Phase::Running;
         writer.set_outcome(
             &Outcome::in_progress("Started", format!("running {total} action(s): {}", plan.summary())),
@@ -460,6 +485,16 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
         }
         let message = format!("running {}", plan.summary());
         report(&ctx, &plan, &writer, TransitionKind::Started, "Started", &message);
+        // ... and its `started` record must be on disk before the first action.
+        if let Some(message) = audit_held(&ctx, &config, dry_run).await {
+            warn!(plan = %writer.name, %message, "plan held: its started record was not written");
+            ctx.reporter.forget(&writer.uid, TransitionKind::Started);
+            writer.status.phase = Phase::Pending;
+            writer.set_outcome(&Outcome::in_progress(AUDIT_UNAVAILABLE, message), &now);
+            writer.save().await?;
+            return Ok(Action::requeue(AUDIT_RETRY));
+        }
+        audit_confirmed = true;
     }
 
     let rollout_timeout = Duration::from_secs(config.defaults.rollout_timeout_seconds);
@@ -468,6 +503,17 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
             continue;
         }
         writer.index = index;
+        // Fail closed before each action that has not begun: what happened so far is on disk.
+        let begins = writer.status.actions[index].state == StepState::Pending;
+        if begins
+            && !std::mem::take(&mut audit_confirmed)
+            && let Some(message) = audit_held(&ctx, &config, dry_run).await
+        {
+            warn!(plan = %writer.name, %message, "action held: audit log unavailable");
+            writer.set_outcome(&Outcome::in_progress(AUDIT_UNAVAILABLE, message), &now);
+            writer.save().await?;
+            return Ok(Action::requeue(AUDIT_RETRY));
+        }
         // Each action's own clock: an action that follows another in the same reconcile starts
         // after it finished, and its timestamps say so.
         let now = Time(jiff::Timestamp::now());

@@ -11,17 +11,24 @@
 //! process crash loses at most what is still queued, never half a line), and `fdatasync`s once
 //! per batch (so a power loss loses at most the last batch). [`AuditLog::close`] drains the queue.
 //!
+//! Keyed (`audit.key_file`): each record also carries `prev_mac`, the HMAC-SHA256 of the
+//! previous record's line under a key the log's volume does not hold (a mounted Secret), so
+//! whoever can write the volume but not read the key cannot rewrite history and recompute the
+//! chain. The head is anchored outside the volume (`audit_anchor`), which catches truncation.
+//!
 //! Damage is never papered over: a torn or invalid last line found at startup (or a failed
 //! write) moves the damaged file aside, untouched, and the new file starts with an explicit
 //! `chain_break` record that names it; `verify` still reports the torn bytes.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -39,9 +46,36 @@ pub const LOCK_FILE: &str = "audit.lock";
 pub const GENESIS: &str = "antibody-audit-genesis-v1";
 /// Records written per `fdatasync`, at most.
 const MAX_BATCH: usize = 512;
+/// The log's identity for anchors, created beside the log unless `--audit-log-id` names one.
+pub const LOG_ID_FILE: &str = "log-id";
+/// Shortest accepted `audit.key_file` content.
+pub const MIN_KEY_BYTES: usize = 16;
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+/// HMAC-SHA256 (hex) of `bytes` under `key`.
+pub fn mac_hex(key: &[u8], bytes: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
+    mac.update(bytes);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The `audit.key_file` key: its bytes without trailing whitespace, at least [`MIN_KEY_BYTES`].
+pub fn read_key(path: &Path) -> Result<Vec<u8>, String> {
+    let mut key = std::fs::read(path).map_err(|e| format!("audit key {}: {e}", path.display()))?;
+    while key.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        key.pop();
+    }
+    if key.len() < MIN_KEY_BYTES {
+        return Err(format!(
+            "audit key {}: {} byte(s); at least {MIN_KEY_BYTES} are needed (e.g. `head -c 32 /dev/urandom | base64`)",
+            path.display(),
+            key.len()
+        ));
+    }
+    Ok(key)
 }
 
 pub fn genesis_hash() -> String {
@@ -116,6 +150,9 @@ pub struct AuditRecord {
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub detail: Value,
     pub prev: String,
+    /// HMAC-SHA256 of the previous record's line (of [`GENESIS`] for the first) when keyed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_mac: Option<String>,
 }
 
 impl AuditRecord {
@@ -137,8 +174,17 @@ impl AuditRecord {
             message: None,
             detail: Value::Null,
             prev: String::new(),
+            prev_mac: None,
         }
     }
+}
+
+/// A `chain_break` record (written by the log itself: damage, lost records, a lost log).
+pub fn chain_break_record(event: &str, message: String, detail: Value) -> AuditRecord {
+    let mut record = AuditRecord::new(RecordKind::ChainBreak, event);
+    record.message = Some(message);
+    record.detail = detail;
+    record
 }
 
 /// The record for a plan transition (pure).
@@ -201,11 +247,16 @@ pub fn alert_record(decision: &AlertRecord) -> AuditRecord {
             record.reason = Some(reason.clone());
             record.message = Some(message.clone());
         }
+        AlertOutcome::Resolved { plan: name, result } => {
+            record.plan = plan(name);
+            record.detail = json!({ "result": result });
+        }
     }
     record
 }
 
-/// Where and how the log is kept (from antibody.yml: `log_path`, `audit_max_bytes`, `audit_keep`).
+/// Where and how the log is kept (from antibody.yml: `log_path`, `audit_max_bytes`, `audit_keep`,
+/// `audit.key_file`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditSettings {
     pub dir: PathBuf,
@@ -213,12 +264,56 @@ pub struct AuditSettings {
     pub max_bytes: u64,
     /// Rotated files kept (at least 1, so damaged bytes moved aside stay visible).
     pub keep: usize,
+    /// HMAC key: records carry `prev_mac` when set.
+    pub key: Option<Vec<u8>>,
+    /// The log's identity in anchors; `None`: the `log-id` file beside the log (created once).
+    pub log_id: Option<String>,
 }
 
 impl AuditSettings {
-    pub fn from_config(config: &crate::config::Config) -> Self {
-        Self { dir: PathBuf::from(&config.log_path), max_bytes: config.audit_max_bytes, keep: config.audit_keep }
+    /// From antibody.yml; reads `audit.key_file`.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, String> {
+        let key = config.audit.key_file.as_deref().map(|path| read_key(Path::new(path))).transpose()?;
+        Ok(Self {
+            dir: PathBuf::from(&config.log_path),
+            max_bytes: config.audit_max_bytes,
+            keep: config.audit_keep,
+            key,
+            log_id: None,
+        })
     }
+}
+
+/// A ConfigMap data key: `[-._a-zA-Z0-9]`, other characters become `-`.
+pub fn sanitize_log_id(id: &str) -> String {
+    let id: String =
+        id.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') { c } else { '-' }).collect();
+    id.chars().take(200).collect()
+}
+
+/// The `log-id` beside the log, created (hostname + random suffix) the first time.
+fn log_id_of(dir: &Path) -> std::io::Result<String> {
+    let path = dir.join(LOG_ID_FILE);
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = sanitize_log_id(id.trim());
+        if !id.is_empty() {
+            return Ok(id);
+        }
+    }
+    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "antibody".into());
+    // Unique enough for one name per log directory; it is kept, not regenerated.
+    let suffix = (jiff::Timestamp::now().as_nanosecond() as u64) ^ u64::from(std::process::id()).rotate_left(40);
+    let id = sanitize_log_id(&format!("{host}-{:08x}", suffix & 0xffff_ffff));
+    std::fs::write(&path, format!("{id}\n"))?;
+    Ok(id)
+}
+
+/// The newest durable record: what an anchor pins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    /// SHA-256 of its line.
+    pub hash: String,
 }
 
 pub fn rotated_name(index: usize) -> String {
@@ -232,6 +327,8 @@ pub fn rotated_name(index: usize) -> String {
 struct ChainFields {
     seq: u64,
     prev: String,
+    #[serde(default)]
+    prev_mac: Option<String>,
     #[serde(default)]
     kind: Option<RecordKind>,
     #[serde(default)]
@@ -253,6 +350,8 @@ fn chain_fields(line: &[u8]) -> Result<ChainFields, String> {
 struct Tail {
     /// `(seq, sha256 of its line)` of the last valid record, if any.
     last_valid: Option<(u64, String)>,
+    /// That record's line (its MAC continues a keyed chain).
+    last_line: Option<Vec<u8>>,
     /// Bytes after the last valid record: a torn line and/or invalid lines.
     damage: Option<Damage>,
 }
@@ -285,7 +384,11 @@ fn analyse_tail(buf: &[u8], from_start: bool) -> Option<Tail> {
                     bytes: buf[offset..].to_vec(),
                     why: why.take().unwrap_or_else(|| "invalid records at the end".into()),
                 });
-                return Some(Tail { last_valid: Some((fields.seq, sha256_hex(line))), damage });
+                return Some(Tail {
+                    last_valid: Some((fields.seq, sha256_hex(line))),
+                    last_line: Some(line.to_vec()),
+                    damage,
+                });
             }
             Err(e) => {
                 damage_start = Some(index);
@@ -301,7 +404,7 @@ fn analyse_tail(buf: &[u8], from_start: bool) -> Option<Tail> {
     let start = damage_start.map(|i| pieces[..i].iter().map(|p| p.len() + 1).sum()).unwrap_or(0);
     let damage = (start < buf.len())
         .then(|| Damage { bytes: buf[start..].to_vec(), why: why.unwrap_or_else(|| "no valid record".into()) });
-    Some(Tail { last_valid: None, damage })
+    Some(Tail { last_valid: None, last_line: None, damage })
 }
 
 fn read_tail(path: &Path) -> std::io::Result<Tail> {
@@ -334,6 +437,12 @@ struct ChainWriter {
     /// Records that could not be written since the last good write.
     lost: u64,
     last_error: Option<String>,
+    key: Option<Vec<u8>>,
+    /// MAC of the last record's line (of the genesis marker before the first), when keyed.
+    prev_mac: Option<String>,
+    /// The last record written, and the last one made durable (shared with anchors).
+    written: Option<Head>,
+    durable: Arc<Mutex<Option<Head>>>,
     _lock: File,
 }
 
@@ -368,6 +477,7 @@ impl ChainWriter {
             .collect();
         let mut damage = None;
         let mut last_valid = None;
+        let mut last_line = None;
         for (position, &index) in non_empty.iter().enumerate() {
             let tail = read_tail(&dir.join(rotated_name(index)))?;
             if position == 0 {
@@ -376,9 +486,15 @@ impl ChainWriter {
             // A damaged head with no intact record: the chain continues from an older file.
             if tail.last_valid.is_some() {
                 last_valid = tail.last_valid;
+                last_line = tail.last_line;
                 break;
             }
         }
+        let prev_mac = settings.key.as_ref().map(|key| match &last_line {
+            Some(line) => mac_hex(key, line),
+            None => mac_hex(key, GENESIS.as_bytes()),
+        });
+        let head = last_valid.as_ref().map(|(seq, hash)| Head { seq: *seq, hash: hash.clone() });
         let (next_seq, prev) = match &last_valid {
             Some((seq, hash)) => (seq + 1, hash.clone()),
             None => (0, genesis_hash()),
@@ -394,6 +510,10 @@ impl ChainWriter {
             prev,
             lost: 0,
             last_error: None,
+            key: settings.key.clone(),
+            prev_mac,
+            written: head.clone(),
+            durable: Arc::new(Mutex::new(head)),
             _lock: lock,
         };
         if let Some((index, damage)) = damage {
@@ -443,25 +563,55 @@ impl ChainWriter {
         Ok(())
     }
 
-    /// Seal (seq, prev) and write one record as a single `write_all` of line + `\n`.
+    /// Seal (seq, prev, prev_mac) and write one record as a single `write_all` of line + `\n`.
     fn write(&mut self, mut record: AuditRecord) -> std::io::Result<()> {
         record.seq = self.next_seq;
         record.prev = self.prev.clone();
+        record.prev_mac = self.prev_mac.clone();
         let mut line = serde_json::to_vec(&record)?;
         let hash = sha256_hex(&line);
+        let mac = self.key.as_ref().map(|key| mac_hex(key, &line));
         line.push(b'\n');
         if self.max_bytes > 0 && self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
             self.rotate()?;
         }
+        self.check_still_ours()?;
         self.file.write_all(&line)?;
         self.size += line.len() as u64;
+        self.written = Some(Head { seq: record.seq, hash: hash.clone() });
         self.next_seq += 1;
         self.prev = hash;
+        self.prev_mac = mac;
+        Ok(())
+    }
+
+    /// Writing to a file that was deleted or replaced under us would lose every later record
+    /// silently (they go to an unlinked inode): refuse, so the loss is counted and recovered.
+    fn check_still_ours(&self) -> std::io::Result<()> {
+        let path = self.dir.join(ACTIVE_FILE);
+        let on_disk = std::fs::metadata(&path).map_err(|e| {
+            std::io::Error::other(format!("{} is gone while open ({e}): it was deleted", path.display()))
+        })?;
+        let open = self.file.metadata()?;
+        if (on_disk.dev(), on_disk.ino()) != (open.dev(), open.ino()) {
+            return Err(std::io::Error::other(format!("{} was replaced while open", path.display())));
+        }
         Ok(())
     }
 
     fn sync(&mut self) -> std::io::Result<()> {
-        self.file.sync_data()
+        self.file.sync_data()?;
+        *self.durable.lock().unwrap_or_else(|p| p.into_inner()) = self.written.clone();
+        Ok(())
+    }
+
+    /// Everything written so far is on disk and nothing is lost: `Ok`. After lost records,
+    /// first try to recover (which records the loss).
+    fn flush(&mut self) -> Result<(), String> {
+        if self.lost > 0 {
+            self.recover().map_err(|e| format!("audit log cannot be written: {e}"))?;
+        }
+        self.sync().map_err(|e| format!("audit log cannot be synced: {e}"))
     }
 
     /// Write `record`; on failure keep going and account for it (never block the caller).
@@ -485,7 +635,11 @@ impl ChainWriter {
     fn recover(&mut self) -> std::io::Result<()> {
         let len = self.file.metadata()?.len();
         let mut detail = json!({ "lost_records": self.lost, "error": self.last_error });
-        if len > self.size {
+        if self.check_still_ours().is_err() {
+            // Deleted or replaced: whatever holds the name now is kept aside (rotated), and a
+            // fresh active file continues the chain.
+            self.rotate()?;
+        } else if len > self.size {
             let mut torn = Vec::new();
             let mut reader = File::open(self.dir.join(ACTIVE_FILE))?;
             reader.seek(SeekFrom::Start(self.size))?;
@@ -505,11 +659,23 @@ impl ChainWriter {
     }
 }
 
-fn writer_loop(mut writer: ChainWriter, records: Receiver<AuditRecord>) {
-    while let Ok(first) = records.recv() {
-        writer.append(first);
-        for record in records.try_iter().take(MAX_BATCH - 1) {
-            writer.append(record);
+enum Message {
+    Record(Box<AuditRecord>),
+    /// Reply once everything queued before it is durable (or why not).
+    Flush(tokio::sync::oneshot::Sender<Result<(), String>>),
+}
+
+fn writer_loop(mut writer: ChainWriter, messages: Receiver<Message>) {
+    let handle = |writer: &mut ChainWriter, message: Message| match message {
+        Message::Record(record) => writer.append(*record),
+        Message::Flush(reply) => {
+            let _ = reply.send(writer.flush());
+        }
+    };
+    while let Ok(first) = messages.recv() {
+        handle(&mut writer, first);
+        for message in messages.try_iter().take(MAX_BATCH - 1) {
+            handle(&mut writer, message);
         }
         if let Err(e) = writer.sync() {
             warn!(error = %e, "audit log: fdatasync failed");
@@ -518,10 +684,16 @@ fn writer_loop(mut writer: ChainWriter, records: Receiver<AuditRecord>) {
     let _ = writer.sync();
 }
 
+/// How long [`AuditLog::flush`] waits for the writer before it counts as failed.
+const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The audit log hook. Cheap to call: records are queued to the writer thread.
 pub struct AuditLog {
     dir: PathBuf,
-    sender: Mutex<Option<Sender<AuditRecord>>>,
+    log_id: String,
+    keyed: bool,
+    head: Arc<Mutex<Option<Head>>>,
+    sender: Mutex<Option<Sender<Message>>>,
     worker: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -529,21 +701,67 @@ impl AuditLog {
     /// Open (or continue) the log in `settings.dir`; fails if another process holds it.
     pub fn open(settings: &AuditSettings) -> crate::Result<Self> {
         let writer = ChainWriter::open(settings)?;
+        let log_id = match &settings.log_id {
+            Some(id) => sanitize_log_id(id),
+            None => log_id_of(&settings.dir)?,
+        };
+        let head = writer.durable.clone();
         let (sender, receiver) = std::sync::mpsc::channel();
         let worker =
             std::thread::Builder::new().name("audit-log".into()).spawn(move || writer_loop(writer, receiver))?;
-        Ok(Self { dir: settings.dir.clone(), sender: Mutex::new(Some(sender)), worker: Mutex::new(Some(worker)) })
+        Ok(Self {
+            dir: settings.dir.clone(),
+            log_id,
+            keyed: settings.key.is_some(),
+            head,
+            sender: Mutex::new(Some(sender)),
+            worker: Mutex::new(Some(worker)),
+        })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// This log's name in anchors.
+    pub fn log_id(&self) -> &str {
+        &self.log_id
+    }
+
+    pub fn keyed(&self) -> bool {
+        self.keyed
+    }
+
+    /// The newest record known to be on disk.
+    pub fn head(&self) -> Option<Head> {
+        self.head.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     pub fn record(&self, record: AuditRecord) {
         let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
+        let event = record.event.clone();
         match sender.as_ref() {
-            Some(sender) if sender.send(record.clone()).is_ok() => {}
-            _ => error!(event = %record.event, "audit log closed: record dropped"),
+            Some(sender) if sender.send(Message::Record(Box::new(record))).is_ok() => {}
+            _ => error!(%event, "audit log closed: record dropped"),
+        }
+    }
+
+    /// Wait until every record queued so far is on disk: `Err` says why it is not (a write
+    /// failed and could not be recovered, the disk is full, the writer is gone or stuck).
+    /// `audit.fail_closed` acts only after this succeeded.
+    pub async fn flush(&self) -> Result<(), String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        {
+            let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
+            match sender.as_ref() {
+                Some(sender) if sender.send(Message::Flush(reply)).is_ok() => {}
+                _ => return Err("audit log is closed".into()),
+            }
+        }
+        match tokio::time::timeout(FLUSH_TIMEOUT, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("audit writer stopped".into()),
+            Err(_) => Err(format!("audit writer did not confirm within {}s", FLUSH_TIMEOUT.as_secs())),
         }
     }
 
@@ -589,9 +807,12 @@ pub struct Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.seq {
-            Some(seq) => write!(f, "{} line {} (seq {seq}): {}", self.file, self.line, self.why),
-            None => write!(f, "{} line {}: {}", self.file, self.line, self.why),
+        // Line 0: not a line of a file (an anchor, the log as a whole).
+        match (self.line, self.seq) {
+            (0, Some(seq)) => write!(f, "{} (seq {seq}): {}", self.file, self.why),
+            (0, None) => write!(f, "{}: {}", self.file, self.why),
+            (line, Some(seq)) => write!(f, "{} line {line} (seq {seq}): {}", self.file, self.why),
+            (line, None) => write!(f, "{} line {line}: {}", self.file, self.why),
         }
     }
 }
@@ -611,6 +832,19 @@ pub struct Verification {
     pub notes: Vec<String>,
     /// In file order; the first is the first broken record.
     pub problems: Vec<Problem>,
+    /// SHA-256 of the records asked for in [`VerifyOptions::remember`] (anchors), by seq.
+    pub remembered: std::collections::BTreeMap<u64, String>,
+}
+
+/// What `verify` checks beyond the SHA-256 chain.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Fail unless the chain starts at the genesis record.
+    pub require_genesis: bool,
+    /// The audit key: every record's `prev_mac` must match.
+    pub key: Option<Vec<u8>>,
+    /// Keep these records' hashes (to compare with anchors).
+    pub remember: Vec<u64>,
 }
 
 impl Verification {
@@ -655,12 +889,24 @@ struct Last {
     line: usize,
     seq: u64,
     hash: String,
+    /// MAC of its line under the key, when verifying with one.
+    mac: Option<String>,
 }
 
 /// Check the chain across `files` (name, bytes), in order. Pure.
 pub fn verify(files: &[(String, Vec<u8>)], require_genesis: bool) -> Verification {
+    verify_with(files, &VerifyOptions { require_genesis, ..Default::default() })
+}
+
+/// [`verify`], with a key (every `prev_mac` checked) and records to remember for anchors.
+pub fn verify_with(files: &[(String, Vec<u8>)], options: &VerifyOptions) -> Verification {
+    let require_genesis = options.require_genesis;
+    let key = options.key.as_deref();
     let mut result = Verification { files: files.len(), ..Default::default() };
     let mut last: Option<Last> = None;
+    // Keyed records seen; records without a MAC before the first keyed one.
+    let mut keyed_seen = false;
+    let mut unkeyed_before: u64 = 0;
     // sha256 of torn bytes → index of its problem, so a chain_break can be matched to it.
     let mut torn_problems: Vec<(String, usize)> = Vec::new();
     for (file, bytes) in files {
@@ -722,6 +968,40 @@ pub fn verify(files: &[(String, Vec<u8>)], require_genesis: bool) -> Verificatio
                 }
                 Some(_) => {}
             }
+            if let Some(key) = key {
+                // The MAC this record must carry: of its predecessor's line, or of genesis.
+                let expected = match &last {
+                    Some(previous) => previous.mac.clone(),
+                    None if seq == 0 && fields.prev == genesis_hash() => Some(mac_hex(key, GENESIS.as_bytes())),
+                    None => None,
+                };
+                match (&fields.prev_mac, expected) {
+                    (None, _) if keyed_seen => result.problems.push(at(
+                        Some(seq),
+                        "no prev_mac although earlier records are keyed: written without the key, or its MAC was \
+                         stripped"
+                            .into(),
+                    )),
+                    (None, _) => unkeyed_before += 1,
+                    (Some(got), Some(expected)) if *got != expected => {
+                        keyed_seen = true;
+                        let (file, line, previous_seq) = match &last {
+                            Some(previous) => (previous.file.clone(), previous.line, Some(previous.seq)),
+                            None => (file.clone(), index + 1, Some(seq)),
+                        };
+                        result.problems.push(Problem {
+                            file,
+                            line,
+                            seq: previous_seq,
+                            why: format!(
+                                "MAC mismatch: changed after it was written, or written with another key (checked by \
+                                 the prev_mac of seq {seq})"
+                            ),
+                        });
+                    }
+                    (Some(_), _) => keyed_seen = true,
+                }
+            }
             if fields.kind == Some(RecordKind::ChainBreak) {
                 let damaged = fields.detail.get("damaged_sha256").and_then(Value::as_str).map(str::to_string);
                 let acknowledged = damaged.and_then(|hash| torn_problems.iter().find(|(h, _)| *h == hash));
@@ -742,7 +1022,11 @@ pub fn verify(files: &[(String, Vec<u8>)], require_genesis: bool) -> Verificatio
             result.last_seq = Some(seq);
             let hash = sha256_hex(line);
             result.head = Some(hash.clone());
-            last = Some(Last { file: file.clone(), line: index + 1, seq, hash });
+            if options.remember.contains(&seq) {
+                result.remembered.insert(seq, hash.clone());
+            }
+            let mac = key.map(|key| mac_hex(key, line));
+            last = Some(Last { file: file.clone(), line: index + 1, seq, hash, mac });
         }
         if !torn.is_empty() {
             torn_problems.push((sha256_hex(torn), result.problems.len()));
@@ -752,6 +1036,21 @@ pub fn verify(files: &[(String, Vec<u8>)], require_genesis: bool) -> Verificatio
                 seq: None,
                 why: format!("torn record: {} bytes without a trailing newline (a write was cut short)", torn.len()),
             });
+        }
+    }
+    if key.is_some() {
+        if !keyed_seen && result.records > 0 {
+            result.problems.push(Problem {
+                file: "log".into(),
+                line: 0,
+                seq: None,
+                why: "no record carries a MAC: the log was not written with this key, or every MAC was stripped".into(),
+            });
+        } else if unkeyed_before > 0 {
+            result.notes.push(format!(
+                "{unkeyed_before} record(s) before the first keyed one carry no MAC (written before audit.key_file \
+                 was set)"
+            ));
         }
     }
     result
@@ -770,6 +1069,11 @@ fn rotation_index(path: &Path) -> Option<u64> {
 /// When every file is named `audit.jsonl[.N]` they are put in rotation order (oldest first);
 /// otherwise they are checked in the order given.
 pub fn verify_paths(paths: &[PathBuf], require_genesis: bool) -> std::io::Result<Verification> {
+    verify_paths_with(paths, &VerifyOptions { require_genesis, ..Default::default() })
+}
+
+/// [`verify_paths`] with [`VerifyOptions`].
+pub fn verify_paths_with(paths: &[PathBuf], options: &VerifyOptions) -> std::io::Result<Verification> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
@@ -794,7 +1098,7 @@ pub fn verify_paths(paths: &[PathBuf], require_genesis: bool) -> std::io::Result
         let bytes = std::fs::read(&path)?;
         loaded.push((path.display().to_string(), bytes));
     }
-    Ok(verify(&loaded, require_genesis))
+    Ok(verify_with(&loaded, options))
 }
 
 #[cfg(test)]
@@ -949,7 +1253,10 @@ mod tests {
         let hash2 = sha256_hex(lines[2].as_bytes());
         let hash1 = sha256_hex(lines[1].as_bytes());
         let tail = analyse_tail(clean.as_bytes(), true).expect("complete");
-        assert_eq!(tail, Tail { last_valid: Some((9, hash2.clone())), damage: None });
+        assert_eq!(
+            tail,
+            Tail { last_valid: Some((9, hash2.clone())), last_line: Some(lines[2].as_bytes().to_vec()), damage: None }
+        );
 
         let torn = format!("{clean}{{\"seq\":10,");
         let tail = analyse_tail(torn.as_bytes(), true).expect("complete");
@@ -1041,7 +1348,7 @@ mod tests {
     }
 
     fn settings(dir: &Path, max_bytes: u64, keep: usize) -> AuditSettings {
-        AuditSettings { dir: dir.to_path_buf(), max_bytes, keep }
+        AuditSettings { dir: dir.to_path_buf(), max_bytes, keep, key: None, log_id: None }
     }
 
     fn write_records(settings: &AuditSettings, events: &[&str]) {
@@ -1144,6 +1451,133 @@ mod tests {
         let first: Value = serde_json::from_str(active.lines().next().expect("line")).expect("json");
         assert_eq!((first["kind"].as_str(), first["event"].as_str()), (Some("chain_break"), Some("write_failed")));
         assert_eq!(first["detail"]["lost_records"], 1);
+    }
+
+    const KEY: &[u8] = b"audit-key-0123456789abcdef";
+
+    fn keyed(dir: &Path) -> AuditSettings {
+        AuditSettings { key: Some(KEY.to_vec()), ..settings(dir, 0, 2) }
+    }
+
+    fn verify_keyed(dir: &Path, key: &[u8]) -> Verification {
+        let options = VerifyOptions { require_genesis: true, key: Some(key.to_vec()), remember: vec![] };
+        verify_paths_with(&[dir.to_path_buf()], &options).expect("read")
+    }
+
+    /// Rewrite record `index` with `edit` and recompute the SHA-256 chain after it, as someone
+    /// with the volume but not the key would.
+    fn rewrite(dir: &Path, index: usize, edit: impl Fn(&mut Value)) {
+        let path = dir.join(ACTIVE_FILE);
+        let text = std::fs::read_to_string(&path).expect("read");
+        let mut records: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+        edit(&mut records[index]);
+        let mut prev = records[index]["prev"].as_str().expect("prev").to_string();
+        let mut out = String::new();
+        for record in records.iter_mut().skip(index) {
+            record["prev"] = json!(prev);
+            let line = serde_json::to_string(record).expect("json");
+            prev = sha256_hex(line.as_bytes());
+            out.push_str(&line);
+            out.push('\n');
+        }
+        let kept: String = text.lines().take(index).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&path, format!("{kept}{out}")).expect("write");
+    }
+
+    #[test]
+    fn a_keyed_chain_needs_the_key_to_rewrite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_records(&keyed(dir.path()), &["a", "b"]);
+        // A restart continues the keyed chain from the last line's MAC.
+        write_records(&keyed(dir.path()), &["c", "d"]);
+        let v = verify_keyed(dir.path(), KEY);
+        assert!(v.ok() && v.records == 4, "{}", v.report());
+        // Without the key the SHA-256 chain alone still verifies.
+        assert!(verify_paths(&[dir.path().to_path_buf()], true).expect("read").ok());
+
+        // (damage, what verify with the key says)
+        type Tamper = fn(&Path);
+        let cases: [(&str, Tamper, &str); 4] = [
+            ("wrong key", |_| {}, "MAC mismatch"),
+            ("record rewritten, chain recomputed", |d| rewrite(d, 1, |r| r["event"] = json!("forged")), "MAC mismatch"),
+            (
+                "a MAC stripped, chain recomputed",
+                |d| {
+                    rewrite(d, 2, |r| {
+                        r.as_object_mut().expect("object").remove("prev_mac");
+                    })
+                },
+                "no prev_mac",
+            ),
+            (
+                "a record removed",
+                |d| {
+                    let path = d.join(ACTIVE_FILE);
+                    let text = std::fs::read_to_string(&path).expect("read");
+                    let kept: String =
+                        text.lines().enumerate().filter(|(i, _)| *i != 2).map(|(_, l)| format!("{l}\n")).collect();
+                    std::fs::write(&path, kept).expect("write");
+                },
+                "seq jumps",
+            ),
+        ];
+        for (name, damage, expected) in cases {
+            let copy = tempfile::tempdir().expect("tempdir");
+            std::fs::copy(dir.path().join(ACTIVE_FILE), copy.path().join(ACTIVE_FILE)).expect("copy");
+            damage(copy.path());
+            let key: &[u8] = if name == "wrong key" { b"another-key-0123456789" } else { KEY };
+            let v = verify_keyed(copy.path(), key);
+            assert!(!v.ok() && v.report().contains(expected), "{name}: {}", v.report());
+        }
+        // Every MAC stripped: the log as a whole is refused under the key.
+        let copy = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(dir.path().join(ACTIVE_FILE), copy.path().join(ACTIVE_FILE)).expect("copy");
+        for index in 0..4 {
+            rewrite(copy.path(), index, |r| {
+                r.as_object_mut().expect("object").remove("prev_mac");
+            });
+        }
+        let v = verify_keyed(copy.path(), KEY);
+        assert!(!v.ok() && v.report().contains("no record carries a MAC"), "{}", v.report());
+    }
+
+    #[test]
+    fn a_log_keyed_later_is_verified_from_its_first_keyed_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_records(&settings(dir.path(), 0, 2), &["a", "b"]);
+        write_records(&keyed(dir.path()), &["c"]);
+        let v = verify_keyed(dir.path(), KEY);
+        assert!(v.ok(), "{}", v.report());
+        assert!(v.notes.iter().any(|n| n.contains("2 record(s) before the first keyed one")), "{}", v.report());
+    }
+
+    #[tokio::test]
+    async fn a_deleted_log_file_is_not_written_blindly_and_flush_says_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log_dir = dir.path().join("audit");
+        let log = AuditLog::open(&settings(&log_dir, 0, 2)).expect("open");
+        log.record(record("a"));
+        assert_eq!(log.flush().await, Ok(()));
+        assert_eq!(log.head().map(|h| h.seq), Some(0));
+        // The whole directory goes away under the writer (volume unmounted, rm -rf).
+        std::fs::remove_dir_all(&log_dir).expect("remove");
+        log.record(record("b"));
+        let error = log.flush().await.expect_err("nothing durable");
+        assert!(error.contains("cannot be written"), "{error}");
+        assert_eq!(log.head().map(|h| h.seq), Some(0), "the head does not move");
+        // Back: the next flush recovers, recording the loss before anything else.
+        std::fs::create_dir_all(&log_dir).expect("mkdir");
+        assert_eq!(log.flush().await, Ok(()));
+        log.record(record("c"));
+        log.close();
+        let v = verify_paths(std::slice::from_ref(&log_dir), false).expect("read");
+        assert!(v.ok(), "{}", v.report());
+        let text = std::fs::read_to_string(log_dir.join(ACTIVE_FILE)).expect("active");
+        let records: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+        let events: Vec<&str> = records.iter().map(|r| r["event"].as_str().unwrap_or("")).collect();
+        assert_eq!(events, ["write_failed", "c"]);
+        assert_eq!(records[0]["detail"]["lost_records"], 1);
+        assert!(records[0]["message"].as_str().unwrap_or("").contains("gone while open"), "{}", records[0]);
     }
 
     #[test]

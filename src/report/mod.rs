@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod audit_anchor;
 pub mod broadcast;
 pub mod events;
 pub mod http;
@@ -80,11 +81,29 @@ pub struct PlanTransition<'a> {
 /// What became of one alert. Every accepted alert ends in exactly one of these.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AlertOutcome {
-    PlanCreated { plan: String },
-    Deduplicated { plan: String },
-    CooledDown { target: String, plan: String },
-    Ignored { rule: String },
-    Refused { reason: String, message: String },
+    PlanCreated {
+        plan: String,
+    },
+    Deduplicated {
+        plan: String,
+    },
+    CooledDown {
+        target: String,
+        plan: String,
+    },
+    Ignored {
+        rule: String,
+    },
+    Refused {
+        reason: String,
+        message: String,
+    },
+    /// Alertmanager `resolved`: the plan was cancelled (`cancelled`), had already started
+    /// (`already_started`), or did not exist (`not_found`).
+    Resolved {
+        plan: String,
+        result: String,
+    },
 }
 
 impl AlertOutcome {
@@ -95,6 +114,7 @@ impl AlertOutcome {
             AlertOutcome::CooledDown { .. } => "cooled_down",
             AlertOutcome::Ignored { .. } => "ignored",
             AlertOutcome::Refused { .. } => "refused",
+            AlertOutcome::Resolved { .. } => "resolved",
         }
     }
 }
@@ -138,6 +158,13 @@ impl ReportedTransitions {
     }
 
     /// True the first time `(uid, kind)` is seen.
+    pub fn forget(&mut self, uid: &str, kind: TransitionKind) {
+        let key = (uid.to_string(), kind);
+        if self.seen.remove(&key) {
+            self.order.retain(|k| *k != key);
+        }
+    }
+
     pub fn first_time(&mut self, uid: &str, kind: TransitionKind) -> bool {
         let key = (uid.to_string(), kind);
         if self.seen.contains(&key) {
@@ -161,6 +188,8 @@ pub struct Reporter {
     pub metrics: Arc<Metrics>,
     hooks: RwLock<Vec<Arc<dyn Hook>>>,
     reported: Mutex<ReportedTransitions>,
+    /// The audit log, for `audit.fail_closed` (it is also among the hooks).
+    audit: RwLock<Option<Arc<audit::AuditLog>>>,
 }
 
 impl Reporter {
@@ -171,7 +200,28 @@ impl Reporter {
             metrics,
             hooks: RwLock::default(),
             reported: Mutex::new(ReportedTransitions::new(REPORTED_CAPACITY)),
+            audit: RwLock::default(),
         }
+    }
+
+    /// The audit log: a hook, and what [`Reporter::audit_durable`] waits on.
+    pub fn set_audit(&self, log: Arc<audit::AuditLog>) {
+        self.add_hook(log.clone());
+        *self.audit.write().unwrap_or_else(|p| p.into_inner()) = Some(log);
+    }
+
+    /// Every record reported so far is on disk (`Ok` when there is no audit log).
+    pub async fn audit_durable(&self) -> Result<(), String> {
+        let log = self.audit.read().unwrap_or_else(|p| p.into_inner()).clone();
+        match log {
+            Some(log) => log.flush().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Let a transition be reported again (its record was lost: the plan did not act on it).
+    pub fn forget(&self, uid: &str, kind: TransitionKind) {
+        self.reported.lock().unwrap_or_else(|p| p.into_inner()).forget(uid, kind);
     }
 
     pub fn add_hook(&self, hook: Arc<dyn Hook>) {
