@@ -52,18 +52,23 @@ fn granted(namespace: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The rendered Deployment, checked field by field (a substring could match any object).
+/// The rendered StatefulSet, checked field by field (a substring could match any object).
 fn check_hardening(rendered: &str) {
-    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::apps::v1::StatefulSet;
     use serde::Deserialize;
-    let deployments: Vec<Deployment> = serde_yaml::Deserializer::from_str(rendered)
+    let sets: Vec<StatefulSet> = serde_yaml::Deserializer::from_str(rendered)
         .filter_map(|doc| serde_yaml::Value::deserialize(doc).ok())
-        .filter(|doc| doc["kind"].as_str() == Some("Deployment"))
-        .map(|doc| serde_yaml::from_value(doc).expect("a valid Deployment"))
+        .filter(|doc| doc["kind"].as_str() == Some("StatefulSet"))
+        .map(|doc| serde_yaml::from_value(doc).expect("a valid StatefulSet"))
         .collect();
-    assert_eq!(deployments.len(), 1, "deploy/ renders one Deployment");
-    let spec = deployments[0].spec.as_ref().expect("spec");
+    assert_eq!(sets.len(), 1, "deploy/ renders one StatefulSet");
+    let spec = sets[0].spec.as_ref().expect("spec");
     assert_eq!(spec.replicas, Some(2), "two replicas");
+    // The audit log survives rollouts: a volume per replica, mounted where log_path points,
+    // named in anchors by the stable pod name.
+    let claims: Vec<&str> =
+        spec.volume_claim_templates.iter().flatten().filter_map(|c| c.metadata.name.as_deref()).collect();
+    assert_eq!(claims, ["audit"], "one audit volume per replica");
     let pod = spec.template.spec.as_ref().expect("pod spec");
     assert_eq!(pod.containers.len(), 1);
     let container = &pod.containers[0];
@@ -80,6 +85,21 @@ fn check_hardening(rendered: &str) {
     let args: Vec<&str> =
         container.args.iter().flatten().chain(container.command.iter().flatten()).map(String::as_str).collect();
     assert!(args.contains(&"--leader-elect"), "leader election on: {args:?}");
+    assert!(args.contains(&"--audit-log-id=$(POD_NAME)"), "the log is named by the stable pod name: {args:?}");
+    let mounts = container.volume_mounts.iter().flatten();
+    let audit_dir = args.iter().find_map(|a| a.strip_prefix("--audit-dir=")).expect("--audit-dir");
+    assert!(
+        mounts.clone().any(|m| m.name == "audit" && m.mount_path == audit_dir),
+        "the audit volume is mounted at --audit-dir"
+    );
+    let volumes = pod.volumes.iter().flatten();
+    assert!(!volumes.clone().any(|v| v.name == "audit"), "not an emptyDir (or any pod-lived volume)");
+    let config = antibody::config::Config::from_yaml(include_str!("../deploy/antibody.yml")).expect("config");
+    let key_file = config.audit.key_file.as_deref().expect("deploy keys its audit log");
+    let key_volume = mounts.clone().find(|m| key_file.starts_with(&m.mount_path)).expect("the key file is mounted");
+    let secret = volumes.clone().find(|v| v.name == key_volume.name).and_then(|v| v.secret.as_ref());
+    assert!(secret.is_some_and(|s| s.optional != Some(true)), "the key comes from a required Secret");
+    assert!(config.audit.fail_closed && config.audit.anchor_seconds > 0, "fail-closed and anchored");
     let limits = container.resources.as_ref().and_then(|r| r.limits.as_ref()).expect("resource limits");
     assert!(limits.contains_key("cpu") && limits.contains_key("memory"), "cpu and memory limits: {limits:?}");
 }
@@ -95,7 +115,7 @@ async fn deploy_installs_with_least_privilege() {
         "ServiceAccount",
         "ClusterRole",
         "Role",
-        "Deployment",
+        "StatefulSet",
         "Service",
         "ConfigMap",
         "NetworkPolicy",
@@ -129,11 +149,11 @@ fn deploy_config_is_valid() {
 }
 
 /// The NetworkPolicy (issue 17), parsed: it selects Antibody's pods, admits traffic only to the
-/// Deployment's two listeners and only from named namespaces, and lets out only DNS, the API
+/// StatefulSet's two listeners and only from named namespaces, and lets out only DNS, the API
 /// server, NEXUS and Redis — never everything.
 #[test]
 fn network_policy_admits_only_the_listeners_and_lets_out_only_what_antibody_calls() {
-    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::apps::v1::StatefulSet;
     use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     use serde::Deserialize;
@@ -151,9 +171,9 @@ fn network_policy_admits_only_the_listeners_and_lets_out_only_what_antibody_call
         .into_iter()
         .map(|d| serde_yaml::from_value(d).expect("a valid NetworkPolicy"))
         .collect();
-    let deployments: Vec<Deployment> =
-        of_kind("Deployment").into_iter().map(|d| serde_yaml::from_value(d).expect("a valid Deployment")).collect();
-    assert_eq!((policies.len(), deployments.len()), (1, 1), "one NetworkPolicy for the one Deployment");
+    let deployments: Vec<StatefulSet> =
+        of_kind("StatefulSet").into_iter().map(|d| serde_yaml::from_value(d).expect("a valid StatefulSet")).collect();
+    assert_eq!((policies.len(), deployments.len()), (1, 1), "one NetworkPolicy for the one StatefulSet");
     let (policy, deployment) = (&policies[0], &deployments[0]);
     assert_eq!(policy.metadata.namespace, deployment.metadata.namespace);
     let spec = policy.spec.as_ref().expect("spec");
