@@ -3,7 +3,8 @@
 //! - a controller killed (SIGKILL) while a plan is mid-run: the restarted controller continues
 //!   the same keyed chain, the plan finishes, and `antibody audit verify --key-file --anchor`
 //!   accepts the log; the same log with its last records cut off is refused (the anchor in the
-//!   plan namespace pinned them), while the chain alone cannot tell;
+//!   plan namespace pinned them), while the chain alone cannot tell; a controller whose volume
+//!   was lost (same log id, empty directory) records `anchor_ahead` with what was pinned;
 //! - `audit.fail_closed: true`: with the log's directory gone, a plan does not act (condition
 //!   reason `AuditUnavailable`, the Deployment untouched); once the directory is back the plan
 //!   runs and the log records the loss (`write_failed`) before it.
@@ -168,6 +169,25 @@ async fn a_controller_killed_mid_plan_continues_the_anchored_chain() {
     std::fs::write(&wrong, "another-key-of-enough-length").expect("key");
     let (ok, out) = verify(&[dir_arg, "--key-file", wrong.to_str().expect("utf-8")]);
     assert!(!ok && out.contains("MAC mismatch"), "{out}");
+
+    // The volume is lost (a fresh directory under the same log id): the new log says so first.
+    let fresh = std::env::temp_dir().join("antibody-tests").join(support::unique("audit-fresh"));
+    let extra = ["--audit-dir", fresh.to_str().expect("utf-8"), "--audit-log-id", &log_id];
+    let mut third = ControllerProcess::start(&yaml, &ns.name, &extra);
+    third.wait_ready().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let noticed = loop {
+        let found = records(&fresh).into_iter().find(|r| r["event"] == "anchor_ahead");
+        if let Some(record) = found {
+            break record;
+        }
+        assert!(std::time::Instant::now() < deadline, "no anchor_ahead record:\n{}", third.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(noticed["kind"], "chain_break");
+    let message = noticed["message"].as_str().unwrap_or("");
+    assert!(message.contains(&format!("pinned seq {last_seq}")) && message.contains("this log is empty"), "{message}");
+    assert!(third.terminate().is_some_and(|s| s.success()));
 }
 
 #[tokio::test]

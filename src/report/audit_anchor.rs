@@ -58,14 +58,14 @@ impl Anchor {
 
 /// Whether the log's current head may replace `anchored` (pure). `Err`: the log is behind its
 /// anchor, with what the `chain_break` record says.
-pub fn moves_forward(anchored: &Anchor, head: &Head) -> Result<(), String> {
-    if head.seq > anchored.seq || (head.seq == anchored.seq && head.hash == anchored.head) {
-        return Ok(());
-    }
-    let what = if head.seq < anchored.seq {
-        format!("this log ends at seq {}", head.seq)
-    } else {
-        format!("its record seq {} has hash {} here", head.seq, head.hash)
+pub fn moves_forward(anchored: &Anchor, head: Option<&Head>) -> Result<(), String> {
+    let what = match head {
+        Some(head) if head.seq > anchored.seq || (head.seq == anchored.seq && head.hash == anchored.head) => {
+            return Ok(());
+        }
+        Some(head) if head.seq < anchored.seq => format!("this log ends at seq {}", head.seq),
+        Some(head) => format!("its record seq {} has hash {} here", head.seq, head.hash),
+        None => "this log is empty".to_string(),
     };
     Err(format!(
         "the anchor of log {} (ConfigMap {ANCHOR_CONFIGMAP}, written {}) pinned seq {} with hash {}, but {what}: \
@@ -136,6 +136,28 @@ pub async fn load(client: &Client, namespace: &str) -> Result<Vec<Anchor>, Strin
     Ok(anchors)
 }
 
+/// The stored anchor must not be ahead of this log (checked once per process, before its first
+/// anchor): if it is, the loss goes into the log as an `anchor_ahead` chain break.
+pub async fn check_behind(log: &AuditLog, client: &Client, namespace: &str) -> Result<(), String> {
+    let head = log.head();
+    let stored = load(client, namespace).await?;
+    if let Some(anchored) = stored.iter().find(|a| a.log_id == log.log_id())
+        && let Err(message) = moves_forward(anchored, head.as_ref())
+    {
+        error!(log_id = log.log_id(), %message, "audit log is behind its anchor");
+        log.record(audit::chain_break_record(
+            "anchor_ahead",
+            message,
+            json!({
+                "anchor": anchored,
+                "log_seq": head.as_ref().map(|h| h.seq),
+                "log_head": head.as_ref().map(|h| h.hash.clone()),
+            }),
+        ));
+    }
+    Ok(())
+}
+
 /// Pin the log's durable head once (if it moved). Returns the anchor written, if any.
 pub async fn anchor_once(
     log: &AuditLog,
@@ -149,20 +171,6 @@ pub async fn anchor_once(
         return Ok(None);
     }
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    if last.is_none() {
-        // First anchor of this process: the stored one must not be ahead of us.
-        let stored = load(client, namespace).await?;
-        if let Some(anchored) = stored.iter().find(|a| a.log_id == log.log_id())
-            && let Err(message) = moves_forward(anchored, &head)
-        {
-            error!(log_id = log.log_id(), %message, "audit log is behind its anchor");
-            log.record(audit::chain_break_record(
-                "anchor_ahead",
-                message,
-                json!({ "anchor": anchored, "log_seq": head.seq, "log_head": head.hash }),
-            ));
-        }
-    }
     let anchor = Anchor::new(log.log_id(), &head, jiff::Timestamp::now().to_string(), key);
     let value = serde_json::to_string(&anchor).map_err(|e| e.to_string())?;
     let patch = json!({ "data": { log.log_id(): value } });
@@ -206,12 +214,26 @@ pub async fn run(
 ) -> Option<Anchor> {
     info!(log_id = log.log_id(), %namespace, every_s = every.as_secs(), "anchoring the audit head");
     let mut last: Option<Anchor> = None;
+    let mut checked = false;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return last,
+        }
+        if !checked {
+            match check_behind(&log, &client, &namespace).await {
+                Ok(()) => checked = true,
+                Err(e) => {
+                    warn!(error = %e, "audit anchor not read (retried next tick)");
+                    continue;
+                }
+            }
+            // The break record (if any) must be durable before the head moves past it.
+            if let Err(e) = log.flush().await {
+                warn!(error = %e, "audit log not flushed before anchoring");
+            }
         }
         match anchor_once(&log, &client, &namespace, key.as_deref(), last.as_ref()).await {
             Ok(Some(anchor)) => last = Some(anchor),
@@ -232,15 +254,16 @@ mod tests {
     #[test]
     fn an_anchor_only_moves_forward() {
         let anchored = Anchor::new("a-0", &head(10, "h10"), "t".into(), None);
-        let cases: [(Head, bool); 5] = [
-            (head(11, "x"), true),
-            (head(10, "h10"), true),
-            (head(10, "other"), false),
-            (head(3, "h3"), false),
-            (head(0, "h0"), false),
+        let cases: [(Option<Head>, bool); 6] = [
+            (Some(head(11, "x")), true),
+            (Some(head(10, "h10")), true),
+            (Some(head(10, "other")), false),
+            (Some(head(3, "h3")), false),
+            (Some(head(0, "h0")), false),
+            (None, false),
         ];
         for (head, forward) in cases {
-            let result = moves_forward(&anchored, &head);
+            let result = moves_forward(&anchored, head.as_ref());
             assert_eq!(result.is_ok(), forward, "{head:?}: {result:?}");
             if let Err(message) = result {
                 assert!(message.contains("pinned seq 10") && message.contains("lost"), "{message}");
