@@ -411,10 +411,13 @@ async fn vael_ui_clients_hear_patch_applied_and_patch_failed_through_the_redis_q
     assert_eq!(
         Value::Array(actions),
         json!([
-            {"type": "edit_env", "target": "VAEL_Core", "key": "LOG_LEVEL", "val": "debug", "state": "Succeeded"},
+            {"type": "edit_env", "target": "VAEL_Core", "key": "LOG_LEVEL", "val": null, "state": "Succeeded"},
             {"type": "restart", "target": "VAEL_Core", "key": null, "val": null, "state": "Succeeded"},
         ])
     );
+    // Values are redacted unless `notify.reveal_values` (the webhook test turns it on).
+    assert_eq!(data["actions"][0]["redacted"], json!(["val", "message"]), "{data}");
+    assert!(data["message"].is_null() && data["redacted"] == json!(["message"]), "{data}");
     assert_eq!((data["status"].as_str(), data["reason"].as_str()), (Some("Succeeded"), Some("Applied")));
     assert_eq!(data["transition"], "patch_applied");
     assert!(data["seconds"].as_f64().is_some_and(|s| s >= 0.0), "seconds: {}", data["seconds"]);
@@ -575,6 +578,7 @@ async fn webhook_gets_one_signed_cloudevent_per_transition_and_retries_500s() {
             },
         ],
         delivery: fast_delivery(4),
+        reveal_values: true,
         ..Default::default()
     };
     let controller = ControllerProcess::start(&test_config(&ns.name, notify), &ns.name, &[]);
@@ -618,6 +622,10 @@ async fn webhook_gets_one_signed_cloudevent_per_transition_and_retries_500s() {
         assert!(cloud_event["time"].as_str().is_some_and(|t| t.ends_with('Z')), "time: {}", cloud_event["time"]);
         assert_eq!(cloud_event["data"]["id"], plan_name.as_str());
         assert_eq!(cloud_event["data"]["transition"], *event);
+        if *event == "patch_applied" {
+            // `reveal_values: true`: the edit's value goes out as it is.
+            assert_eq!(cloud_event["data"]["actions"][0]["val"], "debug", "{cloud_event}");
+        }
 
         let wrong: Vec<&Value> = records.iter().filter(|r| r["path"] == "/wrong" && r["event"]["id"] == *id).collect();
         assert_eq!(wrong.len(), 1, "a 401 is not retried: {wrong:?}");

@@ -46,6 +46,11 @@ pub struct NotifyConfig {
     pub webhooks: Vec<WebhookConfig>,
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// Send env values and messages as they are. Default: redacted as for a `read` token
+    /// (`val` and messages null, named in `redacted`) — a queue or webhook is not a place for
+    /// the values of an env edit unless you say so.
+    #[serde(default)]
+    pub reveal_values: bool,
 }
 
 impl Default for NotifyConfig {
@@ -58,6 +63,7 @@ impl Default for NotifyConfig {
             host_id: None,
             require_subscriber: true,
             webhooks: Vec::new(),
+            reveal_values: false,
             delivery: DeliveryConfig::default(),
         }
     }

@@ -187,6 +187,8 @@ struct Job {
 
 struct Shared {
     client: Client,
+    /// `notify.reveal_values`: otherwise summaries are redacted (`report::access::redact`).
+    reveal_values: bool,
     metrics: NotifyMetrics,
     tracker: Mutex<Tracker>,
 }
@@ -240,7 +242,12 @@ impl Notifier {
                 policy: policy(hook.retries),
             });
         }
-        let shared = Arc::new(Shared { client, metrics: NotifyMetrics::register(metrics), tracker: Mutex::default() });
+        let shared = Arc::new(Shared {
+            client,
+            reveal_values: config.reveal_values,
+            metrics: NotifyMetrics::register(metrics),
+            tracker: Mutex::default(),
+        });
         let mut queues = Vec::new();
         for worker in workers {
             let (tx, rx) = mpsc::channel(delivery.queue_capacity);
@@ -279,7 +286,11 @@ impl Notifier {
             name: plan.name_any(),
             uid: uid.clone(),
             time: finished.unwrap_or_else(jiff::Timestamp::now).to_string(),
-            data: summary::with_transition(transition),
+            data: if self.shared.reveal_values {
+                summary::with_transition(transition)
+            } else {
+                crate::report::access::redact(&summary::with_transition(transition))
+            },
         });
         for (sink, queue) in pending {
             if replay {
