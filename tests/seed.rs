@@ -49,7 +49,8 @@ fn temp_dir() -> PathBuf {
 
 fn token_file() -> PathBuf {
     let path = temp_dir().join(format!("{}.tokens", support::unique("tokens")));
-    std::fs::write(&path, format!("seed-tests:{TOKEN}\n")).expect("token file");
+    // One token for intake and for the UI's Socket.IO connection (which needs `read`).
+    std::fs::write(&path, format!("seed-tests:{TOKEN} scopes=ingest,reveal\n")).expect("token file");
     path
 }
 
@@ -204,7 +205,18 @@ async fn shipped_config_serves_the_original_matrix_curl_and_plans() {
     // The VAEL UI (python-socketio) listening for patch_applied, as the original emits it.
     let ui = Peer::start_until(
         "socketio_client.py",
-        &["--url", &format!("http://127.0.0.1:{port}"), "--event", "patch_applied", "--count", "20", "--timeout", "90"],
+        &[
+            "--url",
+            &format!("http://127.0.0.1:{port}"),
+            "--event",
+            "patch_applied",
+            "--count",
+            "20",
+            "--timeout",
+            "90",
+            "--token",
+            TOKEN,
+        ],
         "\"connect\"",
     );
 
