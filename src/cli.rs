@@ -89,8 +89,7 @@ pub fn rollback_plan(config_file: &Path, target: &str, backup: &str, namespace: 
     restore.backup = Some(backup.to_string());
     let follow_up = resolved.config_map_mode.follow_up().map(|action| PlanAction::new(action, target));
     let spec = PatchPlanSpec { actions: std::iter::once(restore).chain(follow_up).collect(), ..Default::default() };
-    crate::reconcile::admission::admit(&config, &spec, namespace)
-        .map_err(|r| format!("{}: {}", r.reason, r.message))?;
+    crate::admission::admit(&config, &spec, namespace).map_err(|r| format!("{}: {}", r.reason, r.message))?;
     let suffix: String = backup.chars().rev().take(10).collect::<String>().chars().rev().collect();
     let name = format!("rollback-{}-{}", resolved.deployment, suffix.trim_start_matches('-'));
     let mut plan = PatchPlan::new(&name, spec);

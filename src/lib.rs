@@ -2,11 +2,13 @@
 //!
 //! Data flow, one module per stage:
 //! [`alert`] (envelope, validation, fingerprint) → [`policy`] (antibody.yml rules → plan spec,
-//! pure) → [`plan`] (the `PatchPlan` CRD) → [`reconcile`] (admission, step machine) →
-//! [`actions`] (restart, editEnv, reloadFlask) → [`report`] (conditions, Events).
+//! pure) → [`plan`] (the `PatchPlan` CRD) → [`admission`] (whitelist, namespaces, signatures;
+//! pure) → [`reconcile`] (gates, step machine) → [`actions`] (restart, editEnv, reloadFlask,
+//! deletePod) → [`report`] (conditions, Events, audit, notifiers).
 #![forbid(unsafe_code)]
 
 pub mod actions;
+pub mod admission;
 pub mod alert;
 pub mod alert_replay;
 pub mod approval;

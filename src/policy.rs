@@ -11,10 +11,10 @@
 //! rule's `target`, else `defaults.targets.<action>` (the original: restart → `VAEL_Core`,
 //! reload_flask → the Flask UI).
 
+use crate::admission::{self, Refusal};
 use crate::alert::{PatchHint, ThreatAlert};
 use crate::config::{Config, ConfigMapMode, RestartMode};
 use crate::plan::{ActionType, AlertSummary, PatchPlan, PatchPlanSpec, PlanAction};
-use crate::reconcile::admission::{self, Refusal};
 
 /// What to do about one alert. Every alert ends in exactly one of these.
 #[derive(Debug, Clone, PartialEq)]

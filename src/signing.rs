@@ -19,8 +19,8 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::plan::REQUESTED_BY_ANNOTATION;
 use crate::plan::{PatchPlan, PatchPlanSpec};
-use crate::report::summary::REQUESTED_BY_ANNOTATION;
 
 pub const SIGNATURE_ANNOTATION: &str = "antibody.vael.io/signature";
 const DOMAIN: &[u8] = b"antibody.vael.io/PatchPlan/v2\n";

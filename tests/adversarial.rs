@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+use antibody::admission;
 use antibody::alert::{PatchHint, ThreatAlert};
 use antibody::config::Config;
 use antibody::plan::{PatchPlan, PatchPlanSpec};
-use antibody::reconcile::admission;
 use antibody::signing::{self, SIGNATURE_ANNOTATION};
 use base64::Engine;
 use ed25519_dalek::SigningKey;

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use antibody::actions::signal::{ExecError, exec};
+use antibody::actions::reload::{ExecError, exec};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams};

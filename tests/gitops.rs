@@ -60,8 +60,7 @@ fn examples_are_valid_plans_and_the_signed_one_verifies() {
     ] {
         let plan: PatchPlan = serde_yaml::from_str(text).expect("example parses as a PatchPlan");
         let namespace = plan.metadata.namespace.clone().unwrap_or_else(|| "antibody".into());
-        antibody::reconcile::admission::admit(&config, &plan.spec, &namespace)
-            .expect("example is allowed by antibody.yml");
+        antibody::admission::admit(&config, &plan.spec, &namespace).expect("example is allowed by antibody.yml");
     }
     let public = include_str!("../examples/keys/ci.pub");
     let trusted = [("ci".to_string(), antibody::signing::parse_public_key(public).expect("key"))].into();

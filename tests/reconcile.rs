@@ -136,8 +136,8 @@ async fn matrix_heartbeat_restarts_and_info_does_nothing() {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let core = deployments.get("vael-core").await.expect("get");
     assert_eq!(
-        antibody::reconcile::rollout::rollout_state(&core, core.metadata.generation.unwrap_or(0)),
-        antibody::reconcile::rollout::RolloutState::Complete
+        antibody::actions::rollout::rollout_state(&core, core.metadata.generation.unwrap_or(0)),
+        antibody::actions::rollout::RolloutState::Complete
     );
     assert_eq!(replicasets(&client, &ns.name, "vael-core").await, 2, "exactly one rollout");
 

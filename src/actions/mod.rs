@@ -1,10 +1,11 @@
 //! One file per action. Each is idempotent and resumable from the plan's status: whatever it
 //! must remember to avoid repeating a side effect it records (and saves) before acting.
 
+pub mod delete_pod;
 pub mod env;
-pub mod evict;
+pub mod reload;
 pub mod restart;
-pub mod signal;
+pub mod rollout;
 pub mod verify;
 
 use std::time::Duration;

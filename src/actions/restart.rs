@@ -9,9 +9,9 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use super::{ActionContext, Checkpoint, Step, TARGET_NOT_FOUND, elapsed, not_found};
+use crate::actions::rollout::{RolloutState, rollout_state};
 use crate::plan::{ActionStatus, PLAN_ANNOTATION, RESTARTED_AT_ANNOTATION, StepState};
 use crate::preflight::{DISRUPTIVE_RESTART, restart_risks};
-use crate::reconcile::rollout::{RolloutState, rollout_state};
 
 pub const DEPLOYMENT_PAUSED: &str = "DeploymentPaused";
 pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";

@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 
-use super::signal::{ExecError, exec, ready_pods_of_current_replicaset};
+use super::reload::{ExecError, exec, ready_pods_of_current_replicaset};
 use super::{ActionContext, Step, elapsed};
 use crate::effect::{VERIFICATION_FAILED, VerifySpec};
 use crate::plan::ActionStatus;

@@ -36,8 +36,8 @@ use sha2::{Digest, Sha256};
 use super::alertmanager::{self, Request as AmRequest};
 use super::tokens::{Denied, Scope, TokenStore};
 use super::{API_REJECTED, API_UNAVAILABLE, Intake, SIGNING_FAILED, alert_from_value, annotate, apply_plan, id_hint};
+use crate::admission::{self, NOT_ALLOWED};
 use crate::plan::{PatchPlan, PatchPlanSpec};
-use crate::reconcile::admission::{self, NOT_ALLOWED};
 use crate::report::AlertOutcome;
 
 pub const ALERT_PATH: &str = "/api/nexus/alert";

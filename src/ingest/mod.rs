@@ -114,7 +114,7 @@ pub const API_REJECTED: &str = "ApiRejected";
 pub const SIGNING_FAILED: &str = "SigningFailed";
 
 /// Annotations naming who asked for a plan and through which feed.
-pub const REQUESTED_BY_ANNOTATION: &str = "antibody.vael.io/requested-by";
+pub use crate::plan::REQUESTED_BY_ANNOTATION;
 pub const FEED_ANNOTATION: &str = "antibody.vael.io/feed";
 
 /// A claim younger than this is trusted without looking for its plan (another replica may be

@@ -4,10 +4,8 @@
 //! idempotent and resumable from status → write conditions and report. Terminal plans are
 //! never touched again; a reconcile that makes no progress writes nothing.
 
-pub mod admission;
 mod operator;
 pub mod replay;
-pub mod rollout;
 pub mod throttle;
 
 use std::collections::HashMap;
@@ -28,6 +26,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::actions::{self, ActionContext, Checkpoint, Step};
+use crate::admission;
 use crate::conditions::{self, Outcome};
 use crate::config::{Config, OnThrottle, ResolvedTarget, SharedConfig};
 use crate::effect;
@@ -535,12 +534,14 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
             (None, ActionType::Restart) => actions::restart::run(&action_ctx, &mut action_status, &mut writer).await?,
             (None, ActionType::EditEnv) => actions::env::run(&action_ctx, &mut action_status, &mut writer).await?,
             (None, ActionType::ReloadFlask) => {
-                actions::signal::run(&action_ctx, &mut action_status, &mut writer).await?
+                actions::reload::run(&action_ctx, &mut action_status, &mut writer).await?
             }
             (None, ActionType::Rollback) => {
                 actions::env::rollback(&action_ctx, &mut action_status, &mut writer).await?
             }
-            (None, ActionType::DeletePod) => actions::evict::run(&action_ctx, &mut action_status, &mut writer).await?,
+            (None, ActionType::DeletePod) => {
+                actions::delete_pod::run(&action_ctx, &mut action_status, &mut writer).await?
+            }
         };
         action_status.started_at.get_or_insert_with(|| now.clone());
         // Done means the request went through; the action is applied once its effect is seen.

@@ -17,7 +17,7 @@ use crate::plan::PatchPlan;
 /// Set by Antibody on plans it creates for a REST caller: the name of the token that asked.
 /// Trusted only when Antibody's own signature covers it: anyone can write an annotation, and
 /// any client can call itself `--field-manager=antibody`.
-pub const REQUESTED_BY_ANNOTATION: &str = "antibody.vael.io/requested-by";
+pub use crate::plan::REQUESTED_BY_ANNOTATION;
 
 /// Who asked for a plan, and how we know.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -202,8 +202,8 @@ where
 pub fn rollout_complete(min_generation: i64) -> impl Condition<Deployment> + Clone {
     move |d: Option<&Deployment>| {
         d.is_some_and(|d| {
-            antibody::reconcile::rollout::rollout_state(d, min_generation)
-                == antibody::reconcile::rollout::RolloutState::Complete
+            antibody::actions::rollout::rollout_state(d, min_generation)
+                == antibody::actions::rollout::RolloutState::Complete
         })
     }
 }

@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, EvictParams};
 
 use super::{ActionContext, Checkpoint, Step, elapsed};
+use crate::actions::rollout::{RolloutState, rollout_state};
 use crate::plan::{ActionStatus, StepState};
-use crate::reconcile::rollout::{RolloutState, rollout_state};
 
 pub const DISRUPTION_BUDGET: &str = "DisruptionBudget";
 
@@ -31,7 +31,7 @@ pub async fn run(
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
 
     if status.signalled_pods.is_empty() {
-        let ready = super::signal::ready_pods_of_current_replicaset(ctx, &deployment).await?;
+        let ready = super::reload::ready_pods_of_current_replicaset(ctx, &deployment).await?;
         // The oldest pod goes first: it has run longest with whatever state is suspect.
         let Some(victim) = ready.iter().min_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0)) else {
             return Ok(wait_or_fail(ctx, waited, format!("no ready pod of Deployment {ns}/{name} to evict")));
