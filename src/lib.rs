@@ -31,6 +31,7 @@ pub mod server;
 pub mod signing;
 pub mod telemetry;
 pub mod tls;
+pub mod tokens;
 pub mod validate;
 pub mod window;
 

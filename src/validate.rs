@@ -1,6 +1,14 @@
 //! Input validation shared by config, alerts, hints and admission. Pure; each check returns a
 //! message that says what is wrong, never the offending bytes unescaped.
 
+/// A configuration problem, naming the field (antibody.yml and its sections).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
 /// Logical target names as antibody.yml spells them: `VAEL_Core`, `Sentinel`.
 pub fn logical_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();

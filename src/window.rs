@@ -19,7 +19,7 @@ use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan, Zoned};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::validate::ConfigError;
 
 /// Annotation on a namespace that freezes plans acting in it: JSON [`Freeze`].
 pub const FREEZE_ANNOTATION: &str = "antibody.vael.io/freeze";

@@ -42,9 +42,9 @@ use tonic::{Code, Request, Response, Status};
 use tracing::{info, warn};
 
 use super::Intake;
-use super::tokens::{Denied, Scope, TokenStore};
 use crate::alert::ThreatAlert;
 use crate::report::AlertOutcome;
+use crate::tokens::{Denied, Scope, TokenStore};
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod proto {

@@ -34,11 +34,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::alertmanager::{self, Request as AmRequest};
-use super::tokens::{Denied, Scope, TokenStore};
 use super::{API_REJECTED, API_UNAVAILABLE, Intake, SIGNING_FAILED, alert_from_value, annotate, apply_plan, id_hint};
 use crate::admission::{self, NOT_ALLOWED};
 use crate::plan::{PatchPlan, PatchPlanSpec};
 use crate::report::AlertOutcome;
+use crate::tokens::{Scope, TokenStore};
 
 pub const ALERT_PATH: &str = "/api/nexus/alert";
 pub const PATCH_PATH: &str = "/api/antibody/patch";
@@ -77,17 +77,7 @@ pub fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Respo
     (status, Json(json!({ "error": code, "reason": reason.into() }))).into_response()
 }
 
-/// 401 with `WWW-Authenticate` for a missing or unknown token, 403 for a token without the scope.
-pub fn denied_response(denied: &Denied) -> Response {
-    match denied {
-        Denied::Unauthenticated(_) => {
-            let mut response = error(StatusCode::UNAUTHORIZED, "Unauthorized", denied.to_string());
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            response
-        }
-        Denied::MissingScope { .. } => error(StatusCode::FORBIDDEN, "Forbidden", denied.to_string()),
-    }
-}
+pub use crate::tokens::denied_response;
 
 async fn require_token(State(state): State<HttpState>, mut request: Request, next: Next) -> Response {
     let header = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("").to_string());

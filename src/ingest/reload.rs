@@ -13,9 +13,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::tokens::{TokenStore, Tokens};
 use crate::config::{Config, SharedConfig};
 use crate::report::Metrics;
+use crate::tokens::{TokenStore, Tokens};
 
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 

@@ -21,7 +21,7 @@
 
 use serde_json::Value;
 
-use crate::ingest::tokens::{Denied, Scope, Tokens};
+use crate::tokens::{Denied, Scope, Tokens};
 
 /// How much of a plan a caller may see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

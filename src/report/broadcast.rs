@@ -41,9 +41,9 @@ use tracing::{debug, warn};
 use super::access::{Visibility, authorize_read, authorize_socket, visibility_by_name};
 use super::summary::plan_summary;
 use super::{ReportedTransitions, TransitionKind, terminal_transition};
-use crate::ingest::http::denied_response;
-use crate::ingest::tokens::{Denied, TokenStore, Tokens};
 use crate::plan::PatchPlan;
+use crate::tokens::denied_response;
+use crate::tokens::{Denied, TokenStore, Tokens};
 
 pub const PATCH_APPLIED_EVENT: &str = "patch_applied";
 pub const PATCH_FAILED_EVENT: &str = "patch_failed";

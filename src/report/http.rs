@@ -16,8 +16,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use super::Metrics;
-use crate::ingest::http::denied_response;
-use crate::ingest::tokens::{Scope, TokenStore};
+use crate::tokens::denied_response;
+use crate::tokens::{Scope, TokenStore};
 
 /// Who may scrape `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -166,7 +166,7 @@ mod tests {
 
     #[tokio::test]
     async fn metrics_open_or_behind_a_read_token_probes_always_open() {
-        use crate::ingest::tokens::Tokens;
+        use crate::tokens::Tokens;
         let file = "bridge: bridge-token-0123456789\nui: ui-token-0123456789abcd scopes=read\n";
         let tokens = Arc::new(TokenStore::new(Tokens::parse(file).expect("valid")));
         let health = Arc::new(Health::default());

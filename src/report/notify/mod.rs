@@ -11,7 +11,7 @@
 //!   crash between finishing a plan and notifying loses nothing. Receivers de-duplicate on
 //!   the CloudEvent id / summary `uid` + `transition`.
 
-pub mod config;
+pub use crate::config::notify as config;
 mod redis;
 pub mod summary;
 pub mod webhook;
@@ -29,10 +29,10 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, error, info, warn};
 
-pub use self::config::{DeliveryConfig, NotifyConfig, SOCKETIO_SINK, WebhookConfig};
 use self::redis::RedisSink;
 use self::summary::event_name;
 use self::webhook::WebhookSink;
+pub use crate::config::notify::{DeliveryConfig, NotifyConfig, SOCKETIO_SINK, WebhookConfig};
 use crate::plan::{API_GROUP, PatchPlan};
 use crate::report::{Hook, Metrics, PlanTransition};
 
@@ -423,8 +423,8 @@ pub async fn preflight(
     config: &NotifyConfig,
     connect: bool,
     timeout: Duration,
-) -> Result<String, crate::config::ConfigError> {
-    let bad = |field: String, message: String| crate::config::ConfigError { field, message };
+) -> Result<String, crate::validate::ConfigError> {
+    let bad = |field: String, message: String| crate::validate::ConfigError { field, message };
     for (i, hook) in config.webhooks.iter().enumerate() {
         webhook::read_secret(hook).map_err(|m| bad(format!("notify.webhooks[{i}].secret_file"), m))?;
     }

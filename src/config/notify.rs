@@ -16,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use super::ConfigError;
 
 /// Sink name of the Socket.IO message queue (metrics label, delivery marker).
 pub const SOCKETIO_SINK: &str = "socketio";

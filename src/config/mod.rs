@@ -22,6 +22,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub mod approvals;
+pub mod ingest;
+pub mod notify;
+
 use crate::alert::Severity;
 use crate::plan::ActionType;
 use crate::validate;
@@ -61,13 +65,13 @@ pub struct Config {
     pub safety: Safety,
     /// Where plan outcomes are sent: the VAEL UI's Socket.IO queue, webhooks.
     #[serde(default)]
-    pub notify: crate::report::notify::NotifyConfig,
+    pub notify: notify::NotifyConfig,
     /// Alert intake: cool-down, REST limits, feed reconnects (see `ingest::IngestConfig`).
     #[serde(default)]
-    pub ingest: crate::ingest::IngestConfig,
+    pub ingest: ingest::IngestConfig,
     /// Which plans need a human's approval before they act (see `approval`).
     #[serde(default)]
-    pub approvals: crate::approval::ApprovalConfig,
+    pub approvals: approvals::ApprovalConfig,
     /// When plans may act: change windows and a freeze (see `window`).
     #[serde(default)]
     pub change_windows: crate::window::ChangeWindows,
@@ -525,13 +529,7 @@ pub struct ResolvedTarget {
     pub verify: Option<crate::effect::VerifySpec>,
 }
 
-/// A configuration problem, naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct ConfigError {
-    pub field: String,
-    pub message: String,
-}
+pub use crate::validate::ConfigError;
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError { field: field.into(), message: message.into() }
@@ -1041,7 +1039,7 @@ log_path: logs/antibody.log
 
     #[test]
     fn the_shipped_antibody_yml_is_valid() {
-        let text = include_str!("../antibody.yml");
+        let text = include_str!("../../antibody.yml");
         let config = Config::from_yaml(text).expect("antibody.yml is valid");
         assert!(config.targets.contains_key("VAEL_Core"));
     }

@@ -10,6 +10,10 @@
 
 use std::sync::{Arc, RwLock};
 
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -243,6 +247,20 @@ impl TokenStore {
             Err(poisoned) => *poisoned.into_inner() = Arc::new(tokens),
         }
     }
+}
+
+/// The HTTP answer to a refused token: 401 with `WWW-Authenticate` for a missing or unknown
+/// token, 403 for a token without the scope (same JSON shape as every intake error).
+pub fn denied_response(denied: &Denied) -> Response {
+    let (status, code) = match denied {
+        Denied::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "Unauthorized"),
+        Denied::MissingScope { .. } => (StatusCode::FORBIDDEN, "Forbidden"),
+    };
+    let mut response = (status, Json(json!({ "error": code, "reason": denied.to_string() }))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
 }
 
 #[cfg(test)]
