@@ -204,7 +204,8 @@ fn history(record: &AuditRecord, plans: &BTreeMap<String, (Vec<String>, Option<S
         via: None,
     };
     match record.event.as_str() {
-        "plan_created" | "deduplicated" | "cooled_down" => Verdict {
+        // An escalated alert got a later step of its rule's ladder (replay decides step 1 only).
+        "plan_created" | "deduplicated" | "cooled_down" | "escalated" => Verdict {
             outcome: "plan".into(),
             actions: known.map(|(actions, _)| actions.clone()).unwrap_or_default(),
             plan: plan_name,
@@ -217,6 +218,7 @@ fn history(record: &AuditRecord, plans: &BTreeMap<String, (Vec<String>, Option<S
             rule: record.detail.get("rule").and_then(Value::as_str).map(str::to_string),
             ..base
         },
+        "paged" => Verdict { outcome: "paged".into(), ..base },
         _ => Verdict { outcome: "refused".into(), reason: record.reason.clone(), ..base },
     }
 }

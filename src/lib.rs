@@ -17,6 +17,7 @@ pub mod cli;
 pub mod conditions;
 pub mod config;
 pub mod effect;
+pub mod escalation;
 pub mod ingest;
 pub mod leader;
 pub mod observation;

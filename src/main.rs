@@ -228,6 +228,26 @@ enum Command {
     },
     /// Lift a namespace's freeze.
     Unfreeze { namespace: String },
+    /// Per-target breakers (consecutive failures, exhausted escalation ladders).
+    Breaker {
+        #[command(subcommand)]
+        command: BreakerCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BreakerCommand {
+    /// Every target's breaker in the plan namespace: failures in a row, open since, why.
+    Status {
+        #[arg(long, short = 'n', default_value = "antibody")]
+        namespace: String,
+    },
+    /// Close a target's breaker: its waiting plans go on (your kubeconfig identity is printed).
+    Reset {
+        target: String,
+        #[arg(long, short = 'n', default_value = "antibody")]
+        namespace: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -355,6 +375,12 @@ fn main() -> ExitCode {
             operator(antibody::operator_cli::freeze(&namespace, &reason, for_seconds))
         }
         Command::Unfreeze { namespace } => operator(antibody::operator_cli::unfreeze(&namespace)),
+        Command::Breaker { command: BreakerCommand::Status { namespace } } => {
+            operator(antibody::operator_cli::breaker_status(&namespace))
+        }
+        Command::Breaker { command: BreakerCommand::Reset { target, namespace } } => {
+            operator(antibody::operator_cli::breaker_reset(&namespace, &target))
+        }
         Command::Backups { target, config, namespace } => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,

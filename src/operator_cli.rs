@@ -57,6 +57,39 @@ pub async fn freeze(namespace: &str, reason: &str, for_seconds: u64) -> Result<S
     Ok(format!("namespace {namespace}: frozen until {until} by {by}: {reason}\n"))
 }
 
+/// `antibody breaker status`: a table of the namespace's breakers.
+pub async fn breaker_status(namespace: &str) -> Result<String, String> {
+    let client = client().await?;
+    let breakers = crate::escalation::breakers(&client, namespace).await.map_err(|e| format!("{namespace}: {e}"))?;
+    let mut table = format!("{:<20} {:<9} {:<32} REASON\n", "TARGET", "FAILURES", "OPEN SINCE");
+    for (target, state) in &breakers {
+        table.push_str(&format!(
+            "{:<20} {:<9} {:<32} {}\n",
+            target,
+            state.failures,
+            state.open_since.as_deref().unwrap_or("(closed)"),
+            state.reason
+        ));
+    }
+    if breakers.is_empty() {
+        table.push_str(&format!("(no failures recorded in {namespace})\n"));
+    }
+    Ok(table)
+}
+
+/// `antibody breaker reset TARGET`: close it; plans waiting on it go on.
+pub async fn breaker_reset(namespace: &str, target: &str) -> Result<String, String> {
+    let client = client().await?;
+    let by = approval::caller(&client).await.map_err(|e| format!("who am I (SelfSubjectReview): {e}"))?;
+    let was_open =
+        crate::escalation::reset(&client, namespace, target).await.map_err(|e| format!("{namespace}: {e}"))?;
+    Ok(if was_open {
+        format!("breaker of {target} in {namespace} reset by {by}: its plans go on\n")
+    } else {
+        format!("breaker of {target} in {namespace} was not open (its failure count is cleared)\n")
+    })
+}
+
 pub async fn unfreeze(namespace: &str) -> Result<String, String> {
     annotate(&client().await?, namespace, None).await?;
     Ok(format!("namespace {namespace}: freeze lifted\n"))

@@ -31,16 +31,31 @@ pub const NO_TARGET: &str = "NoTarget";
 pub const INVALID_HINT: &str = "InvalidHint";
 
 pub fn decide(config: &Config, alert: &ThreatAlert, plan_namespace: &str) -> Decision {
+    decide_with(config, alert, plan_namespace, None)
+}
+
+/// The rule an alert matches, if any (not the severity_map fallback).
+pub fn matched_rule<'a>(config: &'a Config, alert: &ThreatAlert) -> Option<&'a crate::config::Rule> {
+    config.rules.iter().find(|rule| {
+        rule.category.as_ref().is_none_or(|c| c.eq_ignore_ascii_case(&alert.category))
+            && rule.min_severity.is_none_or(|min| alert.severity >= min)
+    })
+}
+
+/// A later step of the matched rule's escalation ladder: `step_action` (e.g. `restart`) instead
+/// of the rule's actions; the hint still names the target, its env edit is not repeated.
+pub fn decide_step(config: &Config, alert: &ThreatAlert, plan_namespace: &str, step_action: &str) -> Decision {
+    decide_with(config, alert, plan_namespace, Some(step_action))
+}
+
+fn decide_with(config: &Config, alert: &ThreatAlert, plan_namespace: &str, step_action: Option<&str>) -> Decision {
     let hint = match alert.hint() {
         Ok(hint) => hint,
         Err(message) => {
             return Decision::Refuse(Refusal { reason: INVALID_HINT, message });
         }
     };
-    let matched = config.rules.iter().find(|rule| {
-        rule.category.as_ref().is_none_or(|c| c.eq_ignore_ascii_case(&alert.category))
-            && rule.min_severity.is_none_or(|min| alert.severity >= min)
-    });
+    let matched = matched_rule(config, alert);
     let (rule_name, action_names, rule_target, restart_mode, transactional) = match matched {
         Some(rule) => {
             (rule.name.clone(), rule.actions.clone(), rule.target.clone(), rule.restart_mode, rule.transactional)
@@ -57,6 +72,15 @@ pub fn decide(config: &Config, alert: &ThreatAlert, plan_namespace: &str) -> Dec
     if action_names.is_empty() {
         return Decision::Ignore { rule: rule_name };
     }
+    let action_names = match step_action {
+        Some(step) => vec![step.to_string()],
+        None => action_names,
+    };
+    // A later step repeats no env edit: the hint only names the target.
+    let hint = match (step_action, hint) {
+        (Some(_), Some(hint)) => Some(PatchHint { env: None, ..hint }),
+        (_, hint) => hint,
+    };
     let named_target = hint.as_ref().and_then(|h| h.target.clone()).or(rule_target);
     let target_for = |kind: ActionType| named_target.clone().or_else(|| config.default_target(kind).map(String::from));
     let rule_edits = action_names.iter().any(|n| n.split(':').next() == Some(ActionType::EditEnv.config_name()));

@@ -23,6 +23,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub mod approvals;
+pub mod escalation;
 pub mod ingest;
 pub mod notify;
 
@@ -240,6 +241,10 @@ pub struct Safety {
     /// connection at once (Recreate, all pods unavailable, one replica). See `preflight`.
     #[serde(default)]
     pub refuse_disruptive_restarts: bool,
+    /// Consecutive failed plans on one target that hold further plans on it (`BreakerOpen`)
+    /// until a human resets it. Off when absent (an exhausted escalation ladder still opens it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<escalation::BreakerConfig>,
 }
 
 fn default_signing_key_name() -> String {
@@ -269,6 +274,7 @@ impl Default for Safety {
             plan_namespaces: Vec::new(),
             signature_max_ttl_seconds: default_signature_max_ttl(),
             refuse_disruptive_restarts: false,
+            breaker: None,
         }
     }
 }
@@ -408,6 +414,9 @@ pub struct Rule {
     /// If a rollout after an edit fails, restore the backup, restart again, end `RolledBack`.
     #[serde(default)]
     pub transactional: bool,
+    /// An escalation ladder: further steps when these actions do not cure the alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalate: Option<escalation::Escalation>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -726,6 +735,24 @@ impl Config {
             lines.push(format!("defaults.targets.{action}: {shown}"));
         }
         lines.push(format!("defaults.plan_namespace: {}", self.defaults.plan_namespace));
+        for rule in &self.rules {
+            if let Some(ladder) = &rule.escalate {
+                lines.push(format!(
+                    "rule {} escalates: [{}] → {} (not cured: it failed, or the alert came back within {}s)",
+                    rule.name,
+                    rule.actions.join(", "),
+                    ladder.then.join(" → "),
+                    ladder.cure_seconds
+                ));
+            }
+        }
+        match &self.safety.breaker {
+            Some(breaker) => lines.push(format!(
+                "safety.breaker: {} failed plans in a row hold a target until `antibody breaker reset`",
+                breaker.failures
+            )),
+            None => lines.push("safety.breaker: (off; an exhausted escalation ladder still opens one)".into()),
+        }
         let from = self.seed.log_path_file.as_ref().map_or(String::new(), |f| format!(" (log_path {f} names a file)"));
         lines.push(format!("audit log (JSONL): {}/audit.jsonl{from}", self.log_path.trim_end_matches('/')));
         lines.push(format!(
@@ -860,10 +887,25 @@ impl Config {
         if self.safety.backup_history == 0 {
             return Err(err("safety.backup_history", "must keep at least 1 backup"));
         }
+        if let Some(breaker) = &self.safety.breaker {
+            breaker.validate()?;
+        }
         for (i, rule) in self.rules.iter().enumerate() {
             let field = |f: &str| format!("rules[{i}].{f}");
             if rule.name.trim().is_empty() {
                 return Err(err(field("name"), "must not be empty"));
+            }
+            if let Some(escalate) = &rule.escalate {
+                escalate.validate(&field("escalate"))?;
+                if rule.actions.is_empty() {
+                    return Err(err(field("escalate"), "the rule's actions are the first step: it has none"));
+                }
+                for step in escalate.then.iter().filter(|s| *s != escalation::PAGE) {
+                    let fixed = step.split_once(':').map(|(_, target)| target);
+                    if let Some(target) = fixed.or(rule.target.as_deref()) {
+                        self.resolve(target, "default").map_err(|m| err(field("escalate.then"), m))?;
+                    }
+                }
             }
             for action in &rule.actions {
                 let (kind, target) = action.split_once(':').map_or((action.as_str(), None), |(k, t)| (k, Some(t)));
@@ -1066,6 +1108,33 @@ log_path: logs/antibody.log
             ("rules: [{name: '', actions: []}]", "rules[0].name"),
             ("unknown_top: 1", "unknown_top"),
             ("audit_max_bytes: 100", "audit_max_bytes"),
+            ("audit: {key_file: ''}", "audit.key_file"),
+            ("safety: {breaker: {failures: 0}}", "safety.breaker.failures"),
+            (
+                "rules: [{name: r, actions: [restart], escalate: {cure_seconds: 0, then: [page]}}]",
+                "rules[0].escalate.cure_seconds",
+            ),
+            (
+                "rules: [{name: r, actions: [restart], escalate: {cure_seconds: 60, then: []}}]",
+                "rules[0].escalate.then",
+            ),
+            (
+                "rules: [{name: r, actions: [restart], escalate: {cure_seconds: 60, then: [page, restart]}}]",
+                "rules[0].escalate.then",
+            ),
+            (
+                "rules: [{name: r, actions: [restart], escalate: {cure_seconds: 60, then: [reboot]}}]",
+                "rules[0].escalate.then",
+            ),
+            (
+                "rules: [{name: r, actions: [restart], escalate: {cure_seconds: 60, then: [edit_env]}}]",
+                "rules[0].escalate.then",
+            ),
+            ("rules: [{name: r, actions: [], escalate: {cure_seconds: 60, then: [page]}}]", "rules[0].escalate"),
+            (
+                "rules: [{name: r, actions: [restart], escalate: {cure_seconds: 60, then: ['restart:Nope']}}]\ntargets: {X: {deployment: x}}",
+                "rules[0].escalate.then",
+            ),
         ];
         for (yaml, field) in cases {
             let error = Config::from_yaml(yaml).expect_err(yaml);

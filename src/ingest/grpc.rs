@@ -402,6 +402,18 @@ pub fn reply(outcome: &AlertOutcome) -> SubmitReply {
         AlertOutcome::Resolved { plan, result } => {
             SubmitReply { outcome: name, plan: plan.clone(), reason: result.clone(), ..Default::default() }
         }
+        AlertOutcome::Escalated { plan, step, from } => SubmitReply {
+            outcome: name,
+            plan: plan.clone(),
+            message: format!("step {step}, escalated from plan {from}"),
+            ..Default::default()
+        },
+        AlertOutcome::Paged { rule, target } => SubmitReply {
+            outcome: name,
+            reason: rule.clone(),
+            message: format!("escalation exhausted for {target}: a human is paged, its breaker is open"),
+            ..Default::default()
+        },
     }
 }
 

@@ -183,6 +183,12 @@ pub fn outcome_json(id: &str, outcome: &AlertOutcome) -> Value {
             json!({ "id": id, "outcome": name, "plan": null, "error": reason, "reason": message })
         }
         AlertOutcome::Resolved { plan, result } => json!({ "id": id, "outcome": name, "plan": plan, "result": result }),
+        AlertOutcome::Escalated { plan, step, from } => {
+            json!({ "id": id, "outcome": name, "plan": plan, "step": step, "escalated_from": from })
+        }
+        AlertOutcome::Paged { rule, target } => {
+            json!({ "id": id, "outcome": name, "plan": null, "rule": rule, "target": target })
+        }
     }
 }
 

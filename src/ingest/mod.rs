@@ -14,6 +14,7 @@ pub mod alertmanager;
 pub mod cooldown;
 pub mod grpc;
 pub mod http;
+mod ladder;
 pub mod reload;
 pub mod ws;
 
@@ -194,6 +195,12 @@ impl Intake {
             }
             Decision::Plan { rule, name, spec } => (rule, name, spec),
         };
+        // A rule with an escalation ladder: the ladder, not the cool-down, decides.
+        if let Some(matched) = policy::matched_rule(&config, alert).filter(|r| r.name == rule)
+            && let Some(ladder) = &matched.escalate
+        {
+            return self.escalate(&config, alert, feed, requester, &namespace, matched, ladder, spec).await;
+        }
         let window = Duration::from_secs(config.ingest.cooldown_seconds);
         let remedies = cooldown::remedies(&spec);
         if let Some(outcome) = self.remembered(&namespace, &name, &remedies, window) {

@@ -740,7 +740,30 @@ async fn finish(
         _ => info!(plan = %writer.name, reason, %message, "plan finished"),
     }
     report(ctx, plan, writer, kind, reason, &message);
+    count_for_breakers(ctx, plan, kind).await;
     Ok(Action::await_change())
+}
+
+/// `safety.breaker`: a finished plan counts for (failed) or against (succeeded) each of its
+/// targets' consecutive failures. Best effort: an API error is logged, the plan's end stands.
+async fn count_for_breakers(ctx: &Context, plan: &PatchPlan, kind: TransitionKind) {
+    let config = ctx.config.get();
+    let Some(breaker) = &config.safety.breaker else { return };
+    let failed = match kind {
+        TransitionKind::Failed => true,
+        TransitionKind::Applied | TransitionKind::Unverified => false,
+        _ => return,
+    };
+    let Some(namespace) = plan.namespace() else { return };
+    let targets = crate::escalation::targets_of(plan);
+    let name = plan.name_any();
+    match crate::escalation::record(&ctx.client, &namespace, &targets, failed, Some(breaker.failures), &name).await {
+        Ok(opened) if !opened.is_empty() => {
+            warn!(plan = %name, targets = ?opened, "breaker open: plans on these targets wait for `antibody breaker reset`");
+        }
+        Ok(_) => {}
+        Err(e) => warn!(plan = %name, error = %e, "breaker count not recorded"),
+    }
 }
 
 /// Tell the reporter, with the plan as it now stands (never waits on the API).

@@ -19,6 +19,7 @@ use super::{Context, StatusWriter, finish, report};
 use crate::approval::{self, APPROVAL_EXPIRED, AWAITING_APPROVAL, DENIED, Gate};
 use crate::conditions::Outcome;
 use crate::config::{Config, ResolvedTarget};
+use crate::escalation;
 use crate::plan::PatchPlan;
 use crate::report::TransitionKind;
 use crate::window::{self, FREEZE_ANNOTATION, Verdict};
@@ -33,6 +34,29 @@ pub(super) async fn gate(
     writer: &mut StatusWriter,
     now: &Time,
 ) -> crate::Result<Option<Action>> {
+    // An open breaker (consecutive failures, or an exhausted escalation ladder) holds every plan
+    // on its target until a human resets it.
+    if config.safety.breaker.is_some() || config.rules.iter().any(|r| r.escalate.is_some()) {
+        let breakers = escalation::breakers(&ctx.client, namespace).await?;
+        let open: Vec<String> = targets
+            .iter()
+            .filter_map(|t| breakers.get(&t.name).filter(|b| b.is_open()).map(|b| format!("{} ({})", t.name, b.reason)))
+            .collect();
+        if !open.is_empty() {
+            let names: Vec<&str> = targets
+                .iter()
+                .filter(|t| breakers.get(&t.name).is_some_and(|b| b.is_open()))
+                .map(|t| t.name.as_str())
+                .collect();
+            writer.status.waiting_for = Some(format!("antibody breaker reset {}", names.join(" ")));
+            let message =
+                format!("breaker open for {}: nothing acts on it until `antibody breaker reset`", open.join(", "));
+            writer.set_outcome(&Outcome::in_progress(escalation::BREAKER_OPEN, message), now);
+            writer.save().await?;
+            // A reset is a ConfigMap change, which no watch here follows: look again often.
+            return Ok(Some(Action::requeue(Duration::from_secs(3))));
+        }
+    }
     let since = writer.status.started_at.as_ref().map_or(now.0, |t| t.0);
     match approval::gate(&config.approvals, plan, targets, since, now.0) {
         Gate::NotRequired { .. } => {}

@@ -251,6 +251,11 @@ pub fn alert_record(decision: &AlertRecord) -> AuditRecord {
             record.plan = plan(name);
             record.detail = json!({ "result": result });
         }
+        AlertOutcome::Escalated { plan: name, step, from } => {
+            record.plan = plan(name);
+            record.detail = json!({ "step": step, "escalated_from": from });
+        }
+        AlertOutcome::Paged { rule, target } => record.detail = json!({ "rule": rule, "target": target }),
     }
     record
 }

@@ -65,7 +65,8 @@ pub fn event_for(kind: TransitionKind) -> Option<&'static str> {
         | TransitionKind::ActionSucceeded { .. }
         | TransitionKind::DryRun
         | TransitionKind::AwaitingApproval
-        | TransitionKind::Approved => None,
+        | TransitionKind::Approved
+        | TransitionKind::EscalationExhausted => None,
     }
 }
 

@@ -237,7 +237,8 @@ impl Metrics {
             | TransitionKind::Failed
             | TransitionKind::Unverified
             | TransitionKind::AwaitingApproval
-            | TransitionKind::Approved => {}
+            | TransitionKind::Approved
+            | TransitionKind::EscalationExhausted => {}
         }
     }
 

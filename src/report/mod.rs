@@ -44,6 +44,9 @@ pub enum TransitionKind {
     AwaitingApproval,
     /// A human approved the plan's spec digest (the audit records who).
     Approved,
+    /// This (ended) plan was the last step of an escalation ladder and the alert came back:
+    /// nothing more acts on the target, its breaker is open, a human is paged (notifiers).
+    EscalationExhausted,
 }
 
 impl TransitionKind {
@@ -57,6 +60,7 @@ impl TransitionKind {
             TransitionKind::Failed => "patch_failed",
             TransitionKind::AwaitingApproval => "awaiting_approval",
             TransitionKind::Approved => "approved",
+            TransitionKind::EscalationExhausted => "escalation_exhausted",
         }
     }
 
@@ -104,6 +108,17 @@ pub enum AlertOutcome {
         plan: String,
         result: String,
     },
+    /// An escalation ladder created `plan` for step `step` (1-based) after `from` did not cure it.
+    Escalated {
+        plan: String,
+        step: usize,
+        from: String,
+    },
+    /// An escalation ladder is exhausted: nothing acts, the target's breaker is open.
+    Paged {
+        rule: String,
+        target: String,
+    },
 }
 
 impl AlertOutcome {
@@ -115,6 +130,8 @@ impl AlertOutcome {
             AlertOutcome::Ignored { .. } => "ignored",
             AlertOutcome::Refused { .. } => "refused",
             AlertOutcome::Resolved { .. } => "resolved",
+            AlertOutcome::Escalated { .. } => "escalated",
+            AlertOutcome::Paged { .. } => "paged",
         }
     }
 }
@@ -246,6 +263,7 @@ impl Reporter {
             TransitionKind::Failed => (EventType::Warning, "Finish"),
             TransitionKind::Started => (EventType::Normal, "Start"),
             TransitionKind::AwaitingApproval | TransitionKind::Approved => (EventType::Normal, "Approve"),
+            TransitionKind::EscalationExhausted => (EventType::Warning, "Escalate"),
             TransitionKind::ActionSucceeded { .. } => (EventType::Normal, "Act"),
             TransitionKind::Applied | TransitionKind::DryRun => (EventType::Normal, "Finish"),
             TransitionKind::Unverified => (EventType::Warning, "Finish"),

@@ -15,6 +15,7 @@ pub fn event_name(kind: TransitionKind) -> Option<&'static str> {
         TransitionKind::Unverified => Some("patch_unverified"),
         // A human must act: announced like an outcome.
         TransitionKind::AwaitingApproval => Some("plan_awaiting_approval"),
+        TransitionKind::EscalationExhausted => Some("escalation_exhausted"),
         TransitionKind::Approved | TransitionKind::Started | TransitionKind::ActionSucceeded { .. } => None,
     }
 }
