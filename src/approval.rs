@@ -143,7 +143,7 @@ pub fn gate(
                 let why = if d.reason.is_empty() { String::new() } else { format!(": {}", d.reason) };
                 return Gate::Denied { message: format!("denied by {} at {}{why}", d.by, d.at) };
             }
-            Ok(d) => match d.expires {
+            Ok(d) => match capped_expiry(&d, config.max_ttl_seconds) {
                 Some(expires) if expires <= now => {
                     return Gate::Expired {
                         message: format!("the approval by {} expired at {expires} before the plan started", d.by),
@@ -167,6 +167,14 @@ pub fn gate(
         plan.name_any()
     );
     Gate::Waiting { message, deadline }
+}
+
+/// An approval is valid at most `approvals.max_ttl_seconds` after it was given, whatever
+/// expiry its writer (CLI, REST, a hand-written annotation) put in it.
+fn capped_expiry(decision: &Decision, max_ttl_seconds: u64) -> Option<Timestamp> {
+    let max = jiff::SignedDuration::from_secs(i64::try_from(max_ttl_seconds).unwrap_or(i64::MAX));
+    let cap = decision.at.checked_add(max).unwrap_or(Timestamp::MAX);
+    Some(decision.expires.map_or(cap, |e| e.min(cap)))
 }
 
 fn short(digest: &str) -> &str {
@@ -525,6 +533,12 @@ rules:
                 "waiting",
             ),
             ("timed out", with(None), now + jiff::SignedDuration::from_secs(600), "expired"),
+            (
+                "expiry beyond approvals.max_ttl_seconds is capped",
+                with(Some(decision(Verdict::Approved, &digest, "uid-1", Some(100_000)))),
+                now + jiff::SignedDuration::from_secs(rules.max_ttl_seconds as i64 + 1),
+                "expired",
+            ),
         ];
         for (name, plan, at, expected) in cases {
             let got = gate(&rules, &plan, &[], since, at);
