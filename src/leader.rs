@@ -1,6 +1,8 @@
 //! Leader election with a `coordination.k8s.io` Lease (kube-lease-manager): every replica
 //! ingests alerts and serves HTTP, only the leader reconciles. A leader that loses its lease
-//! stops reconciling at once and exits, so it restarts as a standby with no stale state.
+//! starts no new reconcile, lets those in flight finish (their status writes are
+//! compare-and-swap, so a new leader's writes win) and exits, so it restarts as a standby with
+//! no stale state.
 //!
 //! Hand-off on shutdown: the lease is held until the controller has stopped (no new reconciles,
 //! those in flight finished) and only then released — releasing it first let a new leader act

@@ -36,7 +36,7 @@ pub mod tokens;
 pub mod validate;
 pub mod window;
 
-/// Field manager for every server-side apply Antibody sends.
+/// Field manager of every write Antibody sends (plan creates, patches, server-side applies).
 pub const FIELD_MANAGER: &str = "antibody";
 
 #[derive(Debug, thiserror::Error)]

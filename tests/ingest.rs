@@ -671,7 +671,7 @@ async fn alertmanager_fires_plans_resolved_cancels_unstarted_and_manual_plans() 
     let (_, body) = post(port, "/api/alertmanager", Some(TOKEN), &refire);
     assert_eq!(outcomes(&body), ["plan_created"], "{body}");
 
-    // Manual plans: admitted, created by SSA, idempotent by name, immutable.
+    // Manual plans: admitted, created (POST, field manager antibody), idempotent by name, immutable.
     let manual = json!({"name": "manual-fix-1", "spec": {"actions": [{"type": "restart", "target": "Sentinel"}]}});
     let (code, body) = post(port, "/api/antibody/patch", Some(TOKEN), &manual);
     assert_eq!(

@@ -4,7 +4,8 @@
 //! [`http`] REST and Alertmanager) only parse and validate; [`Intake::submit`] runs the policy
 //! with the live config and ends each alert in exactly one recorded outcome: plan created,
 //! deduplicated (same alert → same plan name), cooled down (see [`cooldown`]), ignored by a rule,
-//! or refused. Plans are created by server-side apply with field manager `antibody`.
+//! or refused (and, for rules with an escalation ladder, escalated or paged: [`ladder`]). Plans
+//! are created with one POST (field manager `antibody`); an existing name is `deduplicated`.
 //!
 //! Hot path: a storm of alerts for one target is answered from memory after the first plan
 //! (no API call per alert); the memory is a cache of the cool-down table kept in the cluster, so a
