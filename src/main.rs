@@ -523,7 +523,12 @@ async fn run(
     let audit = Arc::new(AuditLog::open(&audit_settings)?);
     reporter.set_audit(audit.clone());
     // Its head is pinned in the plan namespace, outside the log's volume.
-    let anchor_namespace = ingest.plan_namespace.clone().unwrap_or_else(|| config.defaults.plan_namespace.clone());
+    // The plan namespace, as the intake chooses it: --plan-namespace, --namespace, antibody.yml.
+    let anchor_namespace = ingest
+        .plan_namespace
+        .clone()
+        .or_else(|| settings.namespace.clone())
+        .unwrap_or_else(|| config.defaults.plan_namespace.clone());
     let anchors = (config.audit.anchor_seconds > 0).then(|| {
         tokio::spawn(antibody::report::audit_anchor::run(
             audit.clone(),

@@ -31,7 +31,7 @@ use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, P
 use kube::{Client, ResourceExt};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::alert::ThreatAlert;
 use crate::config::{Config, SharedConfig};
@@ -142,9 +142,15 @@ impl Intake {
 
     /// Decide and act on a validated alert. The outcome is recorded (metrics, hooks) exactly once.
     pub async fn submit(&self, alert: &ThreatAlert, feed: &str, requester: &str) -> AlertOutcome {
-        let outcome = self.outcome(alert, feed, requester).await;
-        self.record_decision(&alert.id, Some(alert), feed, requester, outcome.clone());
-        outcome
+        // Every line logged while deciding carries the alert, its feed and who sent it.
+        let span = tracing::info_span!("alert", id = %alert.id, feed, requester);
+        async {
+            let outcome = self.outcome(alert, feed, requester).await;
+            self.record_decision(&alert.id, Some(alert), feed, requester, outcome.clone());
+            outcome
+        }
+        .instrument(span)
+        .await
     }
 
     /// An alert that did not parse or validate: recorded as refused, nothing else happens.

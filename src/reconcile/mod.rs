@@ -23,7 +23,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::actions::{self, ActionContext, Checkpoint, Step};
 use crate::admission;
@@ -895,13 +895,19 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
         .trigger_backoff(crate::backoff::WatchBackoff::new())
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(
-            |plan, ctx: Arc<Context>| async move {
+            |plan, ctx: Arc<Context>| {
                 let key = format!("{}/{}", plan.namespace().unwrap_or_default(), plan.name_any());
-                let result = reconcile(plan, ctx.clone()).await;
-                if result.is_ok() {
-                    ctx.failure_count(&key, false);
+                // Every line logged while reconciling carries the plan (and its uid).
+                let span =
+                    tracing::info_span!("reconcile", plan = %key, uid = plan.meta().uid.as_deref().unwrap_or(""));
+                async move {
+                    let result = reconcile(plan, ctx.clone()).await;
+                    if result.is_ok() {
+                        ctx.failure_count(&key, false);
+                    }
+                    result
                 }
-                result
+                .instrument(span)
             },
             error_policy,
             ctx.clone(),
