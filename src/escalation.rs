@@ -174,12 +174,33 @@ pub fn after_plan(
 
 // --- Storage (one JSON value per key, compare-and-swap) ---------------------------------------
 
+/// What to do with one key, given its current value.
+enum Change<T> {
+    Set(T),
+    Remove,
+    /// Leave it (and the ConfigMap) as it is.
+    Keep,
+}
+
 /// Read-modify-write one key of `name` with the resourceVersion read (409 → read again).
 async fn update_key<T: Serialize + for<'de> Deserialize<'de>>(
     api: &Api<ConfigMap>,
     name: &str,
     key: &str,
     mut change: impl FnMut(Option<T>) -> Option<T>,
+) -> Result<(), kube::Error> {
+    change_key(api, name, key, |current| match change(current) {
+        Some(value) => Change::Set(value),
+        None => Change::Remove,
+    })
+    .await
+}
+
+async fn change_key<T: Serialize + for<'de> Deserialize<'de>>(
+    api: &Api<ConfigMap>,
+    name: &str,
+    key: &str,
+    mut change: impl FnMut(Option<T>) -> Change<T>,
 ) -> Result<(), kube::Error> {
     for _ in 0..8 {
         let stored = api.get_opt(name).await?;
@@ -188,7 +209,11 @@ async fn update_key<T: Serialize + for<'de> Deserialize<'de>>(
             .and_then(|c| c.data.as_ref())
             .and_then(|d| d.get(key))
             .and_then(|v| serde_json::from_str(v).ok());
-        let value = change(current).map(|v| serde_json::to_string(&v).unwrap_or_default());
+        let value = match change(current) {
+            Change::Keep => return Ok(()),
+            Change::Set(value) => Some(serde_json::to_string(&value).unwrap_or_default()),
+            Change::Remove => None,
+        };
         let result = match &stored {
             Some(config_map) => {
                 let patch = json!({
@@ -237,9 +262,24 @@ pub async fn ladder(client: &Client, namespace: &str, key: &str) -> Result<Optio
     Ok(read_all::<LadderState>(&api, LADDER_CONFIG_MAP).await?.remove(key))
 }
 
-pub async fn set_ladder(client: &Client, namespace: &str, key: &str, state: LadderState) -> Result<(), kube::Error> {
+/// Move the ladder from `expected` (what the decision was made on) to `next`, only if nobody
+/// else moved it since (another replica deciding on the same problem). `Ok(false)`: it moved;
+/// decide again.
+pub async fn advance_ladder(
+    client: &Client,
+    namespace: &str,
+    key: &str,
+    expected: Option<&LadderState>,
+    next: LadderState,
+) -> Result<bool, kube::Error> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    update_key(&api, LADDER_CONFIG_MAP, key, |_: Option<LadderState>| Some(state.clone())).await
+    let mut advanced = false;
+    change_key(&api, LADDER_CONFIG_MAP, key, |current: Option<LadderState>| {
+        advanced = current.as_ref() == expected;
+        if advanced { Change::Set(next.clone()) } else { Change::Keep }
+    })
+    .await?;
+    Ok(advanced)
 }
 
 /// Every target's breaker in `namespace` (the plan namespace).

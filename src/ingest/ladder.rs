@@ -51,109 +51,128 @@ impl Intake {
         let key = escalation::ladder_key(&rule.name, &target);
         let plans: Api<PatchPlan> = Api::namespaced(self.client.clone(), namespace);
         let _serial = self.slow_path.lock().await;
-        let state = match escalation::ladder(&self.client, namespace, &key).await {
-            Ok(state) => state,
-            Err(e) => return unavailable(e),
-        };
-        let previous_plan = match state.as_ref().filter(|s| !s.plan.is_empty()) {
-            Some(s) => match plans.get_opt(&s.plan).await {
-                Ok(plan) => plan,
+        // Another replica may move the ladder between our read and our write: the write is a
+        // compare-and-swap on what we read, and a lost race decides again on the new state.
+        'decide: for _attempt in 0..4 {
+            let state = match escalation::ladder(&self.client, namespace, &key).await {
+                Ok(state) => state,
                 Err(e) => return unavailable(e),
-            },
-            None => None,
-        };
-        let paged_at = state.as_ref().filter(|s| s.plan.is_empty()).and_then(|s| s.updated.parse::<Timestamp>().ok());
-        let previous = if state.as_ref().is_some_and(|s| s.plan.is_empty()) {
-            Previous::Missing
-        } else {
-            Previous::of(previous_plan.as_ref())
-        };
-        let now = Timestamp::now();
-        let next = escalation::next_step(state.as_ref(), previous, paged_at, ladder.steps(), ladder.cure_seconds, now);
-        let (mut step, from) = match next {
-            Next::Join { plan } => return AlertOutcome::CooledDown { target, plan },
-            Next::StillPaged if paged_at.is_some() => {
-                return AlertOutcome::Paged { rule: rule.name.clone(), target };
-            }
-            // The last step did not cure it and there is no `page` step: page all the same.
-            Next::StillPaged => (ladder.steps(), state.as_ref().map(|s| s.plan.clone())),
-            Next::Step { step, from } => (step, from),
-        };
-        let mut skipped = Vec::new();
-        loop {
-            let resolved = if step == 0 {
-                StepPlan::Plan(first.clone())
-            } else if step >= ladder.steps() || ladder.then[step - 1] == PAGE {
-                StepPlan::Page
-            } else {
-                self.step_plan(config, alert, namespace, &target, &ladder.then[step - 1], &first).await
             };
-            match resolved {
-                StepPlan::Skip(why) => {
-                    skipped.push(why);
-                    step += 1;
-                }
-                StepPlan::Refused(outcome) => return outcome,
-                StepPlan::Page => {
-                    let reason = format!(
-                        "escalation of rule {} exhausted after {} step(s); last plan {}",
-                        rule.name,
-                        step,
-                        from.as_deref().unwrap_or("-")
-                    );
-                    let paged = LadderState { step, plan: String::new(), updated: now.to_string() };
-                    if let Err(e) = escalation::set_ladder(&self.client, namespace, &key, paged).await {
-                        return unavailable(e);
-                    }
-                    if let Err(e) = escalation::open(&self.client, namespace, &target, reason.clone()).await {
-                        return unavailable(e);
-                    }
-                    warn!(rule = %rule.name, %target, %reason, "escalation exhausted: breaker open, paging");
-                    if let Some(last) = &previous_plan {
-                        let message =
-                            format!("{reason}; breaker of {target} open until `antibody breaker reset {target}`");
-                        self.reporter.plan(PlanTransition {
-                            plan: last,
-                            kind: TransitionKind::EscalationExhausted,
-                            reason: ESCALATION_EXHAUSTED,
-                            message: &message,
-                        });
-                    }
+            let previous_plan = match state.as_ref().filter(|s| !s.plan.is_empty()) {
+                Some(s) => match plans.get_opt(&s.plan).await {
+                    Ok(plan) => plan,
+                    Err(e) => return unavailable(e),
+                },
+                None => None,
+            };
+            let paged_at =
+                state.as_ref().filter(|s| s.plan.is_empty()).and_then(|s| s.updated.parse::<Timestamp>().ok());
+            let previous = if state.as_ref().is_some_and(|s| s.plan.is_empty()) {
+                Previous::Missing
+            } else {
+                Previous::of(previous_plan.as_ref())
+            };
+            let now = Timestamp::now();
+            let next =
+                escalation::next_step(state.as_ref(), previous, paged_at, ladder.steps(), ladder.cure_seconds, now);
+            let (mut step, from) = match next {
+                Next::Join { plan } => return AlertOutcome::CooledDown { target, plan },
+                Next::StillPaged if paged_at.is_some() => {
                     return AlertOutcome::Paged { rule: rule.name.clone(), target };
                 }
-                StepPlan::Plan(spec) => {
-                    let name =
-                        if step == 0 { alert.plan_name() } else { format!("{}-step{}", alert.plan_name(), step + 1) };
-                    let mut plan = policy::plan_object(&name, namespace, &rule.name, spec);
-                    annotate(&mut plan, feed, requester);
-                    let annotations = plan.metadata.annotations.get_or_insert_with(Default::default);
-                    annotations.insert(
-                        ESCALATION_ANNOTATION.into(),
-                        format!("{}/{target} step {} of {}", rule.name, step + 1, ladder.steps()),
-                    );
-                    if let Some(from) = from.as_ref().filter(|_| step > 0) {
-                        annotations.insert(ESCALATED_FROM_ANNOTATION.into(), from.clone());
+                // The last step did not cure it and there is no `page` step: page all the same.
+                Next::StillPaged => (ladder.steps(), state.as_ref().map(|s| s.plan.clone())),
+                Next::Step { step, from } => (step, from),
+            };
+            let mut skipped = Vec::new();
+            loop {
+                let resolved = if step == 0 {
+                    StepPlan::Plan(first.clone())
+                } else if step >= ladder.steps() || ladder.then[step - 1] == PAGE {
+                    StepPlan::Page
+                } else {
+                    self.step_plan(config, alert, namespace, &target, &ladder.then[step - 1], &first).await
+                };
+                match resolved {
+                    StepPlan::Skip(why) => {
+                        skipped.push(why);
+                        step += 1;
                     }
-                    if let Err(message) = sign_if_configured(config, &mut plan) {
-                        return AlertOutcome::Refused { reason: super::SIGNING_FAILED.into(), message };
-                    }
-                    let outcome = match self.create_plan(namespace, &plans, &plan).await {
-                        Ok(outcome) => outcome,
-                        Err(e) => return unavailable(e),
-                    };
-                    let state = LadderState { step, plan: name.clone(), updated: now.to_string() };
-                    if let Err(e) = escalation::set_ladder(&self.client, namespace, &key, state).await {
-                        return unavailable(e);
-                    }
-                    return match (step, from, outcome) {
-                        (step, Some(from), AlertOutcome::PlanCreated { plan }) if step > 0 => {
-                            info!(rule = %rule.name, %target, %plan, %from, step = step + 1, ?skipped, "escalated");
-                            AlertOutcome::Escalated { plan, step: step + 1, from }
+                    StepPlan::Refused(outcome) => return outcome,
+                    StepPlan::Page => {
+                        let reason = format!(
+                            "escalation of rule {} exhausted after {} step(s); last plan {}",
+                            rule.name,
+                            step,
+                            from.as_deref().unwrap_or("-")
+                        );
+                        let paged = LadderState { step, plan: String::new(), updated: now.to_string() };
+                        match escalation::advance_ladder(&self.client, namespace, &key, state.as_ref(), paged).await {
+                            Ok(true) => {}
+                            Ok(false) => continue 'decide,
+                            Err(e) => return unavailable(e),
                         }
-                        (_, _, outcome) => outcome,
-                    };
+                        if let Err(e) = escalation::open(&self.client, namespace, &target, reason.clone()).await {
+                            return unavailable(e);
+                        }
+                        warn!(rule = %rule.name, %target, %reason, "escalation exhausted: breaker open, paging");
+                        if let Some(last) = &previous_plan {
+                            let message =
+                                format!("{reason}; breaker of {target} open until `antibody breaker reset {target}`");
+                            self.reporter.plan(PlanTransition {
+                                plan: last,
+                                kind: TransitionKind::EscalationExhausted,
+                                reason: ESCALATION_EXHAUSTED,
+                                message: &message,
+                            });
+                        }
+                        return AlertOutcome::Paged { rule: rule.name.clone(), target };
+                    }
+                    StepPlan::Plan(spec) => {
+                        let name = if step == 0 {
+                            alert.plan_name()
+                        } else {
+                            format!("{}-step{}", alert.plan_name(), step + 1)
+                        };
+                        let mut plan = policy::plan_object(&name, namespace, &rule.name, spec);
+                        annotate(&mut plan, feed, requester);
+                        let annotations = plan.metadata.annotations.get_or_insert_with(Default::default);
+                        annotations.insert(
+                            ESCALATION_ANNOTATION.into(),
+                            format!("{}/{target} step {} of {}", rule.name, step + 1, ladder.steps()),
+                        );
+                        if let Some(from) = from.as_ref().filter(|_| step > 0) {
+                            annotations.insert(ESCALATED_FROM_ANNOTATION.into(), from.clone());
+                        }
+                        if let Err(message) = sign_if_configured(config, &mut plan) {
+                            return AlertOutcome::Refused { reason: super::SIGNING_FAILED.into(), message };
+                        }
+                        // Claim the step, then create its plan (a crash in between leaves the ladder
+                        // pointing at a missing plan: the next alert starts over).
+                        let claimed = LadderState { step, plan: name.clone(), updated: now.to_string() };
+                        match escalation::advance_ladder(&self.client, namespace, &key, state.as_ref(), claimed).await {
+                            Ok(true) => {}
+                            Ok(false) => continue 'decide,
+                            Err(e) => return unavailable(e),
+                        }
+                        let outcome = match self.create_plan(namespace, &plans, &plan).await {
+                            Ok(outcome) => outcome,
+                            Err(e) => return unavailable(e),
+                        };
+                        return match (step, from, outcome) {
+                            (step, Some(from), AlertOutcome::PlanCreated { plan }) if step > 0 => {
+                                info!(rule = %rule.name, %target, %plan, %from, step = step + 1, ?skipped, "escalated");
+                                AlertOutcome::Escalated { plan, step: step + 1, from }
+                            }
+                            (_, _, outcome) => outcome,
+                        };
+                    }
                 }
             }
+        }
+        AlertOutcome::Refused {
+            reason: API_UNAVAILABLE.into(),
+            message: format!("escalation state of rule {} kept changing underneath (other replicas)", rule.name),
         }
     }
 
