@@ -24,7 +24,6 @@ use serde_json::Value;
 use support::{ControllerProcess, TestNamespace};
 
 const PLAN_TIMEOUT: Duration = Duration::from_secs(60);
-const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 
 /// This test's own antibody.yml: one restartable target in the test namespace.
 fn config(ns: &str, key_file: &Path, fail_closed: bool) -> String {
@@ -58,13 +57,6 @@ async fn setup(client: &Client, ns: &str) {
 
 fn ready_reason(plan: &PatchPlan) -> String {
     plan.condition("Ready").map(|c| c.reason.clone()).unwrap_or_default()
-}
-
-async fn wait_reason(plans: &Api<PatchPlan>, name: &str, reason: &'static str) -> PatchPlan {
-    support::wait_for(plans.clone(), name, PLAN_TIMEOUT, move |p: Option<&PatchPlan>| {
-        p.and_then(|p| p.condition("Ready")).is_some_and(|c| c.reason == reason)
-    })
-    .await
 }
 
 /// `antibody audit verify ARGS`: (exit success, output).
@@ -115,7 +107,7 @@ async fn a_controller_killed_mid_plan_continues_the_anchored_chain() {
     let mut first = ControllerProcess::start(&yaml, &ns.name, &extra);
     first.wait_ready().await;
     support::apply_plan(&client, &ns.name, &restart("before-kill")).await;
-    wait_reason(&plans, "before-kill", "Applied").await;
+    support::wait_reason(&plans, "before-kill", "Applied").await;
 
     // Kill it while the next plan is mid-run: started, its rollout not yet complete.
     support::apply_plan(&client, &ns.name, &restart("mid-run")).await;
@@ -132,9 +124,9 @@ async fn a_controller_killed_mid_plan_continues_the_anchored_chain() {
     // A new controller on the same volume: the plan finishes, the chain goes on.
     let mut second = ControllerProcess::start(&yaml, &ns.name, &extra);
     second.wait_ready().await;
-    wait_reason(&plans, "mid-run", "Applied").await;
+    support::wait_reason(&plans, "mid-run", "Applied").await;
     support::apply_plan(&client, &ns.name, &restart("after-kill")).await;
-    wait_reason(&plans, "after-kill", "Applied").await;
+    support::wait_reason(&plans, "after-kill", "Applied").await;
     assert!(second.terminate().is_some_and(|s| s.success()), "graceful stop:\n{}", second.logs());
 
     let all = records(&dir);
@@ -202,33 +194,26 @@ async fn fail_closed_holds_plans_while_the_log_cannot_be_written() {
     controller.wait_ready().await;
     let plans: Api<PatchPlan> = Api::namespaced(client.clone(), &ns.name);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    let restarted_at = |d: &Deployment| {
-        d.spec
-            .as_ref()
-            .and_then(|s| s.template.metadata.as_ref())
-            .and_then(|m| m.annotations.as_ref())
-            .and_then(|a| a.get(RESTARTED_AT).cloned())
-    };
     support::apply_plan(&client, &ns.name, &restart("while-writable")).await;
-    wait_reason(&plans, "while-writable", "Applied").await;
-    let before = restarted_at(&deployments.get("core").await.expect("deployment"));
+    support::wait_reason(&plans, "while-writable", "Applied").await;
+    let before = support::restarted_at(&deployments.get("core").await.expect("deployment"));
 
     // The log's volume goes away: the next plan must not act.
     std::fs::remove_dir_all(&dir).expect("remove the audit directory");
     support::apply_plan(&client, &ns.name, &restart("while-unwritable")).await;
-    let held = wait_reason(&plans, "while-unwritable", "AuditUnavailable").await;
+    let held = support::wait_reason(&plans, "while-unwritable", "AuditUnavailable").await;
     let message = held.condition("Ready").map(|c| c.message.clone()).unwrap_or_default();
     assert!(message.contains("audit.fail_closed"), "{message}");
     // Held across retries (every 5 s), never acting meanwhile.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let still = plans.get("while-unwritable").await.expect("plan");
     assert_eq!(ready_reason(&still), "AuditUnavailable", "{:?}", still.status);
-    assert_eq!(restarted_at(&deployments.get("core").await.expect("deployment")), before, "nothing acted");
+    assert_eq!(support::restarted_at(&deployments.get("core").await.expect("deployment")), before, "nothing acted");
 
     // Back: the plan acts, after the loss is on record.
     std::fs::create_dir_all(&dir).expect("recreate the audit directory");
-    wait_reason(&plans, "while-unwritable", "Applied").await;
-    assert_ne!(restarted_at(&deployments.get("core").await.expect("deployment")), before, "it acted");
+    support::wait_reason(&plans, "while-unwritable", "Applied").await;
+    assert_ne!(support::restarted_at(&deployments.get("core").await.expect("deployment")), before, "it acted");
     let after = records(&dir);
     let first = after.first().expect("records after the gap");
     assert_eq!((first["kind"].as_str(), first["event"].as_str()), (Some("chain_break"), Some("write_failed")));

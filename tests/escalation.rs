@@ -10,7 +10,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use antibody::plan::{ActionType, PatchPlan, PatchPlanSpec, PlanAction};
@@ -20,7 +19,6 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::{ControllerProcess, TestNamespace};
 
-const PLAN_TIMEOUT: Duration = Duration::from_secs(60);
 const TOKEN: &str = "escalation-tests-token-0123456789";
 
 /// This test's own antibody.yml.
@@ -55,31 +53,6 @@ fn alert(port: u16, id: &str) -> Value {
     serde_json::from_str(&text).expect("JSON answer")
 }
 
-async fn wait_reason(plans: &Api<PatchPlan>, name: &str, reason: &'static str) -> PatchPlan {
-    support::wait_for(plans.clone(), name, PLAN_TIMEOUT, move |p: Option<&PatchPlan>| {
-        p.and_then(|p| p.condition("Ready")).is_some_and(|c| c.reason == reason)
-    })
-    .await
-}
-
-fn cli(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_antibody"))
-        .args(args)
-        .env("KUBECONFIG", support::kubeconfig_path())
-        .output()
-        .expect("run antibody");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
-
-fn restarted_at(deployment: &Deployment) -> Option<String> {
-    deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.annotations.as_ref())
-        .and_then(|a| a.get("kubectl.kubernetes.io/restartedAt").cloned())
-}
-
 fn restart(name: &str, target: &str) -> PatchPlan {
     PatchPlan::new(
         name,
@@ -98,14 +71,14 @@ async fn an_uncured_alert_climbs_the_ladder_then_pages_and_the_breaker_holds_the
     let first = alert(port, "hb-1");
     assert_eq!(first["outcome"], "plan_created", "{first}");
     let step1 = first["plan"].as_str().expect("plan").to_string();
-    wait_reason(&plans, &step1, "Applied").await;
+    support::wait_reason(&plans, &step1, "Applied").await;
 
     // The same problem again within cure_seconds: step 2, a new plan that says where it came from.
     let second = alert(port, "hb-2");
     assert_eq!((second["outcome"].as_str(), second["step"].as_u64()), (Some("escalated"), Some(2)), "{second}");
     assert_eq!(second["escalated_from"], step1.as_str());
     let step2 = second["plan"].as_str().expect("plan").to_string();
-    let plan = wait_reason(&plans, &step2, "Applied").await;
+    let plan = support::wait_reason(&plans, &step2, "Applied").await;
     let annotations = plan.annotations();
     assert_eq!(annotations.get("antibody.vael.io/escalated-from"), Some(&step1));
     assert!(
@@ -120,7 +93,7 @@ async fn an_uncured_alert_climbs_the_ladder_then_pages_and_the_breaker_holds_the
     let again = alert(port, "hb-4");
     assert_eq!(again["outcome"], "paged", "still paged within cure_seconds: {again}");
     assert_eq!(plans.list(&Default::default()).await.expect("list").items.len(), before, "no plan for a page");
-    let (ok, status) = cli(&["breaker", "status", "-n", &ns.name]);
+    let (ok, status) = support::antibody_cli(&["breaker", "status", "-n", &ns.name]);
     assert!(ok && status.contains("Core") && status.contains("escalation of rule heartbeat exhausted"), "{status}");
     // The last plan carries the page (audit: escalation_exhausted).
     let audit = controller.audit_dir.join("audit.jsonl");
@@ -139,18 +112,22 @@ async fn an_uncured_alert_climbs_the_ladder_then_pages_and_the_breaker_holds_the
 
     // With the breaker open, a plan on the target waits and does not act.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    let before = restarted_at(&deployments.get("core").await.expect("deployment"));
+    let before = support::restarted_at(&deployments.get("core").await.expect("deployment"));
     support::apply_plan(&client, &ns.name, &restart("manual-while-open", "Core")).await;
-    let held = wait_reason(&plans, "manual-while-open", "BreakerOpen").await;
+    let held = support::wait_reason(&plans, "manual-while-open", "BreakerOpen").await;
     let waiting = held.status.as_ref().and_then(|s| s.waiting_for.clone()).unwrap_or_default();
     assert!(waiting.contains("antibody breaker reset Core"), "{waiting}");
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(restarted_at(&deployments.get("core").await.expect("deployment")), before, "held, not acted");
+    assert_eq!(support::restarted_at(&deployments.get("core").await.expect("deployment")), before, "held, not acted");
 
-    let (ok, out) = cli(&["breaker", "reset", "Core", "-n", &ns.name]);
+    let (ok, out) = support::antibody_cli(&["breaker", "reset", "Core", "-n", &ns.name]);
     assert!(ok && out.contains("reset by"), "{out}");
-    wait_reason(&plans, "manual-while-open", "Applied").await;
-    assert_ne!(restarted_at(&deployments.get("core").await.expect("deployment")), before, "acted after the reset");
+    support::wait_reason(&plans, "manual-while-open", "Applied").await;
+    assert_ne!(
+        support::restarted_at(&deployments.get("core").await.expect("deployment")),
+        before,
+        "acted after the reset"
+    );
 }
 
 #[tokio::test]
@@ -161,7 +138,7 @@ async fn an_alert_after_cure_seconds_starts_a_new_episode() {
     let plans: Api<PatchPlan> = Api::namespaced(client.clone(), &ns.name);
     let first = alert(controller.http_port, "cured-1");
     let step1 = first["plan"].as_str().expect("plan").to_string();
-    wait_reason(&plans, &step1, "Applied").await;
+    support::wait_reason(&plans, &step1, "Applied").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let next = alert(controller.http_port, "cured-2");
     assert_eq!(next["outcome"], "plan_created", "cured: step 1 again, not escalated: {next}");
@@ -182,18 +159,18 @@ async fn consecutive_failures_open_a_targets_breaker() {
     // Ghost's Deployment does not exist: each restart fails TargetNotFound.
     for name in ["ghost-1", "ghost-2"] {
         support::apply_plan(&client, &ns.name, &restart(name, "Ghost")).await;
-        wait_reason(&plans, name, "TargetNotFound").await;
+        support::wait_reason(&plans, name, "TargetNotFound").await;
     }
     support::apply_plan(&client, &ns.name, &restart("ghost-3", "Ghost")).await;
-    let held = wait_reason(&plans, "ghost-3", "BreakerOpen").await;
+    let held = support::wait_reason(&plans, "ghost-3", "BreakerOpen").await;
     let message = held.condition("Ready").map(|c| c.message.clone()).unwrap_or_default();
     assert!(message.contains("2 failed plans in a row") && message.contains("ghost-2"), "{message}");
     // Other targets are not held.
     support::apply_plan(&client, &ns.name, &restart("core-ok", "Core")).await;
-    wait_reason(&plans, "core-ok", "Applied").await;
-    let (ok, status) = cli(&["breaker", "status", "-n", &ns.name]);
+    support::wait_reason(&plans, "core-ok", "Applied").await;
+    let (ok, status) = support::antibody_cli(&["breaker", "status", "-n", &ns.name]);
     assert!(ok && status.lines().any(|l| l.starts_with("Ghost") && l.contains(" 2 ")), "{status}");
-    let (ok, out) = cli(&["breaker", "reset", "Ghost", "-n", &ns.name]);
+    let (ok, out) = support::antibody_cli(&["breaker", "reset", "Ghost", "-n", &ns.name]);
     assert!(ok, "{out}");
-    wait_reason(&plans, "ghost-3", "TargetNotFound").await;
+    support::wait_reason(&plans, "ghost-3", "TargetNotFound").await;
 }

@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use antibody::approval::{self, APPROVAL_ANNOTATION, Decision, Verdict};
@@ -103,25 +102,6 @@ fn ready(plan: &PatchPlan) -> (String, String) {
     plan.condition("Ready").map(|c| (c.status.clone(), c.reason.clone())).unwrap_or_default()
 }
 
-/// Wait until the plan's Ready condition has `reason`.
-async fn wait_reason(plans: &Api<PatchPlan>, name: &str, reason: &'static str) -> PatchPlan {
-    support::wait_for(plans.clone(), name, PLAN_TIMEOUT, move |p: Option<&PatchPlan>| {
-        p.and_then(|p| p.condition("Ready")).is_some_and(|c| c.reason == reason)
-    })
-    .await
-}
-
-/// The `antibody` CLI with the test cluster's kubeconfig: (success, stdout + stderr).
-fn cli(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_antibody"))
-        .args(args)
-        .env("KUBECONFIG", support::kubeconfig_path())
-        .output()
-        .expect("run antibody");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
 fn audit_text(controller: &ControllerProcess) -> String {
     std::fs::read_to_string(controller.audit_dir.join("audit.jsonl")).unwrap_or_default()
 }
@@ -162,7 +142,7 @@ approvals:
     }
     let crit = support::wait_for(plans.clone(), "crit", PLAN_TIMEOUT, support::plan_finished()).await;
     assert_eq!(ready(&crit), ("True".into(), "Applied".into()), "critical auto-approved");
-    let waiting = wait_reason(&plans, "by-cli", "AwaitingApproval").await;
+    let waiting = support::wait_reason(&plans, "by-cli", "AwaitingApproval").await;
     assert_eq!(ready(&waiting).0, "False");
     let status = waiting.status.clone().expect("status");
     assert!(status.waiting_for.as_deref().is_some_and(|w| w.starts_with("approval until")), "{status:?}");
@@ -186,7 +166,8 @@ approvals:
     }
 
     // CLI approval with the reviewed digest → runs; the audit records who.
-    let (ok, text) = cli(&["approve", "-n", &ns.name, "by-cli", "--digest", &digest, "--reason", "reviewed"]);
+    let (ok, text) =
+        support::antibody_cli(&["approve", "-n", &ns.name, "by-cli", "--digest", &digest, "--reason", "reviewed"]);
     assert!(ok, "{text}");
     let plan = support::wait_for(plans.clone(), "by-cli", PLAN_TIMEOUT, support::plan_finished()).await;
     assert_eq!(ready(&plan), ("True".into(), "Applied".into()), "{:?}", plan.condition("Ready"));
@@ -253,7 +234,7 @@ approvals:
     assert_eq!(plan.condition("Stalled").map(|c| c.reason.clone()).as_deref(), Some("ApprovalExpired"));
     assert!(plan.status.as_ref().expect("status").actions.iter().all(|a| a.state == StepState::Pending));
     // Deciding on a finished plan is refused.
-    let (ok, text) = cli(&["approve", "-n", &ns.name, "stale"]);
+    let (ok, text) = support::antibody_cli(&["approve", "-n", &ns.name, "stale"]);
     assert!(!ok && text.contains("already finished"), "{text}");
 
     // The audit log holds every decision.
@@ -313,7 +294,7 @@ async fn change_windows_wait_or_refuse_and_freezes_expire() {
     assert_eq!(stalled.reason, "OutsideWindow", "{}", stalled.message);
     assert!(stalled.message.contains("sentinel-later"), "{}", stalled.message);
 
-    let waiting = wait_reason(&plans, "ui", "OutsideWindow").await;
+    let waiting = support::wait_reason(&plans, "ui", "OutsideWindow").await;
     assert!(jiff::Timestamp::now() < opens_at, "the window opened before the check: machine too slow");
     let waits = waiting.status.as_ref().and_then(|s| s.waiting_for.clone()).unwrap_or_default();
     assert!(waits.starts_with("window opens"), "{waits}");
@@ -326,11 +307,11 @@ async fn change_windows_wait_or_refuse_and_freezes_expire() {
     assert!(started >= opens_at, "acted at {started}, before the window opened at {opens_at}");
 
     // Freeze the namespace for 15 s: a plan waits `Frozen`, then runs once the freeze expired.
-    let (ok, text) = cli(&["freeze", &ns.name, "--reason", "release 4.2", "--for-seconds", "15"]);
+    let (ok, text) = support::antibody_cli(&["freeze", &ns.name, "--reason", "release 4.2", "--for-seconds", "15"]);
     assert!(ok, "{text}");
     let freeze_ends = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(15);
     support::apply_plan(&client, &ns.name, &restart("core", "VAEL_Core", None)).await;
-    let frozen = wait_reason(&plans, "core", "Frozen").await;
+    let frozen = support::wait_reason(&plans, "core", "Frozen").await;
     let message = frozen.condition("Ready").expect("Ready").message.clone();
     assert!(message.contains("release 4.2") && message.contains("by user:"), "{message}");
     let plan = support::wait_for(plans.clone(), "core", PLAN_TIMEOUT, support::plan_finished()).await;
@@ -339,8 +320,8 @@ async fn change_windows_wait_or_refuse_and_freezes_expire() {
     assert!(started + jiff::SignedDuration::from_secs(2) >= freeze_ends, "acted at {started} during the freeze");
 
     // Bad input changes nothing.
-    let (ok, text) = cli(&["freeze", &ns.name, "--reason", " ", "--for-seconds", "10"]);
+    let (ok, text) = support::antibody_cli(&["freeze", &ns.name, "--reason", " ", "--for-seconds", "10"]);
     assert!(!ok && text.contains("--reason"), "{text}");
-    let (ok, text) = cli(&["unfreeze", &ns.name]);
+    let (ok, text) = support::antibody_cli(&["unfreeze", &ns.name]);
     assert!(ok, "{text}");
 }

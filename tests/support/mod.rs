@@ -213,6 +213,35 @@ pub fn plan_condition(type_: &'static str, status: &'static str) -> impl Conditi
     move |p: Option<&PatchPlan>| p.and_then(|p| p.condition(type_)).is_some_and(|c| c.status == status)
 }
 
+/// Wait (at most 60 s) until the plan's Ready condition has `reason`.
+pub async fn wait_reason(plans: &Api<PatchPlan>, name: &str, reason: &'static str) -> PatchPlan {
+    wait_for(plans.clone(), name, Duration::from_secs(60), move |p: Option<&PatchPlan>| {
+        p.and_then(|p| p.condition("Ready")).is_some_and(|c| c.reason == reason)
+    })
+    .await
+}
+
+/// The `antibody` CLI with the test cluster's kubeconfig: (success, stdout + stderr).
+pub fn antibody_cli(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_antibody"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig_path())
+        .output()
+        .expect("run antibody");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// The pod template's `kubectl.kubernetes.io/restartedAt` (changes with every restart).
+pub fn restarted_at(deployment: &Deployment) -> Option<String> {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get("kubectl.kubernetes.io/restartedAt").cloned())
+}
+
 /// A plan reached a terminal phase.
 pub fn plan_finished() -> impl Condition<PatchPlan> + Clone {
     |p: Option<&PatchPlan>| p.is_some_and(|p| p.phase().is_terminal())
