@@ -271,6 +271,11 @@ async fn grpc_feed_matrix_end_to_end_survives_a_feed_restart() {
         feed_total(&metrics(http_port), "grpc") >= ids.len() as u64
     })
     .await;
+    // The feed logs each send after writing it; the controller may count it first.
+    eventually("the feed logged its sends", Duration::from_secs(5), || {
+        feed_b.events("sent").len() >= ids.len() - handled
+    })
+    .await;
     let subscriptions = feed_b.events("subscribe");
     assert_eq!(
         subscriptions[0]["resume_after_id"],
