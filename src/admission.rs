@@ -3,23 +3,19 @@
 
 use crate::config::{Config, ResolvedTarget};
 use crate::plan::{ActionType, PatchPlan, PatchPlanSpec};
+use crate::reason::Reason;
 use crate::validate;
 
 /// Why a plan was refused; `reason` becomes the condition reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
-pub const NOT_ALLOWED: &str = "NotAllowed";
-pub const SIGNATURE_INVALID: &str = "SignatureInvalid";
-pub const INVALID_SPEC: &str = "InvalidSpec";
-pub const NAMESPACE_NOT_ALLOWED: &str = "NamespaceNotAllowed";
-pub const SIGNATURE_REPLAYED: &str = "SignatureReplayed";
 pub const MAX_ACTIONS: usize = 16;
 
-fn refuse(reason: &'static str, message: String) -> Refusal {
+fn refuse(reason: Reason, message: String) -> Refusal {
     Refusal { reason, message }
 }
 
@@ -28,7 +24,7 @@ fn refuse(reason: &'static str, message: String) -> Refusal {
 pub fn admit(config: &Config, spec: &PatchPlanSpec, plan_namespace: &str) -> Result<Vec<ResolvedTarget>, Refusal> {
     if spec.actions.is_empty() || spec.actions.len() > MAX_ACTIONS {
         return Err(refuse(
-            INVALID_SPEC,
+            Reason::InvalidSpec,
             format!("a plan holds 1 to {MAX_ACTIONS} actions, not {}", spec.actions.len()),
         ));
     }
@@ -39,10 +35,10 @@ pub fn admit(config: &Config, spec: &PatchPlanSpec, plan_namespace: &str) -> Res
             let at = format!("actions[{i}] {}", action.describe());
             let target = config
                 .resolve(&action.target, plan_namespace)
-                .map_err(|e| refuse(NOT_ALLOWED, format!("{at}: {e}")))?;
+                .map_err(|e| refuse(Reason::NotAllowed, format!("{at}: {e}")))?;
             if !config.actions.allows(action.action, &action.target) {
                 return Err(refuse(
-                    NOT_ALLOWED,
+                    Reason::NotAllowed,
                     format!(
                         "{at}: antibody.yml does not whitelist {} for target {}",
                         action.action.config_name(),
@@ -53,26 +49,29 @@ pub fn admit(config: &Config, spec: &PatchPlanSpec, plan_namespace: &str) -> Res
             match action.action {
                 ActionType::EditEnv => {
                     if action.backup.is_some() {
-                        return Err(refuse(INVALID_SPEC, format!("{at}: editEnv takes no backup")));
+                        return Err(refuse(Reason::InvalidSpec, format!("{at}: editEnv takes no backup")));
                     }
                     let (Some(key), Some(value)) = (&action.key, &action.value) else {
-                        return Err(refuse(INVALID_SPEC, format!("{at}: editEnv needs key and value")));
+                        return Err(refuse(Reason::InvalidSpec, format!("{at}: editEnv needs key and value")));
                     };
-                    validate::env_key(key).map_err(|e| refuse(INVALID_SPEC, format!("{at}: {e}")))?;
-                    validate::env_value(value).map_err(|e| refuse(INVALID_SPEC, format!("{at}: {e}")))?;
+                    validate::env_key(key).map_err(|e| refuse(Reason::InvalidSpec, format!("{at}: {e}")))?;
+                    validate::env_value(value).map_err(|e| refuse(Reason::InvalidSpec, format!("{at}: {e}")))?;
                     if target.config_map.is_none() {
-                        return Err(refuse(NOT_ALLOWED, format!("{at}: target {} has no config_map", action.target)));
+                        return Err(refuse(
+                            Reason::NotAllowed,
+                            format!("{at}: target {} has no config_map", action.target),
+                        ));
                     }
                     if target.env_keys.as_ref().is_some_and(|keys| !keys.contains(key)) {
                         return Err(refuse(
-                            NOT_ALLOWED,
+                            Reason::NotAllowed,
                             format!("{at}: key {key} is not in targets.{}.env_keys", action.target),
                         ));
                     }
                     // Loader/interpreter variables only when env_keys names them (every path).
                     if validate::dangerous_env_key(key) && !target.env_keys.as_ref().is_some_and(|k| k.contains(key)) {
                         return Err(refuse(
-                            NOT_ALLOWED,
+                            Reason::NotAllowed,
                             format!(
                                 "{at}: key {key} changes how programs load or run: list it in targets.{}.env_keys",
                                 action.target
@@ -82,19 +81,23 @@ pub fn admit(config: &Config, spec: &PatchPlanSpec, plan_namespace: &str) -> Res
                 }
                 ActionType::Rollback => {
                     let Some(backup) = &action.backup else {
-                        return Err(refuse(INVALID_SPEC, format!("{at}: rollback needs the backup to restore")));
+                        return Err(refuse(Reason::InvalidSpec, format!("{at}: rollback needs the backup to restore")));
                     };
-                    validate::dns1123_subdomain(backup).map_err(|e| refuse(INVALID_SPEC, format!("{at}: {e}")))?;
+                    validate::dns1123_subdomain(backup)
+                        .map_err(|e| refuse(Reason::InvalidSpec, format!("{at}: {e}")))?;
                     if action.key.is_some() || action.value.is_some() {
-                        return Err(refuse(INVALID_SPEC, format!("{at}: only editEnv takes key and value")));
+                        return Err(refuse(Reason::InvalidSpec, format!("{at}: only editEnv takes key and value")));
                     }
                     if target.config_map.is_none() {
-                        return Err(refuse(NOT_ALLOWED, format!("{at}: target {} has no config_map", action.target)));
+                        return Err(refuse(
+                            Reason::NotAllowed,
+                            format!("{at}: target {} has no config_map", action.target),
+                        ));
                     }
                 }
                 ActionType::Restart | ActionType::ReloadFlask | ActionType::DeletePod => {
                     if action.key.is_some() || action.value.is_some() || action.backup.is_some() {
-                        return Err(refuse(INVALID_SPEC, format!("{at}: only editEnv takes key and value")));
+                        return Err(refuse(Reason::InvalidSpec, format!("{at}: only editEnv takes key and value")));
                     }
                 }
             }
@@ -111,7 +114,7 @@ pub fn check_namespace(config: &Config, plan_namespace: &str, watched: Option<&s
         return Ok(());
     }
     Err(refuse(
-        NAMESPACE_NOT_ALLOWED,
+        Reason::NamespaceNotAllowed,
         format!("plans in namespace {plan_namespace} are not honoured; allowed: {allowed:?} (safety.plan_namespaces)"),
     ))
 }
@@ -134,7 +137,7 @@ pub fn check_signature(
     } else {
         crate::signing::verify_ignoring_expiry(plan, &keys)
     };
-    verified.map(Some).map_err(|e| refuse(SIGNATURE_INVALID, e.to_string()))
+    verified.map(Some).map_err(|e| refuse(Reason::SignatureInvalid, e.to_string()))
 }
 
 #[cfg(test)]
@@ -170,7 +173,7 @@ targets:
             a.value = value.map(Into::into);
             a
         };
-        let cases: Vec<(&str, Vec<PlanAction>, Result<(), &str>)> = vec![
+        let cases: Vec<(&str, Vec<PlanAction>, Result<(), Reason>)> = vec![
             ("restart whitelisted", vec![PlanAction::new(ActionType::Restart, "VAEL_Core")], Ok(())),
             ("reload whitelisted", vec![PlanAction::new(ActionType::ReloadFlask, "VAEL_UI")], Ok(())),
             (
@@ -184,41 +187,53 @@ targets:
             (
                 "restart not whitelisted for target",
                 vec![PlanAction::new(ActionType::Restart, "Sentinel")],
-                Err(NOT_ALLOWED),
+                Err(Reason::NotAllowed),
             ),
-            ("reload not whitelisted", vec![PlanAction::new(ActionType::ReloadFlask, "VAEL_Core")], Err(NOT_ALLOWED)),
-            ("unknown target", vec![PlanAction::new(ActionType::Restart, "Nope")], Err(NOT_ALLOWED)),
-            ("hostile target", vec![PlanAction::new(ActionType::Restart, "../etc")], Err(NOT_ALLOWED)),
+            (
+                "reload not whitelisted",
+                vec![PlanAction::new(ActionType::ReloadFlask, "VAEL_Core")],
+                Err(Reason::NotAllowed),
+            ),
+            ("unknown target", vec![PlanAction::new(ActionType::Restart, "Nope")], Err(Reason::NotAllowed)),
+            ("hostile target", vec![PlanAction::new(ActionType::Restart, "../etc")], Err(Reason::NotAllowed)),
             (
                 "second action refused refuses all",
                 vec![
                     PlanAction::new(ActionType::Restart, "VAEL_Core"),
                     PlanAction::new(ActionType::Restart, "Sentinel"),
                 ],
-                Err(NOT_ALLOWED),
+                Err(Reason::NotAllowed),
             ),
-            ("key outside env_keys", vec![PlanAction::edit_env("Locked", "SECRET", "x")], Err(NOT_ALLOWED)),
+            ("key outside env_keys", vec![PlanAction::edit_env("Locked", "SECRET", "x")], Err(Reason::NotAllowed)),
             ("key inside env_keys", vec![PlanAction::edit_env("Locked", "LOG_LEVEL", "x")], Ok(())),
             (
                 "loader variable, no env_keys",
                 vec![PlanAction::edit_env("VAEL_Core", "LD_PRELOAD", "/x.so")],
-                Err(NOT_ALLOWED),
+                Err(Reason::NotAllowed),
             ),
-            ("interpreter variable", vec![PlanAction::edit_env("VAEL_Core", "PYTHONPATH", "/tmp")], Err(NOT_ALLOWED)),
-            ("newline in value", vec![PlanAction::edit_env("VAEL_Core", "K", "V\nX=Y")], Err(INVALID_SPEC)),
-            ("bad key", vec![PlanAction::edit_env("VAEL_Core", "A-B", "v")], Err(INVALID_SPEC)),
+            (
+                "interpreter variable",
+                vec![PlanAction::edit_env("VAEL_Core", "PYTHONPATH", "/tmp")],
+                Err(Reason::NotAllowed),
+            ),
+            ("newline in value", vec![PlanAction::edit_env("VAEL_Core", "K", "V\nX=Y")], Err(Reason::InvalidSpec)),
+            ("bad key", vec![PlanAction::edit_env("VAEL_Core", "A-B", "v")], Err(Reason::InvalidSpec)),
             (
                 "editEnv without value",
                 vec![with(PlanAction::new(ActionType::EditEnv, "VAEL_Core"), Some("K"), None)],
-                Err(INVALID_SPEC),
+                Err(Reason::InvalidSpec),
             ),
             (
                 "restart with key",
                 vec![with(PlanAction::new(ActionType::Restart, "VAEL_Core"), Some("K"), Some("v"))],
-                Err(INVALID_SPEC),
+                Err(Reason::InvalidSpec),
             ),
-            ("no actions", vec![], Err(INVALID_SPEC)),
-            ("rollback needs a backup", vec![PlanAction::new(ActionType::Rollback, "VAEL_Core")], Err(INVALID_SPEC)),
+            ("no actions", vec![], Err(Reason::InvalidSpec)),
+            (
+                "rollback needs a backup",
+                vec![PlanAction::new(ActionType::Rollback, "VAEL_Core")],
+                Err(Reason::InvalidSpec),
+            ),
             (
                 "rollback",
                 vec![with_backup(PlanAction::new(ActionType::Rollback, "VAEL_Core"), "vael-core-env-bk-1")],
@@ -227,19 +242,23 @@ targets:
             (
                 "rollback bad name",
                 vec![with_backup(PlanAction::new(ActionType::Rollback, "VAEL_Core"), "../x")],
-                Err(INVALID_SPEC),
+                Err(Reason::InvalidSpec),
             ),
             (
                 "rollback needs edit right",
                 vec![with_backup(PlanAction::new(ActionType::Rollback, "VAEL_UI"), "b")],
-                Err(NOT_ALLOWED),
+                Err(Reason::NotAllowed),
             ),
             ("deletePod rides on restart", vec![PlanAction::new(ActionType::DeletePod, "VAEL_Core")], Ok(())),
-            ("deletePod not whitelisted", vec![PlanAction::new(ActionType::DeletePod, "VAEL_UI")], Err(NOT_ALLOWED)),
+            (
+                "deletePod not whitelisted",
+                vec![PlanAction::new(ActionType::DeletePod, "VAEL_UI")],
+                Err(Reason::NotAllowed),
+            ),
             (
                 "too many actions",
                 vec![PlanAction::new(ActionType::Restart, "VAEL_Core"); MAX_ACTIONS + 1],
-                Err(INVALID_SPEC),
+                Err(Reason::InvalidSpec),
             ),
         ];
         for (name, actions, want) in cases {
@@ -261,7 +280,7 @@ targets:
             let got = check_namespace(&config, namespace, watched);
             assert_eq!(got.is_ok(), ok, "{namespace} watched {watched:?}");
             if let Err(refusal) = got {
-                assert_eq!(refusal.reason, NAMESPACE_NOT_ALLOWED);
+                assert_eq!(refusal.reason, Reason::NamespaceNotAllowed);
             }
         }
         let listed = Config::from_yaml(&format!("{CONFIG}\nsafety: {{plan_namespaces: [a, b]}}")).expect("valid");

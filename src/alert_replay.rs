@@ -176,8 +176,9 @@ pub fn read_inputs(files: &[(String, String)]) -> Result<Inputs, String> {
     Ok(Inputs { cases: cases.into_iter().map(|(_, case)| case).collect(), skipped_records })
 }
 
-/// Audit events that end a plan (see `report::TransitionKind`).
-const TERMINAL_EVENTS: [&str; 4] = ["patch_applied", "patch_unverified", "dry_run", "patch_failed"];
+/// Audit events that end a plan (see `report::TransitionKind`); `dry_run` is what logs written
+/// before the one name map called `patch_dry_run`.
+const TERMINAL_EVENTS: [&str; 5] = ["patch_applied", "patch_unverified", "patch_dry_run", "dry_run", "patch_failed"];
 
 fn is_audit_record(value: &Value) -> bool {
     ["kind", "seq", "prev", "event"].iter().all(|key| value.get(key).is_some())

@@ -36,9 +36,6 @@ use crate::plan::{PatchPlan, PatchPlanSpec};
 use crate::tokens::{Scope, TokenStore};
 
 pub const APPROVAL_ANNOTATION: &str = "antibody.vael.io/approval";
-pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
-pub const APPROVAL_EXPIRED: &str = "ApprovalExpired";
-pub const DENIED: &str = "Denied";
 /// `POST` here (scope `approve`): `{"reason"?, "digest"?, "ttl_seconds"?}`.
 pub const APPROVE_PATH: &str = "/api/antibody/plans/{namespace}/{name}/approve";
 pub const DENY_PATH: &str = "/api/antibody/plans/{namespace}/{name}/deny";

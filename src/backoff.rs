@@ -1,5 +1,6 @@
 //! One backoff for everything that retries: NEXUS feed reconnects, watch re-connects, reconcile
-//! requeues, notifier redelivery. Exponential from `base`, capped at `cap`. Callers that many
+//! requeues, notifier redelivery, plan creation; and one rule for which Kubernetes API errors
+//! are worth retrying ([`api_failure`]). Exponential from `base`, capped at `cap`. Callers that many
 //! replicas run at once (reconnects) add "equal jitter" — half fixed, half random — so replicas
 //! do not retry in lock-step; the others use the deterministic ceiling.
 
@@ -72,6 +73,32 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
     }
 }
 
+/// What a failed Kubernetes API call means for whoever retries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiFailure {
+    /// Unreachable or shedding load (connect/transport error, 429, 5xx): retry soon; the
+    /// request itself is fine.
+    Unavailable,
+    /// 409: the object changed or exists; re-read and retry.
+    Conflict,
+    /// Any other answer (400, 403, 404, 422, a response that would not decode): final.
+    Rejected,
+}
+
+/// The one rule: intake (plan creation), the plans REST and the reconciler's backoff use it.
+pub fn api_failure(error: &kube::Error) -> ApiFailure {
+    match error {
+        kube::Error::Api(status) if status.code == 409 => ApiFailure::Conflict,
+        // 0: kube could not read a status code from the answer (a proxy's error page).
+        kube::Error::Api(status) if status.code == 429 || status.code >= 500 || status.code == 0 => {
+            ApiFailure::Unavailable
+        }
+        kube::Error::Api(_) => ApiFailure::Rejected,
+        kube::Error::Service(_) | kube::Error::HyperError(_) => ApiFailure::Unavailable,
+        _ => ApiFailure::Rejected,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +125,26 @@ mod tests {
             assert!(d <= Duration::from_secs(5) && d >= Duration::from_millis(50), "{attempt}: {d:?}");
         }
         assert_eq!(Backoff::new(Duration::from_secs(2), Duration::from_secs(1)).cap, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn api_failures_are_classified_once() {
+        let api = |code| kube::Error::Api(kube::core::Status::failure("x", "y").with_code(code).boxed());
+        let cases = [
+            (api(429), ApiFailure::Unavailable),
+            (api(500), ApiFailure::Unavailable),
+            (api(503), ApiFailure::Unavailable),
+            (api(0), ApiFailure::Unavailable),
+            (api(409), ApiFailure::Conflict),
+            (api(400), ApiFailure::Rejected),
+            (api(403), ApiFailure::Rejected),
+            (api(404), ApiFailure::Rejected),
+            (api(422), ApiFailure::Rejected),
+            (kube::Error::LinesCodecMaxLineLengthExceeded, ApiFailure::Rejected),
+        ];
+        for (error, want) in cases {
+            assert_eq!(api_failure(&error), want, "{error}");
+        }
     }
 
     #[test]

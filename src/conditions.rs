@@ -5,6 +5,7 @@
 //! `lastTransitionTime` only moves when a condition's status flips, so rewriting the same
 //! outcome is byte-identical and does not re-trigger the controller.
 
+use crate::reason::Reason;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 pub const READY: &str = "Ready";
@@ -16,7 +17,7 @@ pub const STALLED: &str = "Stalled";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Actions are running (or about to).
-    InProgress { reason: String, message: String },
+    InProgress { reason: Reason, message: String },
     /// Every action succeeded.
     Applied { message: String },
     /// Every action was proven with `dryRun=All`; nothing changed.
@@ -25,16 +26,16 @@ pub enum Outcome {
     /// SIGHUP with no `verify` probe): `Ready=True`, `PatchApplied=Unknown`, reason `Unverified`.
     Unverified { message: String },
     /// Refused or failed; terminal.
-    Failed { reason: String, message: String },
+    Failed { reason: Reason, message: String },
 }
 
 impl Outcome {
-    pub fn in_progress(reason: &str, message: impl Into<String>) -> Self {
-        Outcome::InProgress { reason: reason.into(), message: message.into() }
+    pub fn in_progress(reason: Reason, message: impl Into<String>) -> Self {
+        Outcome::InProgress { reason, message: message.into() }
     }
 
-    pub fn failed(reason: &str, message: impl Into<String>) -> Self {
-        Outcome::Failed { reason: reason.into(), message: message.into() }
+    pub fn failed(reason: Reason, message: impl Into<String>) -> Self {
+        Outcome::Failed { reason, message: message.into() }
     }
 }
 
@@ -44,11 +45,11 @@ pub fn compute(outcome: &Outcome, generation: Option<i64>, now: &Time, previous:
     const T: &str = "True";
     const F: &str = "False";
     let (ready, applied, reconciling, stalled, reason, message) = match outcome {
-        Outcome::InProgress { reason, message } => (F, F, T, F, reason.as_str(), message.as_str()),
-        Outcome::Applied { message } => (T, T, F, F, "Applied", message.as_str()),
-        Outcome::DryRun { message } => (T, F, F, F, "DryRun", message.as_str()),
-        Outcome::Unverified { message } => (T, "Unknown", F, F, crate::effect::UNVERIFIED, message.as_str()),
-        Outcome::Failed { reason, message } => (F, F, F, T, reason.as_str(), message.as_str()),
+        Outcome::InProgress { reason, message } => (F, F, T, F, *reason, message.as_str()),
+        Outcome::Applied { message } => (T, T, F, F, Reason::Applied, message.as_str()),
+        Outcome::DryRun { message } => (T, F, F, F, Reason::DryRun, message.as_str()),
+        Outcome::Unverified { message } => (T, "Unknown", F, F, Reason::Unverified, message.as_str()),
+        Outcome::Failed { reason, message } => (F, F, F, T, *reason, message.as_str()),
     };
     [(READY, ready), (PATCH_APPLIED, applied), (RECONCILING, reconciling), (STALLED, stalled)]
         .into_iter()
@@ -95,7 +96,7 @@ mod tests {
         }
         let cases = [
             Case {
-                outcome: Outcome::in_progress("RolloutInProgress", "waiting"),
+                outcome: Outcome::in_progress(Reason::RolloutInProgress, "waiting"),
                 ready: "False",
                 applied: "False",
                 reconciling: "True",
@@ -127,7 +128,7 @@ mod tests {
                 reason: "Unverified",
             },
             Case {
-                outcome: Outcome::failed("NotAllowed", "no"),
+                outcome: Outcome::failed(Reason::NotAllowed, "no"),
                 ready: "False",
                 applied: "False",
                 reconciling: "False",
@@ -148,8 +149,8 @@ mod tests {
 
     #[test]
     fn transition_time_moves_only_when_status_flips() {
-        let first = compute(&Outcome::in_progress("Started", "a"), Some(1), &at(10), &[]);
-        let again = compute(&Outcome::in_progress("RolloutInProgress", "b"), Some(1), &at(20), &first);
+        let first = compute(&Outcome::in_progress(Reason::Started, "a"), Some(1), &at(10), &[]);
+        let again = compute(&Outcome::in_progress(Reason::RolloutInProgress, "b"), Some(1), &at(20), &first);
         assert_eq!(get(&again, READY).last_transition_time, at(10), "Ready stayed False");
         assert_eq!(get(&again, RECONCILING).last_transition_time, at(10), "Reconciling stayed True");
         let done = compute(&Outcome::Applied { message: "c".into() }, Some(1), &at(30), &again);

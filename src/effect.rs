@@ -8,6 +8,7 @@
 //! probe passing. An effect that cannot be observed (a bare SIGHUP with no probe) is reported as
 //! delivered but unverified, never as applied.
 
+use crate::reason::Reason;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -200,7 +201,7 @@ impl ExpectedEnv {
 }
 
 /// What a failed companion call means, from its exit code (the CLI's documented contract).
-pub fn companion_failure(code: Option<i32>, output: &str) -> (CompanionFailure, &'static str) {
+pub fn companion_failure(code: Option<i32>, output: &str) -> (CompanionFailure, Reason) {
     use CompanionFailure::*;
     let kind = match code {
         Some(3) => EnvNotSynced,
@@ -230,23 +231,15 @@ pub enum CompanionFailure {
     Other,
 }
 
-/// A command run through `pods/exec` exited non-zero.
-pub const NON_ZERO_EXIT_CODE: &str = "NonZeroExitCode";
-pub const VERIFICATION_FAILED: &str = "VerificationFailed";
-pub const ENV_NOT_SYNCED: &str = "EnvNotSynced";
-pub const COMPANION_MISSING: &str = "CompanionMissing";
-/// Condition reason of a plan whose actions were all carried out but not all observed.
-pub const UNVERIFIED: &str = "Unverified";
-
 impl CompanionFailure {
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> Reason {
         match self {
-            CompanionFailure::EnvNotSynced => ENV_NOT_SYNCED,
+            CompanionFailure::EnvNotSynced => Reason::EnvNotSynced,
             CompanionFailure::NotAcknowledged | CompanionFailure::NoWorkers | CompanionFailure::NoMaster => {
-                VERIFICATION_FAILED
+                Reason::VerificationFailed
             }
-            CompanionFailure::Missing => COMPANION_MISSING,
-            CompanionFailure::Other => NON_ZERO_EXIT_CODE,
+            CompanionFailure::Missing => Reason::CompanionMissing,
+            CompanionFailure::Other => Reason::NonZeroExitCode,
         }
     }
 }
@@ -258,14 +251,14 @@ mod tests {
     #[test]
     fn companion_exit_codes_map_to_reasons() {
         let cases = [
-            (Some(3), "", CompanionFailure::EnvNotSynced, "EnvNotSynced"),
-            (Some(4), "", CompanionFailure::NotAcknowledged, "VerificationFailed"),
-            (Some(5), "", CompanionFailure::NoWorkers, "VerificationFailed"),
-            (Some(6), "", CompanionFailure::NoMaster, "VerificationFailed"),
-            (Some(1), "No module named antibody_reload", CompanionFailure::Missing, "CompanionMissing"),
-            (Some(127), "", CompanionFailure::Missing, "CompanionMissing"),
-            (Some(1), "Traceback", CompanionFailure::Other, "NonZeroExitCode"),
-            (None, "", CompanionFailure::Other, "NonZeroExitCode"),
+            (Some(3), "", CompanionFailure::EnvNotSynced, Reason::EnvNotSynced),
+            (Some(4), "", CompanionFailure::NotAcknowledged, Reason::VerificationFailed),
+            (Some(5), "", CompanionFailure::NoWorkers, Reason::VerificationFailed),
+            (Some(6), "", CompanionFailure::NoMaster, Reason::VerificationFailed),
+            (Some(1), "No module named antibody_reload", CompanionFailure::Missing, Reason::CompanionMissing),
+            (Some(127), "", CompanionFailure::Missing, Reason::CompanionMissing),
+            (Some(1), "Traceback", CompanionFailure::Other, Reason::NonZeroExitCode),
+            (None, "", CompanionFailure::Other, Reason::NonZeroExitCode),
         ];
         for (code, output, kind, reason) in cases {
             assert_eq!(companion_failure(code, output), (kind, reason), "{code:?} {output:?}");

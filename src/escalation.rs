@@ -29,8 +29,6 @@ use crate::plan::{PatchPlan, Phase};
 
 pub const LADDER_CONFIG_MAP: &str = "antibody-escalation";
 pub const BREAKER_CONFIG_MAP: &str = "antibody-breakers";
-/// Condition reason of a plan held by an open breaker.
-pub const BREAKER_OPEN: &str = "BreakerOpen";
 /// On a plan created by a ladder: `<rule>/<target> step <n>`.
 pub const ESCALATION_ANNOTATION: &str = "antibody.vael.io/escalation";
 /// On a plan created by a ladder: the plan of the step before it.

@@ -73,7 +73,7 @@ pub async fn acquire(
         .with_grace(settings.grace_seconds)
         .build()
         .await
-        .map_err(|e| crate::Error::Config { path: "lease".into(), message: e.to_string() })?;
+        .map_err(|e| crate::Error::Lease(e.to_string()))?;
     let (mut leader, task) = manager.watch().await;
     info!(lease = %settings.name, namespace = %settings.namespace, identity = %settings.identity, "waiting for leadership");
     loop {

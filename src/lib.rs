@@ -26,6 +26,7 @@ pub mod plan;
 pub mod policy;
 pub mod preflight;
 pub mod rbac;
+pub mod reason;
 pub mod reconcile;
 pub mod report;
 pub mod server;
@@ -44,11 +45,21 @@ pub enum Error {
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
 
+    /// antibody.yml or a command-line flag is invalid.
     #[error("config {path}: {message}")]
     Config { path: String, message: String },
 
-    #[error("invalid alert: {0}")]
-    InvalidAlert(String),
+    /// The cluster cannot be used: no credentials, or the PatchPlan CRD is not installed.
+    #[error("cluster: {0}")]
+    Cluster(String),
+
+    /// The leader-election Lease could not be set up.
+    #[error("leader lease: {0}")]
+    Lease(String),
+
+    /// The audit log cannot be opened (directory, lock, key).
+    #[error("audit log {dir}: {message}")]
+    Audit { dir: String, message: String },
 
     #[error("serialization: {0}")]
     Serde(#[from] serde_json::Error),
@@ -58,9 +69,6 @@ pub enum Error {
 
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
-
-    #[error("exec in pod {pod}: {message}")]
-    Exec { pod: String, message: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -497,10 +497,9 @@ async fn run(
             shutdown.cancel();
         }
     });
-    let mut kube_config = kube::Config::infer().await.map_err(|e| antibody::Error::Config {
-        path: "kubeconfig".into(),
-        message: format!("cannot find cluster credentials: {e}"),
-    })?;
+    let mut kube_config = kube::Config::infer()
+        .await
+        .map_err(|e| antibody::Error::Cluster(format!("cannot find cluster credentials (kubeconfig): {e}")))?;
     // The reconciler has its own per-plan backoff; a 429 from an eviction means a
     // PodDisruptionBudget said no, which must reach the plan instead of being retried for minutes.
     kube_config.default_retry = false;

@@ -15,6 +15,7 @@ use crate::admission::{self, Refusal};
 use crate::alert::{PatchHint, ThreatAlert};
 use crate::config::{Config, ConfigMapMode, RestartMode};
 use crate::plan::{ActionType, AlertSummary, PatchPlan, PatchPlanSpec, PlanAction};
+use crate::reason::Reason;
 
 /// What to do about one alert. Every alert ends in exactly one of these.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,9 +27,6 @@ pub enum Decision {
     /// The alert asked for something not allowed or impossible.
     Refuse(Refusal),
 }
-
-pub const NO_TARGET: &str = "NoTarget";
-pub const INVALID_HINT: &str = "InvalidHint";
 
 pub fn decide(config: &Config, alert: &ThreatAlert, plan_namespace: &str) -> Decision {
     decide_with(config, alert, plan_namespace, None)
@@ -52,7 +50,7 @@ fn decide_with(config: &Config, alert: &ThreatAlert, plan_namespace: &str, step_
     let hint = match alert.hint() {
         Ok(hint) => hint,
         Err(message) => {
-            return Decision::Refuse(Refusal { reason: INVALID_HINT, message });
+            return Decision::Refuse(Refusal { reason: Reason::InvalidHint, message });
         }
     };
     let matched = matched_rule(config, alert);
@@ -90,7 +88,7 @@ fn decide_with(config: &Config, alert: &ThreatAlert, plan_namespace: &str, step_
         // A hint comes over a feed; it may fill in the edit a rule allows, never add one.
         if !rule_edits {
             return Decision::Refuse(Refusal {
-                reason: admission::NOT_ALLOWED,
+                reason: Reason::NotAllowed,
                 message: format!(
                     "rule {rule_name} does not list edit_env: the patch_hint's env edit ({key}) is refused"
                 ),
@@ -98,7 +96,7 @@ fn decide_with(config: &Config, alert: &ThreatAlert, plan_namespace: &str, step_
         }
         let Some(target) = target_for(ActionType::EditEnv) else {
             return Decision::Refuse(Refusal {
-                reason: NO_TARGET,
+                reason: Reason::NoTarget,
                 message: format!("patch_hint edit_env:{key}=… names no target and defaults.targets.edit_env is unset"),
             });
         };
@@ -106,7 +104,7 @@ fn decide_with(config: &Config, alert: &ThreatAlert, plan_namespace: &str, step_
         let listed = resolved.as_ref().and_then(|t| t.env_keys.as_ref()).is_some_and(|keys| keys.contains(key));
         if crate::validate::dangerous_env_key(key) && !listed {
             return Decision::Refuse(Refusal {
-                reason: admission::NOT_ALLOWED,
+                reason: Reason::NotAllowed,
                 message: format!(
                     "env key {key} changes how programs load or run: allowed only when targets.{target}.env_keys lists it"
                 ),
@@ -126,13 +124,13 @@ fn decide_with(config: &Config, alert: &ThreatAlert, plan_namespace: &str, step_
             name.split_once(':').map_or((name.as_str(), None), |(k, t)| (k, Some(t.to_string())));
         let Some(kind) = ActionType::from_config_name(kind) else {
             return Decision::Refuse(Refusal {
-                reason: admission::INVALID_SPEC,
+                reason: Reason::InvalidSpec,
                 message: format!("rule {rule_name}: unknown action {kind:?}"),
             });
         };
         let Some(target) = fixed_target.or_else(|| target_for(kind)) else {
             return Decision::Refuse(Refusal {
-                reason: NO_TARGET,
+                reason: Reason::NoTarget,
                 message: format!(
                     "rule {rule_name} wants {name} but the alert has no patch_hint, the rule no target and \
                      defaults.targets.{kind_name} names no target of antibody.yml",
@@ -152,7 +150,7 @@ fn decide_with(config: &Config, alert: &ThreatAlert, plan_namespace: &str, step_
                 continue;
             }
             return Decision::Refuse(Refusal {
-                reason: admission::INVALID_SPEC,
+                reason: Reason::InvalidSpec,
                 message: format!(
                     "rule {rule_name} wants edit_env on {target} but the alert's patch_hint has no KEY=VALUE for it"
                 ),

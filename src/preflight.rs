@@ -20,9 +20,6 @@ fn risk(drops_all: bool, message: impl Into<String>) -> Risk {
     Risk { drops_all, message: message.into() }
 }
 
-/// Condition reason of a restart refused by `safety.refuse_disruptive_restarts`.
-pub const DISRUPTIVE_RESTART: &str = "DisruptiveRestart";
-
 /// What restarting `deployment` will do to live connections; empty when it rolls gently.
 pub fn restart_risks(deployment: &Deployment) -> Vec<Risk> {
     let Some(spec) = deployment.spec.as_ref() else { return vec![risk(true, "Deployment has no spec")] };

@@ -14,6 +14,7 @@
 //! `antibody freeze`, like the pause switch). A freeze annotation that does not parse still
 //! freezes: a typo must not silently let plans through.
 
+use crate::reason::Reason;
 use jiff::civil::{Time, Weekday};
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan, Zoned};
@@ -23,8 +24,6 @@ use crate::validate::ConfigError;
 
 /// Annotation on a namespace that freezes plans acting in it: JSON [`Freeze`].
 pub const FREEZE_ANNOTATION: &str = "antibody.vael.io/freeze";
-pub const OUTSIDE_WINDOW: &str = "OutsideWindow";
-pub const FROZEN: &str = "Frozen";
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -239,12 +238,12 @@ pub enum Verdict {
     Open,
     /// Wait; look again at `retry_at` (`None`: no window ever opens — look again later anyway).
     Wait {
-        reason: &'static str,
+        reason: Reason,
         message: String,
         retry_at: Option<Timestamp>,
     },
     Refuse {
-        reason: &'static str,
+        reason: Reason,
         message: String,
     },
 }
@@ -268,7 +267,7 @@ pub fn check(
             Ok(_) => {}
             Err(e) => {
                 return Verdict::Wait {
-                    reason: FROZEN,
+                    reason: Reason::Frozen,
                     message: format!(
                         "namespace {namespace} has an unreadable {FREEZE_ANNOTATION} annotation ({e}): frozen until it \
                          is fixed or removed"
@@ -285,7 +284,10 @@ pub fn check(
         }
         // Validated at load; a window that no longer parses keeps the plan out (fail closed).
         let Ok(parsed) = window.parse("window") else {
-            return Verdict::Refuse { reason: OUTSIDE_WINDOW, message: format!("window {} is invalid", window.name) };
+            return Verdict::Refuse {
+                reason: Reason::OutsideWindow,
+                message: format!("window {} is invalid", window.name),
+            };
         };
         if !parsed.is_open(now) {
             closed.push((window, parsed));
@@ -300,16 +302,16 @@ pub fn check(
     };
     let message = closed.iter().map(describe).collect::<Vec<_>>().join("; ");
     if closed.iter().any(|(_, p)| p.outside == Outside::Refuse) {
-        return Verdict::Refuse { reason: OUTSIDE_WINDOW, message: format!("{message} (outside: refuse)") };
+        return Verdict::Refuse { reason: Reason::OutsideWindow, message: format!("{message} (outside: refuse)") };
     }
     let retry_at = closed.iter().filter_map(|(_, p)| p.next_open(now)).min();
-    Verdict::Wait { reason: OUTSIDE_WINDOW, message, retry_at }
+    Verdict::Wait { reason: Reason::OutsideWindow, message, retry_at }
 }
 
 fn frozen(source: &str, freeze: &Freeze) -> Verdict {
     let by = freeze.by.as_ref().map_or(String::new(), |b| format!(" by {b}"));
     Verdict::Wait {
-        reason: FROZEN,
+        reason: Reason::Frozen,
         message: format!("frozen ({source}{by}) until {}: {}", freeze.until, freeze.reason),
         retry_at: Some(freeze.until),
     }

@@ -36,10 +36,10 @@ fn plan_with(outcome: Option<Outcome>) -> PatchPlan {
 fn argo_cd_health_follows_the_conditions() {
     let cases = [
         (None, "Progressing"),
-        (Some(Outcome::in_progress("RolloutInProgress", "1 of 2")), "Progressing"),
+        (Some(Outcome::in_progress(antibody::reason::Reason::RolloutInProgress, "1 of 2")), "Progressing"),
         (Some(Outcome::Applied { message: "ok".into() }), "Healthy"),
         (Some(Outcome::DryRun { message: "proved".into() }), "Healthy"),
-        (Some(Outcome::failed("NotAllowed", "no")), "Degraded"),
+        (Some(Outcome::failed(antibody::reason::Reason::NotAllowed, "no")), "Degraded"),
     ];
     for (outcome, want) in cases {
         let (status, message) = health(&plan_with(outcome.clone()));

@@ -538,7 +538,7 @@ async fn metrics_count_what_actually_happened() {
     let expect = [
         ("antibody_plan_transitions_total{transition=\"patch_applied\",reason=\"Applied\"}", 3.0),
         ("antibody_plan_transitions_total{transition=\"patch_failed\",reason=\"NotAllowed\"}", 1.0),
-        ("antibody_plan_transitions_total{transition=\"dry_run\",reason=\"DryRun\"}", 1.0),
+        ("antibody_plan_transitions_total{transition=\"patch_dry_run\",reason=\"DryRun\"}", 1.0),
         ("antibody_plan_transitions_total{transition=\"started\",reason=\"Started\"}", 4.0),
         ("antibody_plan_transitions_total{transition=\"action_succeeded\",reason=\"ActionSucceeded\"}", 5.0),
         ("antibody_action_duration_seconds_count{action=\"restart\"}", 3.0),

@@ -3,6 +3,7 @@
 //!
 //! The pod UID is saved before the eviction, so a retry never evicts a second pod.
 
+use crate::reason::Reason;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -11,8 +12,6 @@ use kube::api::{Api, DeleteParams, EvictParams};
 use super::{ActionContext, Checkpoint, Step, elapsed};
 use crate::actions::rollout::{RolloutState, rollout_state};
 use crate::plan::{ActionStatus, StepState};
-
-pub const DISRUPTION_BUDGET: &str = "DisruptionBudget";
 
 pub async fn run(
     ctx: &ActionContext<'_>,
@@ -72,7 +71,7 @@ pub async fn run(
         (false, RolloutState::Complete) => {
             Ok(Step::Done(format!("evicted pod {evicted} of Deployment {ns}/{name}; replacement ready")))
         }
-        (_, RolloutState::Failed(message)) => Ok(Step::failed(super::restart::PROGRESS_DEADLINE_EXCEEDED, message)),
+        (_, RolloutState::Failed(message)) => Ok(Step::failed(Reason::ProgressDeadlineExceeded, message)),
         (true, _) => Ok(wait_or_fail(ctx, waited, format!("waiting for evicted pod {evicted} to go"))),
         (false, RolloutState::InProgress(message)) => Ok(wait_or_fail(ctx, waited, message)),
     }
@@ -81,9 +80,9 @@ pub async fn run(
 fn wait_or_fail(ctx: &ActionContext<'_>, waited: Duration, message: String) -> Step {
     if waited >= ctx.rollout_timeout {
         let reason = if message.contains("PodDisruptionBudget") {
-            DISRUPTION_BUDGET
+            Reason::DisruptionBudget
         } else {
-            super::restart::PROGRESS_DEADLINE_EXCEEDED
+            Reason::ProgressDeadlineExceeded
         };
         return Step::failed(reason, format!("{message} (gave up after {}s)", ctx.rollout_timeout.as_secs()));
     }

@@ -13,6 +13,7 @@
 //! object at the backup name with other data is refused, and a restore verifies the backup
 //! against the status of the plan that made it (`BackupUntrusted` otherwise).
 
+use crate::reason::Reason;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{LazyLock, Mutex};
 
@@ -22,7 +23,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tracing::warn;
 
-use super::{ActionContext, Checkpoint, Step, TARGET_NOT_FOUND, not_found};
+use super::{ActionContext, Checkpoint, Step, not_found};
 use crate::FIELD_MANAGER;
 use crate::config::ConfigMapMode;
 use crate::plan::{ActionStatus, PatchPlan, StepState};
@@ -31,8 +32,6 @@ pub const BACKUP_OF_LABEL: &str = "antibody.vael.io/backup-of";
 pub const PLAN_LABEL: &str = "antibody.vael.io/plan";
 pub const KEY_ANNOTATION: &str = "antibody.vael.io/key";
 pub const PLAN_UID_ANNOTATION: &str = "antibody.vael.io/plan-uid";
-pub const BACKUP_NOT_FOUND: &str = "BackupNotFound";
-pub const BACKUP_UNTRUSTED: &str = "BackupUntrusted";
 
 /// sha256 of a ConfigMap's data and binaryData (canonical JSON of the sorted maps), hex.
 pub fn data_digest(config_map: &ConfigMap) -> String {
@@ -82,7 +81,7 @@ async fn back_up(
     };
     let untrusted = || {
         Err(Step::failed(
-            BACKUP_UNTRUSTED,
+            Reason::BackupUntrusted,
             format!(
                 "ConfigMap {ns}/{backup} already exists with data this plan did not back up \
                  (planted at the backup name?): refusing to edit ConfigMap {ns}/{cm_name}"
@@ -94,7 +93,7 @@ async fn back_up(
     }
     if current_digest != digest {
         return Ok(Err(Step::failed(
-            BACKUP_NOT_FOUND,
+            Reason::BackupNotFound,
             format!("backup {ns}/{backup} recorded in status is gone and ConfigMap {cm_name} changed since"),
         )));
     }
@@ -234,15 +233,15 @@ pub async fn run(
 ) -> crate::Result<Step> {
     let action = &ctx.plan.spec.actions[ctx.index];
     let (Some(key), Some(value)) = (&action.key, &action.value) else {
-        return Ok(Step::failed("InvalidSpec", "editEnv needs key and value"));
+        return Ok(Step::failed(Reason::InvalidSpec, "editEnv needs key and value"));
     };
     let Some(cm_name) = &ctx.target.config_map else {
-        return Ok(Step::failed("NotAllowed", format!("target {} has no config_map", ctx.target.name)));
+        return Ok(Step::failed(Reason::NotAllowed, format!("target {} has no config_map", ctx.target.name)));
     };
     let ns = &ctx.target.namespace;
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let Some(current) = not_found(config_maps.get(cm_name).await)? else {
-        return Ok(Step::failed(TARGET_NOT_FOUND, format!("ConfigMap {ns}/{cm_name} not found")));
+        return Ok(Step::failed(Reason::TargetNotFound, format!("ConfigMap {ns}/{cm_name} not found")));
     };
     status.state = StepState::Running;
     status.started_at.get_or_insert_with(|| ctx.now.clone());
@@ -304,7 +303,7 @@ pub async fn rollback(
     saver: &mut impl Checkpoint,
 ) -> crate::Result<Step> {
     let Some(backup) = ctx.plan.spec.actions[ctx.index].backup.clone() else {
-        return Ok(Step::failed("InvalidSpec", "rollback needs the backup to restore"));
+        return Ok(Step::failed(Reason::InvalidSpec, "rollback needs the backup to restore"));
     };
     status.state = StepState::Running;
     status.started_at.get_or_insert_with(|| ctx.now.clone());
@@ -363,22 +362,22 @@ pub async fn restore<C: Checkpoint>(
     saver: Option<&mut C>,
 ) -> crate::Result<Step> {
     let Some(cm_name) = &ctx.target.config_map else {
-        return Ok(Step::failed("NotAllowed", format!("target {} has no config_map", ctx.target.name)));
+        return Ok(Step::failed(Reason::NotAllowed, format!("target {} has no config_map", ctx.target.name)));
     };
     let ns = &ctx.target.namespace;
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let Some(saved) = not_found(config_maps.get(backup).await)? else {
-        return Ok(Step::failed(BACKUP_NOT_FOUND, format!("backup ConfigMap {ns}/{backup} not found")));
+        return Ok(Step::failed(Reason::BackupNotFound, format!("backup ConfigMap {ns}/{backup} not found")));
     };
     let of = saved.metadata.labels.as_ref().and_then(|l| l.get(BACKUP_OF_LABEL));
     if of != Some(cm_name) {
-        return Ok(Step::failed("NotAllowed", format!("{ns}/{backup} is not a backup of ConfigMap {cm_name}")));
+        return Ok(Step::failed(Reason::NotAllowed, format!("{ns}/{backup} is not a backup of ConfigMap {cm_name}")));
     }
     if let Err(why) = verify_backup(ctx, &saved, expected).await? {
-        return Ok(Step::failed(BACKUP_UNTRUSTED, format!("refusing to restore {ns}/{backup}: {why}")));
+        return Ok(Step::failed(Reason::BackupUntrusted, format!("refusing to restore {ns}/{backup}: {why}")));
     }
     let Some(current) = not_found(config_maps.get(cm_name).await)? else {
-        return Ok(Step::failed(TARGET_NOT_FOUND, format!("ConfigMap {ns}/{cm_name} not found")));
+        return Ok(Step::failed(Reason::TargetNotFound, format!("ConfigMap {ns}/{cm_name} not found")));
     };
     let empty = BTreeMap::new();
     let mut patch = restore_patch(current.data.as_ref().unwrap_or(&empty), saved.data.as_ref().unwrap_or(&empty));

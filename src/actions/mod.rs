@@ -8,6 +8,7 @@ pub mod restart;
 pub mod rollout;
 pub mod verify;
 
+use crate::reason::Reason;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -24,16 +25,14 @@ pub enum Step {
     /// Not yet: wait for a watch event, or at most `requeue`.
     Wait { message: String, requeue: Duration },
     /// Gave up; terminal for the plan.
-    Failed { reason: &'static str, message: String },
+    Failed { reason: Reason, message: String },
 }
 
 impl Step {
-    pub fn failed(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn failed(reason: Reason, message: impl Into<String>) -> Self {
         Step::Failed { reason, message: message.into() }
     }
 }
-
-pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
 
 /// Saves the action's status before a side effect, so a crash after it is never repeated.
 #[allow(async_fn_in_trait)]
@@ -71,7 +70,7 @@ impl ActionContext<'_> {
         let (ns, name) = (&self.target.namespace, &self.target.deployment);
         let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> = kube::Api::namespaced(self.client.clone(), ns);
         Ok(not_found(api.get(name).await)?
-            .ok_or_else(|| Step::failed(TARGET_NOT_FOUND, format!("Deployment {ns}/{name} not found"))))
+            .ok_or_else(|| Step::failed(Reason::TargetNotFound, format!("Deployment {ns}/{name} not found"))))
     }
 
     pub fn plan_uid(&self) -> &str {

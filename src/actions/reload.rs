@@ -9,6 +9,7 @@
 //! Signals are at most once per pod: the pod UID is saved in status before the command is
 //! sent, and pods already listed are skipped on a retry.
 
+use crate::reason::Reason;
 use std::time::Duration;
 
 use futures::TryFutureExt;
@@ -20,12 +21,9 @@ use tokio::io::AsyncReadExt;
 
 use super::{ActionContext, Checkpoint, Step, elapsed};
 use crate::config::ConfigMapMode;
-use crate::effect::{CompanionFailure, ExpectedEnv, ReloadMode, VERIFICATION_FAILED};
+use crate::effect::{CompanionFailure, ExpectedEnv, ReloadMode};
 use crate::plan::{ActionStatus, ActionType, StepState};
 
-pub use crate::effect::NON_ZERO_EXIT_CODE;
-pub const EXEC_FAILED: &str = "ExecFailed";
-pub const NO_READY_PODS: &str = "NoReadyPods";
 const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 const OUTPUT_LIMIT: u64 = 16 * 1024;
@@ -49,7 +47,7 @@ pub async fn run(
         let waited = elapsed(status.started_at.as_ref().unwrap_or(&ctx.now), &ctx.now);
         if waited >= ctx.rollout_timeout {
             return Ok(Step::failed(
-                NO_READY_PODS,
+                Reason::NoReadyPods,
                 format!("no ready pod of Deployment {ns}/{name} after {}s", waited.as_secs()),
             ));
         }
@@ -162,7 +160,7 @@ async fn companion_hup(
     };
     if in_doubt > 0 {
         return Ok(Step::failed(
-            VERIFICATION_FAILED,
+            Reason::VerificationFailed,
             format!(
                 "{in_doubt} pod(s) of {ns}/{name} were handed to the companion before a controller restart; \
                  at most once: not signalled again, and their reload was not observed"
@@ -237,7 +235,7 @@ fn companion_failure(
     let ns = &ctx.target.namespace;
     let (code, output) = match error {
         ExecError::Transport(message) => {
-            return Step::failed(EXEC_FAILED, format!("exec of the companion in pod {ns}/{pod}: {message}"));
+            return Step::failed(Reason::ExecFailed, format!("exec of the companion in pod {ns}/{pod}: {message}"));
         }
         ExecError::NonZero { code, output } => (code, output),
     };
@@ -282,13 +280,13 @@ fn container_of(ctx: &ActionContext<'_>, pod: &Pod) -> Option<String> {
 fn exec_failure(command: &[String], ns: &str, pod: &str, error: ExecError) -> Step {
     match error {
         ExecError::NonZero { code, output } => Step::failed(
-            NON_ZERO_EXIT_CODE,
+            Reason::NonZeroExitCode,
             format!(
                 "{command:?} in pod {ns}/{pod} exited with {}: {output}",
                 code.map_or("an error".into(), |c| format!("code {c}"))
             ),
         ),
-        ExecError::Transport(message) => Step::failed(EXEC_FAILED, format!("exec in pod {ns}/{pod}: {message}")),
+        ExecError::Transport(message) => Step::failed(Reason::ExecFailed, format!("exec in pod {ns}/{pod}: {message}")),
     }
 }
 

@@ -4,17 +4,16 @@
 //! retry after a crash sends the very same patch: a no-op, never a second rollout. Done when
 //! `kubectl rollout status` would say so.
 
+use crate::reason::Reason;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use super::{ActionContext, Checkpoint, Step, TARGET_NOT_FOUND, elapsed, not_found};
+use super::{ActionContext, Checkpoint, Step, elapsed, not_found};
 use crate::actions::rollout::{RolloutState, rollout_state};
 use crate::plan::{ActionStatus, PLAN_ANNOTATION, RESTARTED_AT_ANNOTATION, StepState};
-use crate::preflight::{DISRUPTIVE_RESTART, restart_risks};
+use crate::preflight::restart_risks;
 
-pub const DEPLOYMENT_PAUSED: &str = "DeploymentPaused";
-pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
 /// Label on Deployments Antibody restarted: lets the controller watch only those.
 pub const RESTARTED_LABEL: &str = "antibody.vael.io/restarted";
 
@@ -26,7 +25,10 @@ pub async fn run(
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ctx.target.namespace);
     let name = &ctx.target.deployment;
     let Some(deployment) = not_found(deployments.get(name).await)? else {
-        return Ok(Step::failed(TARGET_NOT_FOUND, format!("Deployment {}/{name} not found", ctx.target.namespace)));
+        return Ok(Step::failed(
+            Reason::TargetNotFound,
+            format!("Deployment {}/{name} not found", ctx.target.namespace),
+        ));
     };
 
     let restarted_at = match &status.restarted_at {
@@ -38,7 +40,7 @@ pub async fn run(
             if ctx.refuse_disruptive_restarts && risks.iter().any(|r| r.drops_all) {
                 let why: Vec<&str> = risks.iter().filter(|r| r.drops_all).map(|r| r.message.as_str()).collect();
                 return Ok(Step::failed(
-                    DISRUPTIVE_RESTART,
+                    Reason::DisruptiveRestart,
                     format!(
                         "refusing to restart Deployment {}/{name} (safety.refuse_disruptive_restarts): {}",
                         ctx.target.namespace,
@@ -48,7 +50,7 @@ pub async fn run(
             }
             if deployment.spec.as_ref().and_then(|s| s.paused).unwrap_or(false) {
                 return Ok(Step::failed(
-                    DEPLOYMENT_PAUSED,
+                    Reason::DeploymentPaused,
                     format!("Deployment {}/{name} is paused: refusing to restart it", ctx.target.namespace),
                 ));
             }
@@ -105,13 +107,13 @@ pub async fn run(
                 n => format!("; preflight: {n} finding(s) about live connections, see status.actions[].preflight"),
             }
         ))),
-        RolloutState::Failed(message) => Ok(Step::failed(PROGRESS_DEADLINE_EXCEEDED, message)),
+        RolloutState::Failed(message) => Ok(Step::failed(Reason::ProgressDeadlineExceeded, message)),
         RolloutState::InProgress(message) => {
             let started = status.started_at.clone().unwrap_or_else(|| ctx.now.clone());
             let waited = elapsed(&started, &ctx.now);
             if waited >= ctx.rollout_timeout {
                 return Ok(Step::failed(
-                    PROGRESS_DEADLINE_EXCEEDED,
+                    Reason::ProgressDeadlineExceeded,
                     format!(
                         "rollout of {}/{name} not complete after {}s: {message}",
                         ctx.target.namespace,

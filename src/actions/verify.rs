@@ -3,6 +3,7 @@
 //! passes in all of them; it is retried every `interval_ms` until `timeout_seconds` have passed
 //! since verification started, then the plan fails `VerificationFailed`.
 
+use crate::reason::Reason;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -10,7 +11,7 @@ use kube::api::Api;
 
 use super::reload::{ExecError, exec, ready_pods_of_current_replicaset};
 use super::{ActionContext, Step, elapsed};
-use crate::effect::{VERIFICATION_FAILED, VerifySpec};
+use crate::effect::VerifySpec;
 use crate::plan::ActionStatus;
 
 /// One round of the probe over the ready pods: `Done` when all pass, `Wait` to try again,
@@ -35,7 +36,7 @@ pub async fn probe(ctx: &ActionContext<'_>, spec: &VerifySpec, status: &mut Acti
     };
     if waited >= Duration::from_secs(spec.timeout_seconds) {
         return Ok(Step::failed(
-            VERIFICATION_FAILED,
+            Reason::VerificationFailed,
             format!("verify probe {:?} did not pass within {}s: {failure}", spec.command, spec.timeout_seconds),
         ));
     }

@@ -397,7 +397,7 @@ pub fn reply(outcome: &AlertOutcome) -> SubmitReply {
         },
         AlertOutcome::Ignored { rule } => SubmitReply { outcome: name, reason: rule.clone(), ..Default::default() },
         AlertOutcome::Refused { reason, message } => {
-            SubmitReply { outcome: name, reason: reason.clone(), message: message.clone(), ..Default::default() }
+            SubmitReply { outcome: name, reason: reason.to_string(), message: message.clone(), ..Default::default() }
         }
         AlertOutcome::Resolved { plan, result } => {
             SubmitReply { outcome: name, plan: plan.clone(), reason: result.clone(), ..Default::default() }
@@ -501,6 +501,7 @@ pub async fn serve(
 mod tests {
     use super::*;
     use crate::alert::Severity;
+    use crate::reason::Reason;
 
     fn typed(id: &str, severity: &str, hint: Option<&str>) -> proto::ThreatAlert {
         proto::ThreatAlert {
@@ -591,7 +592,7 @@ mod tests {
         assert!(missing_ca.is_err_and(|e| e.contains("/nonexistent/ca.pem")));
         let r = reply(&AlertOutcome::CooledDown { target: "VAEL_Core".into(), plan: "hb-1".into() });
         assert_eq!((r.outcome.as_str(), r.plan.as_str()), ("cooled_down", "hb-1"));
-        let r = reply(&AlertOutcome::Refused { reason: "NotAllowed".into(), message: "no".into() });
+        let r = reply(&AlertOutcome::Refused { reason: Reason::NotAllowed, message: "no".into() });
         assert_eq!((r.outcome.as_str(), r.reason.as_str(), r.plan.as_str()), ("refused", "NotAllowed", ""));
     }
 

@@ -19,6 +19,7 @@
 //! key twice is a 400 naming the key. Errors are JSON: `{"error": "<CamelCase code>", "reason":
 //! "<what is wrong>"}`.
 
+use crate::reason::Reason;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -34,8 +35,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::alertmanager::{self, Request as AmRequest};
-use super::{API_REJECTED, API_UNAVAILABLE, Intake, SIGNING_FAILED, alert_from_value, annotate, apply_plan, id_hint};
-use crate::admission::{self, NOT_ALLOWED};
+use super::{Intake, alert_from_value, annotate, apply_plan, id_hint};
+use crate::admission;
 use crate::plan::{PatchPlan, PatchPlanSpec};
 use crate::report::AlertOutcome;
 use crate::tokens::{Scope, TokenStore};
@@ -195,12 +196,9 @@ pub fn outcome_json(id: &str, outcome: &AlertOutcome) -> Value {
 /// HTTP status for one alert: accepted (202) unless refused.
 pub fn outcome_status(outcome: &AlertOutcome) -> StatusCode {
     match outcome {
-        AlertOutcome::Refused { reason, .. } => match reason.as_str() {
-            NOT_ALLOWED => StatusCode::FORBIDDEN,
-            API_UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
-            SIGNING_FAILED => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::UNPROCESSABLE_ENTITY,
-        },
+        AlertOutcome::Refused { reason, .. } => {
+            StatusCode::from_u16(reason.http_status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
+        }
         _ => StatusCode::ACCEPTED,
     }
 }
@@ -452,9 +450,9 @@ async fn manual_patch(
     };
     let namespace = intake.plan_namespace(&config);
     if let Err(refusal) = admission::admit(&config, &spec, &namespace) {
-        let outcome = AlertOutcome::Refused { reason: refusal.reason.into(), message: refusal.message.clone() };
+        let outcome = AlertOutcome::Refused { reason: refusal.reason, message: refusal.message.clone() };
         intake.record(&name, MANUAL_FEED, &requester, outcome.clone());
-        return error(outcome_status(&outcome), refusal.reason, refusal.message);
+        return error(outcome_status(&outcome), refusal.reason.as_str(), refusal.message);
     }
     let mut plan = crate::policy::plan_object(&name, &namespace, "manual", spec);
     annotate(&mut plan, MANUAL_FEED, &requester);
@@ -465,16 +463,18 @@ async fn manual_patch(
             .insert(SOURCE_ALERT_ANNOTATION.into(), source_alert.clone());
     }
     if let Err(reason) = super::sign_if_configured(&config, &mut plan) {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, SIGNING_FAILED, reason);
+        return error(StatusCode::INTERNAL_SERVER_ERROR, Reason::SigningFailed.as_str(), reason);
     }
     let plans: Api<PatchPlan> = Api::namespaced(intake.client().clone(), &namespace);
-    let unavailable = |e: kube::Error| match e {
-        kube::Error::Api(status) if status.code < 500 && status.code != 429 => error(
+    let unavailable = |e: kube::Error| match crate::backoff::api_failure(&e) {
+        crate::backoff::ApiFailure::Unavailable => {
+            error(StatusCode::SERVICE_UNAVAILABLE, Reason::ApiUnavailable.as_str(), format!("Kubernetes API: {e}"))
+        }
+        crate::backoff::ApiFailure::Conflict | crate::backoff::ApiFailure::Rejected => error(
             StatusCode::UNPROCESSABLE_ENTITY,
-            API_REJECTED,
-            format!("the API server refused the plan: {}", status.message),
+            Reason::ApiRejected.as_str(),
+            format!("the API server refused the plan: {e}"),
         ),
-        other => error(StatusCode::SERVICE_UNAVAILABLE, API_UNAVAILABLE, format!("Kubernetes API: {other}")),
     };
     match plans.get_opt(&name).await {
         Ok(Some(existing)) if existing.spec == plan.spec => {
@@ -540,7 +540,7 @@ async fn alertmanager_webhook(
                 Err(e) => {
                     unavailable = true;
                     results.push(
-                        json!({ "id": id, "outcome": "error", "error": API_UNAVAILABLE, "reason": e.to_string() }),
+                        json!({ "id": id, "outcome": "error", "error": Reason::ApiUnavailable, "reason": e.to_string() }),
                     );
                 }
             },
@@ -643,20 +643,20 @@ mod tests {
 
     #[test]
     fn outcome_statuses() {
-        let refused = |reason: &str| AlertOutcome::Refused { reason: reason.into(), message: "m".into() };
+        let refused = |reason: Reason| AlertOutcome::Refused { reason, message: "m".into() };
         let cases = [
             (AlertOutcome::PlanCreated { plan: "p".into() }, StatusCode::ACCEPTED),
             (AlertOutcome::Ignored { rule: "r".into() }, StatusCode::ACCEPTED),
             (AlertOutcome::CooledDown { target: "T".into(), plan: "p".into() }, StatusCode::ACCEPTED),
-            (refused("NotAllowed"), StatusCode::FORBIDDEN),
-            (refused("InvalidHint"), StatusCode::UNPROCESSABLE_ENTITY),
-            (refused("ApiUnavailable"), StatusCode::SERVICE_UNAVAILABLE),
-            (refused("SigningFailed"), StatusCode::INTERNAL_SERVER_ERROR),
+            (refused(Reason::NotAllowed), StatusCode::FORBIDDEN),
+            (refused(Reason::InvalidHint), StatusCode::UNPROCESSABLE_ENTITY),
+            (refused(Reason::ApiUnavailable), StatusCode::SERVICE_UNAVAILABLE),
+            (refused(Reason::SigningFailed), StatusCode::INTERNAL_SERVER_ERROR),
         ];
         for (outcome, want) in cases {
             assert_eq!(outcome_status(&outcome), want, "{outcome:?}");
         }
-        let body = outcome_json("a1", &refused("NotAllowed"));
+        let body = outcome_json("a1", &refused(Reason::NotAllowed));
         assert_eq!((body["error"].as_str(), body["reason"].as_str()), (Some("NotAllowed"), Some("m")));
     }
 }

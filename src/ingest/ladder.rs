@@ -3,12 +3,13 @@
 //! the same problem joins it; after it, the ladder says whether the alert starts over, climbs to
 //! the next step, or pages a human.
 
+use crate::reason::Reason;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use tracing::{info, warn};
 
-use super::{API_UNAVAILABLE, Intake, annotate, sign_if_configured};
+use super::{Intake, annotate, sign_if_configured};
 use crate::alert::ThreatAlert;
 use crate::config::escalation::{Escalation, PAGE};
 use crate::config::{Config, Rule};
@@ -16,8 +17,6 @@ use crate::escalation::{self, ESCALATED_FROM_ANNOTATION, ESCALATION_ANNOTATION, 
 use crate::plan::{ActionType, PatchPlan, PatchPlanSpec, PlanAction};
 use crate::policy::{self, Decision};
 use crate::report::{AlertOutcome, PlanTransition, TransitionKind};
-
-const ESCALATION_EXHAUSTED: &str = "EscalationExhausted";
 
 /// What one step of the ladder is, once resolved.
 enum StepPlan {
@@ -42,7 +41,7 @@ impl Intake {
         first: PatchPlanSpec,
     ) -> AlertOutcome {
         let unavailable = |e: kube::Error| AlertOutcome::Refused {
-            reason: API_UNAVAILABLE.into(),
+            reason: Reason::ApiUnavailable,
             message: format!("escalation state of rule {}: {e}", rule.name),
         };
         let Some(target) = first.actions.first().map(|a| a.target.clone()) else {
@@ -122,7 +121,7 @@ impl Intake {
                             self.reporter.plan(PlanTransition {
                                 plan: last,
                                 kind: TransitionKind::EscalationExhausted,
-                                reason: ESCALATION_EXHAUSTED,
+                                reason: Reason::EscalationExhausted,
                                 message: &message,
                             });
                         }
@@ -145,7 +144,7 @@ impl Intake {
                             annotations.insert(ESCALATED_FROM_ANNOTATION.into(), from.clone());
                         }
                         if let Err(message) = sign_if_configured(config, &mut plan) {
-                            return AlertOutcome::Refused { reason: super::SIGNING_FAILED.into(), message };
+                            return AlertOutcome::Refused { reason: Reason::SigningFailed, message };
                         }
                         // Claim the step, then create its plan (a crash in between leaves the ladder
                         // pointing at a missing plan: the next alert starts over).
@@ -171,7 +170,7 @@ impl Intake {
             }
         }
         AlertOutcome::Refused {
-            reason: API_UNAVAILABLE.into(),
+            reason: Reason::ApiUnavailable,
             message: format!("escalation state of rule {} kept changing underneath (other replicas)", rule.name),
         }
     }
@@ -192,7 +191,7 @@ impl Intake {
                 Decision::Plan { spec, .. } => StepPlan::Plan(spec),
                 Decision::Ignore { rule } => StepPlan::Refused(AlertOutcome::Ignored { rule }),
                 Decision::Refuse(refusal) => StepPlan::Refused(AlertOutcome::Refused {
-                    reason: refusal.reason.into(),
+                    reason: refusal.reason,
                     message: format!("escalation step {step}: {}", refusal.message),
                 }),
             };
@@ -211,7 +210,7 @@ impl Intake {
             Ok(backups) => backups,
             Err(e) => {
                 return StepPlan::Refused(AlertOutcome::Refused {
-                    reason: API_UNAVAILABLE.into(),
+                    reason: Reason::ApiUnavailable,
                     message: format!("escalation step rollback: listing backups of {config_map}: {e}"),
                 });
             }
@@ -228,7 +227,7 @@ impl Intake {
         match crate::admission::admit(config, &spec, namespace) {
             Ok(_) => StepPlan::Plan(spec),
             Err(refusal) => StepPlan::Refused(AlertOutcome::Refused {
-                reason: refusal.reason.into(),
+                reason: refusal.reason,
                 message: format!("escalation step rollback: {}", refusal.message),
             }),
         }

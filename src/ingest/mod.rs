@@ -19,6 +19,7 @@ mod ladder;
 pub mod reload;
 pub mod ws;
 
+use crate::reason::Reason;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,12 +43,6 @@ use crate::tokens::{TokenStore, Tokens};
 use cooldown::{CooldownTable, Coverage};
 
 pub use crate::config::ingest::IngestConfig;
-
-/// Refusal reasons the intake adds to those of policy and admission.
-pub const INVALID_ALERT: &str = "InvalidAlert";
-pub const API_UNAVAILABLE: &str = "ApiUnavailable";
-pub const API_REJECTED: &str = "ApiRejected";
-pub const SIGNING_FAILED: &str = "SigningFailed";
 
 /// Annotations naming who asked for a plan and through which feed.
 pub use crate::plan::REQUESTED_BY_ANNOTATION;
@@ -155,7 +150,7 @@ impl Intake {
 
     /// An alert that did not parse or validate: recorded as refused, nothing else happens.
     pub fn refuse_invalid(&self, alert_id: &str, feed: &str, requester: &str, message: String) -> AlertOutcome {
-        let outcome = AlertOutcome::Refused { reason: INVALID_ALERT.into(), message };
+        let outcome = AlertOutcome::Refused { reason: Reason::InvalidAlert, message };
         self.record(alert_id, feed, requester, outcome.clone());
         outcome
     }
@@ -178,7 +173,7 @@ impl Intake {
         match &outcome {
             AlertOutcome::PlanCreated { plan } => info!(alert = alert_id, feed, requester, plan, "plan created"),
             AlertOutcome::Refused { reason, message } => {
-                warn!(alert = alert_id, feed, requester, reason, message, "alert refused")
+                warn!(alert = alert_id, feed, requester, %reason, message, "alert refused")
             }
             other => debug!(alert = alert_id, feed, requester, outcome = other.name(), "alert handled"),
         }
@@ -198,7 +193,7 @@ impl Intake {
         let (rule, name, spec) = match policy::decide(&config, alert, &namespace) {
             Decision::Ignore { rule } => return AlertOutcome::Ignored { rule },
             Decision::Refuse(refusal) => {
-                return AlertOutcome::Refused { reason: refusal.reason.into(), message: refusal.message };
+                return AlertOutcome::Refused { reason: refusal.reason, message: refusal.message };
             }
             Decision::Plan { rule, name, spec } => (rule, name, spec),
         };
@@ -216,30 +211,34 @@ impl Intake {
         let mut plan = policy::plan_object(&name, &namespace, &rule, spec);
         annotate(&mut plan, feed, requester);
         if let Err(message) = sign_if_configured(&config, &mut plan) {
-            return AlertOutcome::Refused { reason: SIGNING_FAILED.into(), message };
+            return AlertOutcome::Refused { reason: Reason::SigningFailed, message };
         }
-        let mut delay = Duration::from_millis(100);
+        let backoff = crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self.create_or_cool_down(&namespace, &plan, &remedies, window).await {
                 Ok(outcome) => return outcome,
-                Err(kube::Error::Api(status)) if !transient(status.code) => {
+                // Conflicts and an unavailable API are retried; anything else is final.
+                Err(e) if crate::backoff::api_failure(&e) == crate::backoff::ApiFailure::Rejected => {
+                    let why = match &e {
+                        kube::Error::Api(status) => status.message.clone(),
+                        other => other.to_string(),
+                    };
                     return AlertOutcome::Refused {
-                        reason: API_REJECTED.into(),
-                        message: format!("the API server refused plan {name}: {}", status.message),
+                        reason: Reason::ApiRejected,
+                        message: format!("the API server refused plan {name}: {why}"),
                     };
                 }
                 Err(e) if attempt >= 3 => {
                     return AlertOutcome::Refused {
-                        reason: API_UNAVAILABLE.into(),
+                        reason: Reason::ApiUnavailable,
                         message: format!("could not create plan {name} after {attempt} attempts: {e}"),
                     };
                 }
                 Err(e) => {
                     warn!(plan = %name, error = %e, attempt, "creating plan failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
+                    tokio::time::sleep(backoff.ceiling(attempt - 1)).await;
                 }
             }
         }
@@ -441,11 +440,6 @@ fn coverage_outcome(name: &str, coverage: Coverage) -> Option<AlertOutcome> {
             Some(AlertOutcome::CooledDown { target: cooldown::target_of(&remedy).to_string(), plan })
         }
     }
-}
-
-/// 409 (conflict), 429 (throttled) and 5xx are worth retrying; other API errors are final.
-fn transient(code: u16) -> bool {
-    code == 409 || code == 429 || code >= 500 || code == 0
 }
 
 pub fn annotate(plan: &mut PatchPlan, feed: &str, requester: &str) {
@@ -772,6 +766,5 @@ mod tests {
             coverage_outcome("p", Coverage::Covered { plan: "q".into(), remedy: "restart:VAEL_Core".into() }),
             Some(AlertOutcome::CooledDown { target: "VAEL_Core".into(), plan: "q".into() })
         );
-        assert!(transient(503) && transient(429) && transient(409) && !transient(422) && !transient(403));
     }
 }

@@ -8,6 +8,7 @@ mod operator;
 pub mod replay;
 pub mod throttle;
 
+use crate::reason::Reason;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -29,7 +30,6 @@ use crate::actions::{self, ActionContext, Checkpoint, Step};
 use crate::admission;
 use crate::conditions::{self, Outcome};
 use crate::config::{Config, OnThrottle, ResolvedTarget, SharedConfig};
-use crate::effect;
 use crate::plan::{ActionStatus, ActionType, PLAN_ANNOTATION, PatchPlan, PatchPlanStatus, Phase, StepState};
 use crate::report::http::Health;
 use crate::report::{PlanTransition, Reporter, TransitionKind};
@@ -289,12 +289,7 @@ fn activities(config: &Config, plan: &PatchPlan, global_dry_run: bool) -> Vec<Ac
         .collect()
 }
 
-pub const THROTTLED: &str = "Throttled";
-pub const PAUSED: &str = "Paused";
-/// `audit.fail_closed`: a record could not be written, so nothing acts until it can.
-pub const AUDIT_UNAVAILABLE: &str = "AuditUnavailable";
 const AUDIT_RETRY: Duration = Duration::from_secs(5);
-pub const ROLLED_BACK: &str = "RolledBack";
 /// Annotation on a namespace that pauses new plans in it.
 pub const PAUSE_ANNOTATION: &str = "antibody.vael.io/paused";
 
@@ -348,13 +343,13 @@ async fn namespace_paused(ctx: &Context, namespace: &str) -> crate::Result<Optio
 }
 
 /// Reason while an action of this kind is in flight.
-fn in_progress_reason(action: ActionType) -> &'static str {
+fn in_progress_reason(action: ActionType) -> Reason {
     match action {
-        ActionType::Restart => "RolloutInProgress",
-        ActionType::EditEnv => "EditingEnv",
-        ActionType::ReloadFlask => "Reloading",
-        ActionType::Rollback => "RollingBack",
-        ActionType::DeletePod => "EvictingPod",
+        ActionType::Restart => Reason::RolloutInProgress,
+        ActionType::EditEnv => Reason::EditingEnv,
+        ActionType::ReloadFlask => Reason::Reloading,
+        ActionType::Rollback => Reason::RollingBack,
+        ActionType::DeletePod => Reason::EvictingPod,
     }
 }
 
@@ -421,7 +416,7 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
     if writer.status.phase == Phase::Pending {
         if !dry_run {
             if let Some(message) = paused(&ctx, &config, &namespace, &targets).await? {
-                writer.set_outcome(&Outcome::in_progress(PAUSED, message), &now);
+                writer.set_outcome(&Outcome::in_progress(Reason::Paused, message), &now);
                 writer.save().await?;
                 return Ok(Action::requeue(Duration::from_secs(2)));
             }
@@ -443,20 +438,21 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
                          until it expires — sign the plan again to run it again",
                         signed.key_name, holder.plan, holder.uid
                     );
-                    let outcome = Outcome::failed(admission::SIGNATURE_REPLAYED, message);
+                    let outcome = Outcome::failed(Reason::SignatureReplayed, message);
                     return finish(&ctx, &plan, &mut writer, outcome, &now).await;
                 }
             }
             if let Gate::Throttled { message, retry_after } = ctx.gate(&config, &plan, &targets, &now) {
                 return match config.safety.on_throttle {
                     OnThrottle::Fail => {
-                        let outcome = Outcome::failed(THROTTLED, format!("{message} (safety.on_throttle: fail)"));
+                        let outcome =
+                            Outcome::failed(Reason::Throttled, format!("{message} (safety.on_throttle: fail)"));
                         finish(&ctx, &plan, &mut writer, outcome, &now).await
                     }
                     OnThrottle::Wait => {
                         let message =
                             format!("{message}; waiting {}s (safety.on_throttle: wait)", retry_after.as_secs());
-                        writer.set_outcome(&Outcome::in_progress(THROTTLED, message), &now);
+                        writer.set_outcome(&Outcome::in_progress(Reason::Throttled, message), &now);
                         writer.save().await?;
                         Ok(Action::requeue(retry_after.max(Duration::from_millis(200))))
                     }
@@ -466,13 +462,13 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
         // Fail closed: the log must be writable before the plan is even marked started.
         if let Some(message) = audit_held(&ctx, &config, dry_run).await {
             warn!(plan = %writer.name, %message, "plan held: audit log unavailable");
-            writer.set_outcome(&Outcome::in_progress(AUDIT_UNAVAILABLE, message), &now);
+            writer.set_outcome(&Outcome::in_progress(Reason::AuditUnavailable, message), &now);
             writer.save().await?;
             return Ok(Action::requeue(AUDIT_RETRY));
         }
         writer.status.phase = Phase::Running;
         writer.set_outcome(
-            &Outcome::in_progress("Started", format!("running {total} action(s): {}", plan.summary())),
+            &Outcome::in_progress(Reason::Started, format!("running {total} action(s): {}", plan.summary())),
             &now,
         );
         // With cool-downs or budgets the start is history other plans are gated on, and a re-run
@@ -483,13 +479,13 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
             writer.save().await?;
         }
         let message = format!("running {}", plan.summary());
-        report(&ctx, &plan, &writer, TransitionKind::Started, "Started", &message);
+        report(&ctx, &plan, &writer, TransitionKind::Started, Reason::Started, &message);
         // ... and its `started` record must be on disk before the first action.
         if let Some(message) = audit_held(&ctx, &config, dry_run).await {
             warn!(plan = %writer.name, %message, "plan held: its started record was not written");
             ctx.reporter.forget(&writer.uid, TransitionKind::Started);
             writer.status.phase = Phase::Pending;
-            writer.set_outcome(&Outcome::in_progress(AUDIT_UNAVAILABLE, message), &now);
+            writer.set_outcome(&Outcome::in_progress(Reason::AuditUnavailable, message), &now);
             writer.save().await?;
             return Ok(Action::requeue(AUDIT_RETRY));
         }
@@ -509,7 +505,7 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
             && let Some(message) = audit_held(&ctx, &config, dry_run).await
         {
             warn!(plan = %writer.name, %message, "action held: audit log unavailable");
-            writer.set_outcome(&Outcome::in_progress(AUDIT_UNAVAILABLE, message), &now);
+            writer.set_outcome(&Outcome::in_progress(Reason::AuditUnavailable, message), &now);
             writer.save().await?;
             return Ok(Action::requeue(AUDIT_RETRY));
         }
@@ -562,7 +558,14 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
                 // every action is idempotent from the status it saved before acting.
                 writer.status.actions[index] = action_status;
                 let message = format!("{}: {message}", action.describe());
-                report(&ctx, &plan, &writer, TransitionKind::ActionSucceeded { index }, "ActionSucceeded", &message);
+                report(
+                    &ctx,
+                    &plan,
+                    &writer,
+                    TransitionKind::ActionSucceeded { index },
+                    Reason::ActionSucceeded,
+                    &message,
+                );
             }
             Step::Wait { message, requeue } => {
                 action_status.state = StepState::Running;
@@ -583,7 +586,7 @@ pub async fn reconcile(plan: Arc<PatchPlan>, ctx: Arc<Context>) -> crate::Result
             Step::Failed { reason, message } => {
                 let failure = format!("{}: {message}", action.describe());
                 // A transactional plan undoes its edit; otherwise the failure stands as is.
-                let undo = action.action == ActionType::Restart || reason == effect::VERIFICATION_FAILED;
+                let undo = action.action == ActionType::Restart || reason == Reason::VerificationFailed;
                 let compensated = if plan.spec.rollback_on_failure && undo {
                     compensate(&plan, &targets, index, &action_ctx, &mut action_status, &mut writer, &failure).await?
                 } else {
@@ -683,14 +686,14 @@ async fn compensate(
             Step::Failed { message, .. } | Step::Wait { message, .. } => message,
             Step::Done(_) => String::new(),
         };
-        return Ok(Some(Outcome::failed(ROLLED_BACK, format!("{failure}; rollback FAILED: {why}"))));
+        return Ok(Some(Outcome::failed(Reason::RolledBack, format!("{failure}; rollback FAILED: {why}"))));
     };
     writer.status.actions[edit].message = format!("{}; rolled back: {restored}", writer.status.actions[edit].message);
     if plan.spec.actions[failed_index].action != ActionType::Restart {
         // A reload or probe failed: the restored ConfigMap reaches the app with its next
         // restart or reload; nothing here claims that it already has.
         return Ok(Some(Outcome::failed(
-            ROLLED_BACK,
+            Reason::RolledBack,
             format!("{failure}; {restored}; the app picks the restored data up at its next restart or reload"),
         )));
     }
@@ -705,7 +708,7 @@ async fn compensate(
     };
     actions::restart::trigger(restart_ctx, &restarted_at).await?;
     Ok(Some(Outcome::failed(
-        ROLLED_BACK,
+        Reason::RolledBack,
         format!("{failure}; {restored}; restarted again (restartedAt {restarted_at})"),
     )))
 }
@@ -719,14 +722,12 @@ async fn finish(
     now: &Time,
 ) -> crate::Result<Action> {
     let (phase, kind, reason, message) = match &outcome {
-        Outcome::Applied { message } => (Phase::Succeeded, TransitionKind::Applied, "Applied", message.clone()),
-        Outcome::DryRun { message } => (Phase::Succeeded, TransitionKind::DryRun, "DryRun", message.clone()),
+        Outcome::Applied { message } => (Phase::Succeeded, TransitionKind::Applied, Reason::Applied, message.clone()),
+        Outcome::DryRun { message } => (Phase::Succeeded, TransitionKind::DryRun, Reason::DryRun, message.clone()),
         Outcome::Unverified { message } => {
-            (Phase::Succeeded, TransitionKind::Unverified, effect::UNVERIFIED, message.clone())
+            (Phase::Succeeded, TransitionKind::Unverified, Reason::Unverified, message.clone())
         }
-        Outcome::Failed { reason, message } => {
-            (Phase::Failed, TransitionKind::Failed, reason.as_str(), message.clone())
-        }
+        Outcome::Failed { reason, message } => (Phase::Failed, TransitionKind::Failed, *reason, message.clone()),
         Outcome::InProgress { .. } => return Ok(Action::await_change()),
     };
     writer.status.phase = phase;
@@ -736,8 +737,8 @@ async fn finish(
     writer.set_outcome(&outcome, now);
     writer.save().await?;
     match kind {
-        TransitionKind::Failed => warn!(plan = %writer.name, reason, %message, "plan failed"),
-        _ => info!(plan = %writer.name, reason, %message, "plan finished"),
+        TransitionKind::Failed => warn!(plan = %writer.name, %reason, %message, "plan failed"),
+        _ => info!(plan = %writer.name, %reason, %message, "plan finished"),
     }
     report(ctx, plan, writer, kind, reason, &message);
     count_for_breakers(ctx, plan, kind).await;
@@ -767,7 +768,7 @@ async fn count_for_breakers(ctx: &Context, plan: &PatchPlan, kind: TransitionKin
 }
 
 /// Tell the reporter, with the plan as it now stands (never waits on the API).
-fn report(ctx: &Context, plan: &PatchPlan, writer: &StatusWriter, kind: TransitionKind, reason: &str, message: &str) {
+fn report(ctx: &Context, plan: &PatchPlan, writer: &StatusWriter, kind: TransitionKind, reason: Reason, message: &str) {
     let mut snapshot = plan.clone();
     snapshot.status = Some(writer.status.clone());
     ctx.reporter.plan(PlanTransition { plan: &snapshot, kind, reason, message });
@@ -786,11 +787,7 @@ pub fn error_policy(plan: Arc<PatchPlan>, error: &crate::Error, ctx: Arc<Context
 /// The API server is unreachable or shedding load (connect/transport error, 429, 5xx): the
 /// plan itself is fine and should resume soon after the API is back.
 pub fn api_unavailable(error: &crate::Error) -> bool {
-    match error {
-        crate::Error::Kube(kube::Error::Api(status)) => status.code == 429 || status.code >= 500,
-        crate::Error::Kube(kube::Error::Service(_) | kube::Error::HyperError(_)) => true,
-        _ => false,
-    }
+    matches!(error, crate::Error::Kube(e) if crate::backoff::api_failure(e) == crate::backoff::ApiFailure::Unavailable)
 }
 
 /// Capped at 60 s for errors of the plan, at 5 s while the API is unavailable: a failed connect
@@ -825,10 +822,9 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
         None => Api::all(client.clone()),
     };
     if let Err(e) = plans.list(&ListParams::default().limit(1)).await {
-        return Err(crate::Error::Config {
-            path: "cluster".into(),
-            message: format!("cannot list PatchPlans ({e}); is the CRD installed? `antibody crd | kubectl apply -f -`"),
-        });
+        return Err(crate::Error::Cluster(format!(
+            "cannot list PatchPlans ({e}); is the CRD installed? `antibody crd | kubectl apply -f -`"
+        )));
     }
     // Deployments Antibody restarted, watched only in the namespaces its targets live in (the
     // RBAC `antibody rbac` renders grants nothing else); everywhere only when a target acts in
@@ -948,7 +944,7 @@ mod tests {
         for (error, expected) in cases {
             assert_eq!(api_unavailable(&error), expected, "{error}");
         }
-        assert!(!api_unavailable(&crate::Error::InvalidAlert("x".into())));
+        assert!(!api_unavailable(&crate::Error::Config { path: "x".into(), message: "y".into() }));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! and `status.waitingFor` (a printer column) says until when; a denial, an expiry or a
 //! refusing window ends it (`Denied`, `ApprovalExpired`, `OutsideWindow`).
 
+use crate::reason::Reason;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -16,7 +17,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
 use super::{Context, StatusWriter, finish, report};
-use crate::approval::{self, APPROVAL_EXPIRED, AWAITING_APPROVAL, DENIED, Gate};
+use crate::approval::{self, Gate};
 use crate::conditions::Outcome;
 use crate::config::{Config, ResolvedTarget};
 use crate::escalation;
@@ -51,7 +52,7 @@ pub(super) async fn gate(
             writer.status.waiting_for = Some(format!("antibody breaker reset {}", names.join(" ")));
             let message =
                 format!("breaker open for {}: nothing acts on it until `antibody breaker reset`", open.join(", "));
-            writer.set_outcome(&Outcome::in_progress(escalation::BREAKER_OPEN, message), now);
+            writer.set_outcome(&Outcome::in_progress(Reason::BreakerOpen, message), now);
             writer.save().await?;
             // A reset is a ConfigMap change, which no watch here follows: look again often.
             return Ok(Some(Action::requeue(Duration::from_secs(3))));
@@ -68,24 +69,24 @@ pub(super) async fn gate(
                 decision.by, decision.at, decision.digest
             );
             // Reported once per plan (the reporter drops repeats): the audit's record of the decision.
-            report(ctx, plan, writer, TransitionKind::Approved, "Approved", &message);
+            report(ctx, plan, writer, TransitionKind::Approved, Reason::Approved, &message);
         }
         Gate::Waiting { message, deadline } => {
             writer.status.waiting_for = Some(format!("approval until {deadline}"));
-            writer.set_outcome(&Outcome::in_progress(AWAITING_APPROVAL, message.clone()), now);
+            writer.set_outcome(&Outcome::in_progress(Reason::AwaitingApproval, message.clone()), now);
             writer.save().await?;
-            report(ctx, plan, writer, TransitionKind::AwaitingApproval, AWAITING_APPROVAL, &message);
+            report(ctx, plan, writer, TransitionKind::AwaitingApproval, Reason::AwaitingApproval, &message);
             // A decision is an annotation: the plan watch wakes us. The requeue meets the deadline.
             return Ok(Some(Action::requeue(until(deadline, now.0, Duration::from_secs(30)))));
         }
         Gate::Denied { message } => {
             writer.status.waiting_for = None;
-            let outcome = Outcome::failed(DENIED, message);
+            let outcome = Outcome::failed(Reason::Denied, message);
             return finish(ctx, plan, writer, outcome, now).await.map(Some);
         }
         Gate::Expired { message } => {
             writer.status.waiting_for = None;
-            let outcome = Outcome::failed(APPROVAL_EXPIRED, message);
+            let outcome = Outcome::failed(Reason::ApprovalExpired, message);
             return finish(ctx, plan, writer, outcome, now).await.map(Some);
         }
     }
@@ -104,12 +105,12 @@ pub(super) async fn gate(
     match window::check(&config.change_windows, &freezes, &pairs, now.0) {
         Verdict::Open => {}
         Verdict::Wait { reason, message, retry_at } => {
-            let what = if reason == window::FROZEN { "freeze ends" } else { "window opens" };
+            let what = if reason == Reason::Frozen { "freeze ends" } else { "window opens" };
             writer.status.waiting_for = Some(retry_at.map_or(format!("{what}: never"), |t| format!("{what} {t}")));
             writer.set_outcome(&Outcome::in_progress(reason, message), now);
             writer.save().await?;
             // A freeze can be lifted early (the namespace watch does not wake plans): look often.
-            let cap = Duration::from_secs(if reason == window::FROZEN { 5 } else { 30 });
+            let cap = Duration::from_secs(if reason == Reason::Frozen { 5 } else { 30 });
             let delay = retry_at.map_or(cap, |t| until(t, now.0, cap));
             return Ok(Some(Action::requeue(delay)));
         }

@@ -57,17 +57,7 @@ const ANNOUNCED_CAPACITY: usize = 20_000;
 
 /// The socket.io event a transition is announced with, if any.
 pub fn event_for(kind: TransitionKind) -> Option<&'static str> {
-    match kind {
-        TransitionKind::Applied => Some(PATCH_APPLIED_EVENT),
-        TransitionKind::Failed => Some(PATCH_FAILED_EVENT),
-        TransitionKind::Unverified => Some(PATCH_UNVERIFIED_EVENT),
-        TransitionKind::Started
-        | TransitionKind::ActionSucceeded { .. }
-        | TransitionKind::DryRun
-        | TransitionKind::AwaitingApproval
-        | TransitionKind::Approved
-        | TransitionKind::EscalationExhausted => None,
-    }
+    kind.broadcast().then(|| kind.name())
 }
 
 fn name_of(plan: &PatchPlan) -> &str {

@@ -262,6 +262,7 @@ impl Metrics {
 mod tests {
     use super::*;
     use crate::plan::{ActionStatus, ActionType, PatchPlanSpec, PatchPlanStatus, PlanAction, StepState};
+    use crate::reason::Reason;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use kube::runtime::reflector::store::Writer;
     use kube::runtime::watcher;
@@ -320,10 +321,10 @@ mod tests {
             ..Default::default()
         }];
         let transition = |kind, reason| PlanTransition { plan: &p, kind, reason, message: "" };
-        metrics.plan_transition(&transition(TransitionKind::ActionSucceeded { index: 0 }, "ActionSucceeded"));
-        metrics.plan_transition(&transition(TransitionKind::Applied, "Applied"));
-        metrics.plan_transition(&transition(TransitionKind::Failed, "NotAllowed"));
-        metrics.plan_transition(&transition(TransitionKind::Failed, "NotAllowed"));
+        metrics.plan_transition(&transition(TransitionKind::ActionSucceeded { index: 0 }, Reason::ActionSucceeded));
+        metrics.plan_transition(&transition(TransitionKind::Applied, Reason::Applied));
+        metrics.plan_transition(&transition(TransitionKind::Failed, Reason::NotAllowed));
+        metrics.plan_transition(&transition(TransitionKind::Failed, Reason::NotAllowed));
         metrics.alert("grpc", "plan_created");
         metrics.feed_reconnect("ws");
         let text = metrics.encode();

@@ -15,6 +15,7 @@ pub mod notify;
 pub mod plan_log;
 pub mod summary;
 
+use crate::reason::Reason;
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -50,18 +51,31 @@ pub enum TransitionKind {
 }
 
 impl TransitionKind {
+    /// The one name of a transition: audit `event`, metrics label, notifier and Socket.IO
+    /// event (each sink picks which kinds it announces: [`Self::notified`], [`Self::broadcast`]).
     pub fn name(self) -> &'static str {
         match self {
             TransitionKind::Started => "started",
             TransitionKind::ActionSucceeded { .. } => "action_succeeded",
             TransitionKind::Applied => "patch_applied",
-            TransitionKind::DryRun => "dry_run",
+            TransitionKind::DryRun => "patch_dry_run",
             TransitionKind::Unverified => "patch_unverified",
             TransitionKind::Failed => "patch_failed",
-            TransitionKind::AwaitingApproval => "awaiting_approval",
+            TransitionKind::AwaitingApproval => "plan_awaiting_approval",
             TransitionKind::Approved => "approved",
             TransitionKind::EscalationExhausted => "escalation_exhausted",
         }
+    }
+
+    /// Told to notifiers (the VAEL UI, webhooks): outcomes, and the two states a human must act
+    /// on (a plan awaiting approval, an exhausted escalation ladder).
+    pub fn notified(self) -> bool {
+        self.is_terminal() || matches!(self, TransitionKind::AwaitingApproval | TransitionKind::EscalationExhausted)
+    }
+
+    /// Broadcast over Socket.IO: the outcomes of plans that acted (a dry run changed nothing).
+    pub fn broadcast(self) -> bool {
+        matches!(self, TransitionKind::Applied | TransitionKind::Failed | TransitionKind::Unverified)
     }
 
     pub fn is_terminal(self) -> bool {
@@ -78,7 +92,7 @@ pub struct PlanTransition<'a> {
     pub plan: &'a PatchPlan,
     pub kind: TransitionKind,
     /// Condition reason (`Applied`, `NotAllowed`, …) or the action's event reason.
-    pub reason: &'a str,
+    pub reason: Reason,
     pub message: &'a str,
 }
 
@@ -99,7 +113,7 @@ pub enum AlertOutcome {
         rule: String,
     },
     Refused {
-        reason: String,
+        reason: Reason,
         message: String,
     },
     /// Alertmanager `resolved`: the plan was cancelled (`cancelled`), had already started
@@ -273,7 +287,13 @@ impl Reporter {
         let last_action = matches!(transition.kind, TransitionKind::ActionSucceeded { index }
             if index + 1 == transition.plan.spec.actions.len());
         if !last_action {
-            self.events.publish(transition.plan, type_, transition.reason, action, transition.message.to_string());
+            self.events.publish(
+                transition.plan,
+                type_,
+                transition.reason.as_str(),
+                action,
+                transition.message.to_string(),
+            );
         }
         self.metrics.plan_transition(&transition);
         for hook in self.hooks() {
@@ -308,17 +328,22 @@ impl Reporter {
 }
 
 /// The terminal transition a saved plan went through, from its phase and `Ready` condition.
-pub fn terminal_transition(plan: &PatchPlan) -> Option<(TransitionKind, &str, &str)> {
+/// A failed plan whose reason Antibody does not know (its status was written by someone else)
+/// is not replayed.
+pub fn terminal_transition(plan: &PatchPlan) -> Option<(TransitionKind, Reason, &str)> {
     let ready = plan.condition(crate::conditions::READY);
-    let (reason, message) = ready.map(|c| (c.reason.as_str(), c.message.as_str())).unwrap_or_default();
-    let kind = match plan.phase() {
-        crate::plan::Phase::Succeeded if reason == "DryRun" => TransitionKind::DryRun,
-        crate::plan::Phase::Succeeded if reason == crate::effect::UNVERIFIED => TransitionKind::Unverified,
-        crate::plan::Phase::Succeeded => TransitionKind::Applied,
-        crate::plan::Phase::Failed => TransitionKind::Failed,
-        crate::plan::Phase::Pending | crate::plan::Phase::Running => return None,
-    };
-    Some((kind, reason, message))
+    let (reason, message) = ready.map(|c| (Reason::parse(&c.reason), c.message.as_str())).unwrap_or((None, ""));
+    match (plan.phase(), reason) {
+        (crate::plan::Phase::Succeeded, Some(Reason::DryRun)) => {
+            Some((TransitionKind::DryRun, Reason::DryRun, message))
+        }
+        (crate::plan::Phase::Succeeded, Some(Reason::Unverified)) => {
+            Some((TransitionKind::Unverified, Reason::Unverified, message))
+        }
+        (crate::plan::Phase::Succeeded, _) => Some((TransitionKind::Applied, Reason::Applied, message)),
+        (crate::plan::Phase::Failed, Some(reason)) => Some((TransitionKind::Failed, reason, message)),
+        (crate::plan::Phase::Failed, None) | (crate::plan::Phase::Pending | crate::plan::Phase::Running, _) => None,
+    }
 }
 
 #[cfg(test)]
@@ -378,7 +403,7 @@ mod tests {
             (&b, Applied, true),
         ];
         for (plan, kind, _) in &table {
-            reporter.plan(PlanTransition { plan, kind: *kind, reason: "Reason", message: "" });
+            reporter.plan(PlanTransition { plan, kind: *kind, reason: Reason::Applied, message: "" });
         }
         let expected: Vec<(String, TransitionKind)> = table
             .iter()

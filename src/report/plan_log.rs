@@ -53,6 +53,7 @@ impl Hook for PlanLog {
 mod tests {
     use super::*;
     use crate::plan::{ActionType, PatchPlan, PatchPlanSpec, PlanAction};
+    use crate::reason::Reason;
 
     #[test]
     fn one_line_per_transition() {
@@ -62,7 +63,7 @@ mod tests {
         );
         plan.metadata.namespace = Some("vael".into());
         let transition =
-            PlanTransition { plan: &plan, kind: TransitionKind::Applied, reason: "Applied", message: "done\nX" };
+            PlanTransition { plan: &plan, kind: TransitionKind::Applied, reason: Reason::Applied, message: "done\nX" };
         let at = jiff::Timestamp::from_second(0).expect("epoch");
         assert_eq!(
             line(&transition, at),

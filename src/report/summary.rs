@@ -185,6 +185,7 @@ mod tests {
     use crate::plan::{
         ActionStatus, ActionType, AlertSummary, PatchPlanSpec, PatchPlanStatus, Phase, PlanAction, StepState,
     };
+    use crate::reason::Reason;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
 
     fn at(seconds: i64) -> Time {
@@ -287,7 +288,7 @@ mod tests {
 
     #[test]
     fn failed_and_unfinished_plans() {
-        let failed = finished(plan(None, vec![]), Outcome::failed("NotAllowed", "restart:X is not whitelisted"));
+        let failed = finished(plan(None, vec![]), Outcome::failed(Reason::NotAllowed, "restart:X is not whitelisted"));
         let summary = plan_summary(&failed);
         assert_eq!(summary["status"], "Failed");
         assert_eq!(summary["patch_applied"], false);

@@ -47,6 +47,7 @@ pub const MIN_KEY_BYTES: usize = 16;
 
 #[cfg(test)]
 mod tests {
+    use crate::reason::Reason;
     use std::io::Write;
     use std::path::{Path, PathBuf};
 
@@ -246,7 +247,7 @@ mod tests {
         let transition = PlanTransition {
             plan: &plan,
             kind: TransitionKind::ActionSucceeded { index: 0 },
-            reason: "ActionSucceeded",
+            reason: Reason::ActionSucceeded,
             message: "set LOG_LEVEL",
         };
         let r = plan_record(&transition);
@@ -281,7 +282,7 @@ mod tests {
             ),
             (AlertOutcome::Ignored { rule: "info".into() }, "ignored", None, json!({"rule": "info"}), None),
             (
-                AlertOutcome::Refused { reason: "NotAllowed".into(), message: "no".into() },
+                AlertOutcome::Refused { reason: Reason::NotAllowed, message: "no".into() },
                 "refused",
                 None,
                 Value::Null,

@@ -206,7 +206,7 @@ pub fn alert_record(decision: &AlertRecord) -> AuditRecord {
         }
         AlertOutcome::Ignored { rule } => record.detail = json!({ "rule": rule }),
         AlertOutcome::Refused { reason, message } => {
-            record.reason = Some(reason.clone());
+            record.reason = Some(reason.to_string());
             record.message = Some(message.clone());
         }
         AlertOutcome::Resolved { plan: name, result } => {

@@ -198,7 +198,7 @@ fn sync_dir(dir: &Path) {
 impl ChainWriter {
     pub(super) fn open(settings: &AuditSettings) -> crate::Result<Self> {
         let dir = settings.dir.clone();
-        let config_error = |message: String| crate::Error::Config { path: dir.display().to_string(), message };
+        let config_error = |message: String| crate::Error::Audit { dir: dir.display().to_string(), message };
         std::fs::create_dir_all(&dir).map_err(|e| config_error(format!("cannot create the audit directory: {e}")))?;
         let lock = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(LOCK_FILE))?;
         if let Err(e) = lock.try_lock() {

@@ -443,6 +443,7 @@ pub async fn preflight(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reason::Reason;
 
     #[test]
     fn tracker_claims_once_and_releases() {
@@ -462,15 +463,27 @@ mod tests {
         use crate::report::{TransitionKind, terminal_transition};
         let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH);
         let cases = [
-            (Phase::Succeeded, Outcome::Applied { message: "ok".into() }, Some((TransitionKind::Applied, "Applied"))),
-            (Phase::Succeeded, Outcome::DryRun { message: "ok".into() }, Some((TransitionKind::DryRun, "DryRun"))),
+            (
+                Phase::Succeeded,
+                Outcome::Applied { message: "ok".into() },
+                Some((TransitionKind::Applied, Reason::Applied)),
+            ),
+            (
+                Phase::Succeeded,
+                Outcome::DryRun { message: "ok".into() },
+                Some((TransitionKind::DryRun, Reason::DryRun)),
+            ),
             (
                 Phase::Succeeded,
                 Outcome::Unverified { message: "sent".into() },
-                Some((TransitionKind::Unverified, "Unverified")),
+                Some((TransitionKind::Unverified, Reason::Unverified)),
             ),
-            (Phase::Failed, Outcome::failed("NotAllowed", "no"), Some((TransitionKind::Failed, "NotAllowed"))),
-            (Phase::Running, Outcome::in_progress("Started", "go"), None),
+            (
+                Phase::Failed,
+                Outcome::failed(Reason::NotAllowed, "no"),
+                Some((TransitionKind::Failed, Reason::NotAllowed)),
+            ),
+            (Phase::Running, Outcome::in_progress(Reason::Started, "go"), None),
         ];
         for (phase, outcome, want) in cases {
             let mut plan = PatchPlan::new("p", Default::default());
@@ -513,7 +526,12 @@ mod tests {
             .collect();
         let started = std::time::Instant::now();
         for plan in &plans {
-            notifier.on_plan(&PlanTransition { plan, kind: TransitionKind::Applied, reason: "Applied", message: "" });
+            notifier.on_plan(&PlanTransition {
+                plan,
+                kind: TransitionKind::Applied,
+                reason: Reason::Applied,
+                message: "",
+            });
         }
         assert!(started.elapsed() < Duration::from_millis(50), "on_plan only enqueues: {:?}", started.elapsed());
         let labels = SinkLabels { sink: "webhook-0".into(), event: "patch_applied".into() };

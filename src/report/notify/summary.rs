@@ -8,16 +8,7 @@ use crate::report::{PlanTransition, TransitionKind};
 /// Event name for a terminal transition, as the VAEL UI and webhooks know it.
 /// Non-terminal transitions are not notified, except a plan awaiting approval.
 pub fn event_name(kind: TransitionKind) -> Option<&'static str> {
-    match kind {
-        TransitionKind::Applied => Some("patch_applied"),
-        TransitionKind::Failed => Some("patch_failed"),
-        TransitionKind::DryRun => Some("patch_dry_run"),
-        TransitionKind::Unverified => Some("patch_unverified"),
-        // A human must act: announced like an outcome.
-        TransitionKind::AwaitingApproval => Some("plan_awaiting_approval"),
-        TransitionKind::EscalationExhausted => Some("escalation_exhausted"),
-        TransitionKind::Approved | TransitionKind::Started | TransitionKind::ActionSucceeded { .. } => None,
-    }
+    kind.notified().then(|| kind.name())
 }
 
 /// The shared plan summary (`report::summary::plan_summary`, the same one the Socket.IO
@@ -39,6 +30,7 @@ mod tests {
     use crate::plan::ActionType;
     use crate::plan::PatchPlan;
     use crate::plan::{ActionStatus, AlertSummary, PatchPlanSpec, PatchPlanStatus, Phase, PlanAction, StepState};
+    use crate::reason::Reason;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn at(seconds: i64) -> Time {
@@ -71,7 +63,12 @@ mod tests {
     #[test]
     fn summary_keeps_the_original_patch_applied_fields() {
         let plan = plan(Phase::Succeeded, [StepState::Succeeded, StepState::Succeeded]);
-        let t = PlanTransition { plan: &plan, kind: TransitionKind::Applied, reason: "Applied", message: "applied 2" };
+        let t = PlanTransition {
+            plan: &plan,
+            kind: TransitionKind::Applied,
+            reason: Reason::Applied,
+            message: "applied 2",
+        };
         let json = with_transition(&t);
         let keep = [
             "id",
@@ -129,7 +126,7 @@ mod tests {
     #[test]
     fn failed_summary_shows_where_it_stopped() {
         let plan = plan(Phase::Failed, [StepState::Failed, StepState::Pending]);
-        let t = PlanTransition { plan: &plan, kind: TransitionKind::Failed, reason: "NotAllowed", message: "no" };
+        let t = PlanTransition { plan: &plan, kind: TransitionKind::Failed, reason: Reason::NotAllowed, message: "no" };
         let s = with_transition(&t);
         assert_eq!(
             (&s["status"], &s["reason"], &s["transition"]),
