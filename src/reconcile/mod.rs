@@ -4,6 +4,8 @@
 //! idempotent and resumable from status → write conditions and report. Terminal plans are
 //! never touched again; a reconcile that makes no progress writes nothing.
 
+#[cfg(test)]
+mod fake_api;
 mod operator;
 pub mod replay;
 pub mod throttle;
@@ -922,6 +924,9 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
     info!("controller stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod step_tests;
 
 #[cfg(test)]
 mod tests {
