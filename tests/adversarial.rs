@@ -82,7 +82,8 @@ struct Keys {
 
 /// antibody.yml, requiring signatures from key `ci`.
 fn signed_config(keys: &Keys) -> Config {
-    let mut config = Config::from_yaml(include_str!("../antibody.yml")).expect("antibody.yml is valid");
+    let mut config =
+        Config::from_yaml(include_str!("fixtures/antibody.yml")).expect("tests/fixtures/antibody.yml is valid");
     let public = base64::engine::general_purpose::STANDARD.encode(keys.trusted.verifying_key().to_bytes());
     config.safety.trusted_keys = BTreeMap::from([("ci".to_string(), public)]);
     config.safety.require_signature = true;
@@ -245,7 +246,8 @@ async fn a_running_controller_refuses_hostile_http_and_stays_up_and_bounded() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "adversarial").await;
     support::install_crd(&client).await;
-    let mut config = Config::from_yaml(include_str!("../antibody.yml")).expect("antibody.yml is valid");
+    let mut config =
+        Config::from_yaml(include_str!("fixtures/antibody.yml")).expect("tests/fixtures/antibody.yml is valid");
     for target in config.targets.values_mut() {
         target.namespace = Some(ns.name.clone());
     }
@@ -312,7 +314,7 @@ fn mutated_inputs_never_panic_and_signatures_round_trip() {
     let rounds: usize = std::env::var("ANTIBODY_MUTATION_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(6_000);
     let mut rng = fastrand::Rng::with_seed(seed);
     let alert = r#"{"id":"a1","source":"NEXUS","category":"heartbeat","severity":"high","msg":"Pulse missed","patch_hint":"edit_env:VAEL_Core:LOG_LEVEL=debug","ts":"2025-05-30T12:34:56Z"}"#;
-    let config = include_str!("../antibody.yml");
+    let config = include_str!("fixtures/antibody.yml");
     let spec = r#"{"actions":[{"type":"editEnv","target":"VAEL_Core","key":"LOG_LEVEL","value":"debug"},{"type":"restart","target":"Sentinel"}],"dryRun":true,"alert":{"id":"a","source":"N","category":"c","severity":"high","fingerprint":"f"}}"#;
     let key = SigningKey::from_bytes(&[7; 32]);
     let trusted = BTreeMap::from([("ci".to_string(), key.verifying_key())]);

@@ -37,7 +37,8 @@ fn iterations() -> usize {
 /// antibody.yml with every target in the test namespace; reloads HUP only the gunicorn master
 /// this test started.
 fn test_config(ns: &str, gunicorn_pid: u32) -> String {
-    let mut config = Config::from_yaml(include_str!("../antibody.yml")).expect("antibody.yml is valid");
+    let mut config =
+        Config::from_yaml(include_str!("fixtures/antibody.yml")).expect("tests/fixtures/antibody.yml is valid");
     for target in config.targets.values_mut() {
         target.namespace = Some(ns.to_string());
         target.container = Some("app".into());
@@ -316,7 +317,8 @@ async fn api_server_down_mid_plan_the_controller_recovers_and_finishes() {
     for name in ["vael-core", "sentinel"] {
         support::wait_for(deployments.clone(), name, Duration::from_secs(60), support::rollout_complete(1)).await;
     }
-    let mut config = Config::from_yaml(include_str!("../antibody.yml")).expect("antibody.yml is valid");
+    let mut config =
+        Config::from_yaml(include_str!("fixtures/antibody.yml")).expect("tests/fixtures/antibody.yml is valid");
     for target in config.targets.values_mut() {
         target.namespace = Some(ns.to_string());
     }

@@ -24,7 +24,8 @@ const TOKEN: &str = "t0ken-for-the-ingest-tests-0123456789";
 
 /// antibody.yml with every target in the test namespace and reloads that run `true`.
 fn test_config(ns: &str, cooldown_seconds: u64) -> String {
-    let mut config = Config::from_yaml(include_str!("../antibody.yml")).expect("antibody.yml is valid");
+    let mut config =
+        Config::from_yaml(include_str!("fixtures/antibody.yml")).expect("tests/fixtures/antibody.yml is valid");
     for target in config.targets.values_mut() {
         target.namespace = Some(ns.to_string());
         target.container = Some("app".into());

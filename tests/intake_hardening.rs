@@ -34,7 +34,8 @@ fn temp_dir() -> PathBuf {
 }
 
 fn test_config(ns: &str) -> String {
-    let mut config = Config::from_yaml(include_str!("../antibody.yml")).expect("antibody.yml is valid");
+    let mut config =
+        Config::from_yaml(include_str!("fixtures/antibody.yml")).expect("tests/fixtures/antibody.yml is valid");
     for target in config.targets.values_mut() {
         target.namespace = Some(ns.to_string());
     }
@@ -589,7 +590,7 @@ fn unusable_tls_settings_are_refused_at_startup() {
     let dir = temp_dir().join(support::unique("no-roots"));
     std::fs::create_dir_all(&dir).expect("dir");
     let config = dir.join("antibody.yml");
-    std::fs::write(&config, include_str!("../antibody.yml")).expect("config");
+    std::fs::write(&config, include_str!("fixtures/antibody.yml")).expect("config");
     let not_pem = dir.join("not.pem");
     std::fs::write(&not_pem, "hello\n").expect("file");
     let not_pem = not_pem.display().to_string();

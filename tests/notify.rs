@@ -253,7 +253,8 @@ fn webhook_receiver(secret: &str, fail_first: u32) -> (JsonLines, u16) {
 
 /// antibody.yml moved into the test namespace, with `notify`.
 fn test_config(ns: &str, notify: NotifyConfig) -> String {
-    let mut config = Config::from_yaml(include_str!("../antibody.yml")).expect("antibody.yml is valid");
+    let mut config =
+        Config::from_yaml(include_str!("fixtures/antibody.yml")).expect("tests/fixtures/antibody.yml is valid");
     for target in config.targets.values_mut() {
         target.namespace = Some(ns.to_string());
         target.container = Some("app".into());

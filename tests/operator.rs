@@ -22,7 +22,8 @@ const INGEST_TOKEN: &str = "operator-ingest-token-0123456789ab";
 /// antibody.yml with the targets moved into the test namespace (restarts only matter here),
 /// plus the operator sections under test.
 fn test_config(ns: &str, operator_yaml: &str) -> String {
-    let mut config = Config::from_yaml(include_str!("../antibody.yml")).expect("antibody.yml is valid");
+    let mut config =
+        Config::from_yaml(include_str!("fixtures/antibody.yml")).expect("tests/fixtures/antibody.yml is valid");
     for target in config.targets.values_mut() {
         target.namespace = Some(ns.to_string());
         target.container = Some("app".into());

@@ -22,7 +22,8 @@ const TOKEN: &str = "reconcile-test-token-0123456789";
 /// antibody.yml with every target moved into the test namespace and reloads aimed at the
 /// gunicorn master this test started (never at PID 1 of this host).
 fn test_config(ns: &str, gunicorn_pid: Option<u32>) -> String {
-    let mut config = Config::from_yaml(include_str!("../antibody.yml")).expect("antibody.yml is valid");
+    let mut config =
+        Config::from_yaml(include_str!("fixtures/antibody.yml")).expect("tests/fixtures/antibody.yml is valid");
     for target in config.targets.values_mut() {
         target.namespace = Some(ns.to_string());
         target.container = Some("app".into());

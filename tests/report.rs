@@ -21,7 +21,8 @@ const PLAN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// antibody.yml with its targets moved into the test namespace; reloads run `true`.
 fn test_config(ns: &str, audit_max_bytes: Option<u64>) -> String {
-    let mut config = Config::from_yaml(include_str!("../antibody.yml")).expect("antibody.yml is valid");
+    let mut config =
+        Config::from_yaml(include_str!("fixtures/antibody.yml")).expect("tests/fixtures/antibody.yml is valid");
     for target in config.targets.values_mut() {
         target.namespace = Some(ns.to_string());
         target.container = Some("app".into());

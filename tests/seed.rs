@@ -57,7 +57,8 @@ fn token_file() -> PathBuf {
 /// The shipped antibody.yml, targets in the test namespace, reloads that run `true` and a
 /// stand-in health probe (a bare reload alone ends `Unverified`; tests/reload_effect.rs).
 fn shipped_config(ns: &str) -> String {
-    let mut config = Config::from_yaml(include_str!("../antibody.yml")).expect("antibody.yml is valid");
+    let mut config =
+        Config::from_yaml(include_str!("fixtures/antibody.yml")).expect("tests/fixtures/antibody.yml is valid");
     for target in config.targets.values_mut() {
         target.namespace = Some(ns.to_string());
         target.container = Some("app".into());
