@@ -13,6 +13,7 @@ pub mod alert;
 pub mod alert_replay;
 pub mod approval;
 pub mod backoff;
+pub mod bounded;
 pub mod cli;
 pub mod conditions;
 pub mod config;

@@ -9,9 +9,9 @@
 //!
 //! Hot path: a storm of alerts for one target is answered from memory after the first plan
 //! (no API call per alert); the memory is a cache of the cool-down table kept in the cluster, so a
-//! restarted or failed-over Antibody reads it back before creating anything ([`claims`]).
-//! Alertmanager `resolved` cancels a plan that has not started ([`cancel`]); the flags and the
-//! feeds and listeners of `antibody run` are wired in [`start`].
+//! restarted or failed-over Antibody reads it back before creating anything (`claims.rs`).
+//! Alertmanager `resolved` cancels a plan that has not started (`cancel.rs`); the flags and the
+//! feeds and listeners of `antibody run` are wired in `start.rs`.
 
 pub mod alertmanager;
 mod cancel;

@@ -16,12 +16,12 @@ pub mod plan_log;
 pub mod summary;
 
 use crate::reason::Reason;
-use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use kube::Client;
 use kube::runtime::events::{EventType, Recorder, Reporter as EventReporter};
 
+use crate::bounded::BoundedSet;
 use crate::plan::PatchPlan;
 pub use metrics::Metrics;
 
@@ -177,38 +177,21 @@ pub trait Hook: Send + Sync {
 /// Transitions already reported, by plan uid. A reconcile can run on a stale cached copy of a
 /// plan (the watch has not yet delivered our own status write) and reach the same transition
 /// again; it must not be announced twice (Events, audit, `patch_applied`). Bounded, FIFO.
-pub struct ReportedTransitions {
-    capacity: usize,
-    order: VecDeque<(String, TransitionKind)>,
-    seen: HashSet<(String, TransitionKind)>,
-}
+pub struct ReportedTransitions(BoundedSet<(String, TransitionKind)>);
 
 impl ReportedTransitions {
     pub fn new(capacity: usize) -> Self {
-        Self { capacity, order: VecDeque::new(), seen: HashSet::new() }
+        Self(BoundedSet::new(capacity))
+    }
+
+    /// Let `(uid, kind)` be reported again.
+    pub fn forget(&mut self, uid: &str, kind: TransitionKind) {
+        self.0.remove(&(uid.to_string(), kind));
     }
 
     /// True the first time `(uid, kind)` is seen.
-    pub fn forget(&mut self, uid: &str, kind: TransitionKind) {
-        let key = (uid.to_string(), kind);
-        if self.seen.remove(&key) {
-            self.order.retain(|k| *k != key);
-        }
-    }
-
     pub fn first_time(&mut self, uid: &str, kind: TransitionKind) -> bool {
-        let key = (uid.to_string(), kind);
-        if self.seen.contains(&key) {
-            return false;
-        }
-        if self.order.len() >= self.capacity
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.seen.remove(&oldest);
-        }
-        self.seen.insert(key.clone());
-        self.order.push_back(key);
-        true
+        self.0.insert((uid.to_string(), kind))
     }
 }
 
@@ -360,8 +343,7 @@ mod tests {
         assert!(reported.first_time("b", TransitionKind::Started), "another plan");
         // Bounded: the oldest entry ("a" Started) was forgotten.
         assert!(reported.first_time("a", TransitionKind::Started));
-        assert_eq!(reported.order.len(), 3);
-        assert_eq!(reported.seen.len(), 3);
+        assert_eq!(reported.0.len(), 3);
     }
 
     /// Counts what the hooks were told.

@@ -4,50 +4,40 @@
 //! Delivery is at-least-once per plan transition, keyed by plan uid + event:
 //! - [`Notifier::on_plan`] (synchronous) only enqueues on a bounded queue per sink; a worker
 //!   per sink delivers with a timeout and exponential backoff, so a dead endpoint never slows
-//!   reconciling. A full queue or exhausted retries is counted and logged as undeliverable.
+//!   reconciling. A full queue or exhausted retries is counted and logged as undeliverable
+//!   (`queue.rs`; the sinks: `redis.rs` for the VAEL UI's queue and [`webhook`]).
 //! - After a sink took an event, the annotation `antibody.vael.io/notified-<event>` on the
-//!   PatchPlan lists it. A controller that starts (or takes over) sees every terminal plan once
+//!   PatchPlan lists it ([`marker`]). A controller that starts (or takes over) sees every terminal plan once
 //!   ([`crate::report::Hook::on_terminal_replay`]) and re-delivers what has no marker, so a
 //!   crash between finishing a plan and notifying loses nothing. Receivers de-duplicate on
 //!   the CloudEvent id / summary `uid` + `transition`.
 
 pub use crate::config::notify as config;
+pub mod marker;
+mod queue;
 mod redis;
 pub mod summary;
 pub mod webhook;
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+pub use marker::{marker_annotation, marker_sinks};
+use queue::{Job, RetryPolicy, Shared, Sink, SinkWorker, run_worker};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use serde_json::{Value, json};
-use tokio::sync::{Semaphore, mpsc};
-use tracing::{debug, error, info, warn};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tracing::{debug, error, info};
 
 use self::redis::RedisSink;
 use self::summary::event_name;
 use self::webhook::WebhookSink;
 pub use crate::config::notify::{DeliveryConfig, NotifyConfig, SOCKETIO_SINK, WebhookConfig};
-use crate::plan::{API_GROUP, PatchPlan};
 use crate::report::{Hook, Metrics, PlanTransition};
-
-/// `antibody.vael.io/notified-patch_applied`: the sinks that took this event, comma-separated.
-pub fn marker_annotation(event: &str) -> String {
-    format!("{API_GROUP}/notified-{event}")
-}
-
-/// Sinks named in a plan's delivery marker for `event`.
-pub fn marker_sinks(plan: &PatchPlan, event: &str) -> BTreeSet<String> {
-    plan.annotations()
-        .get(&marker_annotation(event))
-        .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
-        .unwrap_or_default()
-}
 
 /// One plan outcome, ready for any sink.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,77 +110,6 @@ impl NotifyMetrics {
     fn count(family: &Family<SinkLabels, Counter>, sink: &str, event: &str) {
         family.get_or_create(&SinkLabels { sink: sink.into(), event: event.into() }).inc();
     }
-}
-
-/// What this process did with a (plan uid, event, sink); stops replays from duplicating
-/// deliveries in flight or re-trying ones already given up, until the next start.
-#[derive(Default)]
-struct Tracker {
-    claimed: HashSet<(String, &'static str, String)>,
-    order: VecDeque<(String, &'static str, String)>,
-}
-
-/// Claims remembered; the oldest are forgotten past this (a forgotten one may be delivered twice).
-const TRACKER_CAPACITY: usize = 100_000;
-
-impl Tracker {
-    /// False when this process already has (or had) this delivery.
-    fn claim(&mut self, key: (String, &'static str, String)) -> bool {
-        if self.claimed.contains(&key) {
-            return false;
-        }
-        if self.order.len() >= TRACKER_CAPACITY
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.claimed.remove(&oldest);
-        }
-        self.claimed.insert(key.clone());
-        self.order.push_back(key);
-        true
-    }
-
-    /// Let a later replay try again (the event never left the process).
-    fn release(&mut self, key: &(String, &'static str, String)) {
-        self.claimed.remove(key);
-    }
-}
-
-enum Sink {
-    Redis(Box<RedisSink>),
-    Webhook(WebhookSink),
-}
-
-impl Sink {
-    async fn send(&self, event: &NotifyEvent) -> Result<(), SendError> {
-        match self {
-            Sink::Redis(s) => s.send(event).await,
-            Sink::Webhook(s) => s.send(event).await,
-        }
-    }
-}
-
-struct RetryPolicy {
-    retries: u32,
-    base: Duration,
-    max: Duration,
-}
-
-struct SinkWorker {
-    name: String,
-    sink: Sink,
-    policy: RetryPolicy,
-}
-
-struct Job {
-    event: Arc<NotifyEvent>,
-}
-
-struct Shared {
-    client: Client,
-    /// `notify.reveal_values`: otherwise summaries are redacted (`report::access::redact`).
-    reveal_values: bool,
-    metrics: NotifyMetrics,
-    tracker: Mutex<Tracker>,
 }
 
 /// The notify [`Hook`]: enqueues plan outcomes for every configured sink.
@@ -329,94 +248,6 @@ impl Hook for Notifier {
     }
 }
 
-async fn run_worker(worker: Arc<SinkWorker>, mut jobs: mpsc::Receiver<Job>, shared: Arc<Shared>, concurrency: usize) {
-    let slots = Arc::new(Semaphore::new(concurrency));
-    while let Some(job) = jobs.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        let (worker, shared) = (worker.clone(), shared.clone());
-        tokio::spawn(async move {
-            deliver(&worker, &job.event, &shared).await;
-            drop(slot);
-        });
-    }
-}
-
-async fn deliver(worker: &SinkWorker, event: &NotifyEvent, shared: &Shared) {
-    let sink = worker.name.as_str();
-    let attempts = worker.policy.retries.saturating_add(1);
-    for attempt in 1..=attempts {
-        match worker.sink.send(event).await {
-            Ok(()) => {
-                NotifyMetrics::count(&shared.metrics.delivered, sink, event.event);
-                info!(plan = %event.name, event = event.event, sink, attempt, "notification delivered");
-                if let Err(e) = record_marker(&shared.client, event, sink).await {
-                    // Delivered but unmarked: a restart may deliver it again (receivers de-duplicate).
-                    warn!(plan = %event.name, event = event.event, sink, error = %e, "cannot record delivery marker");
-                }
-                return;
-            }
-            Err(e) => {
-                NotifyMetrics::count(&shared.metrics.failures, sink, event.event);
-                let last = attempt == attempts || !e.retryable;
-                warn!(
-                    plan = %event.name, event = event.event, sink, attempt, attempts,
-                    retryable = e.retryable, error = %e.message, "notification attempt failed"
-                );
-                if last {
-                    break;
-                }
-                tokio::time::sleep(
-                    crate::backoff::Backoff::new(worker.policy.base, worker.policy.max).ceiling(attempt - 1),
-                )
-                .await;
-            }
-        }
-    }
-    NotifyMetrics::count(&shared.metrics.undeliverable, sink, event.event);
-    error!(
-        plan = %event.name, event = event.event, sink, id = %event.dedup_id(),
-        "notification undeliverable: giving up until the next controller start"
-    );
-}
-
-/// Add `sink` to the plan's marker for the event; optimistic (resourceVersion) so two writers
-/// never drop each other's sinks.
-async fn record_marker(client: &Client, event: &NotifyEvent, sink: &str) -> Result<(), kube::Error> {
-    let api: Api<PatchPlan> = Api::namespaced(client.clone(), &event.namespace);
-    let key = marker_annotation(event.event);
-    for _ in 0..5 {
-        let Some(meta) = api.get_metadata_opt(&event.name).await? else {
-            return Ok(());
-        };
-        if meta.metadata.uid.as_deref() != Some(event.uid.as_str()) {
-            return Ok(()); // deleted and re-created: not our plan any more
-        }
-        let mut sinks: BTreeSet<String> = meta
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(&key))
-            .map(|v| v.split(',').filter(|s| !s.is_empty()).map(String::from).collect())
-            .unwrap_or_default();
-        if !sinks.insert(sink.to_string()) {
-            return Ok(());
-        }
-        let value = sinks.into_iter().collect::<Vec<_>>().join(",");
-        let patch = json!({
-            "metadata": { "resourceVersion": meta.metadata.resource_version, "annotations": { &key: value } }
-        });
-        match api.patch_metadata(&event.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => return Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 409 => continue,
-            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// `antibody check-config`: read webhook secret files and, when `connect`, PING the Redis
 /// queue within `timeout`. Returns one line describing the sinks.
 pub async fn preflight(
@@ -443,18 +274,8 @@ pub async fn preflight(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::PatchPlan;
     use crate::reason::Reason;
-
-    #[test]
-    fn tracker_claims_once_and_releases() {
-        let mut tracker = Tracker::default();
-        let key = ("u-1".to_string(), "patch_applied", "socketio".to_string());
-        assert!(tracker.claim(key.clone()));
-        assert!(!tracker.claim(key.clone()), "second claim in this process is refused");
-        assert!(tracker.claim(("u-1".into(), "patch_applied", "ci".into())), "other sinks are separate");
-        tracker.release(&key);
-        assert!(tracker.claim(key), "released claims can be taken again");
-    }
 
     #[test]
     fn terminal_transitions_are_recovered_from_saved_status() {
@@ -536,23 +357,12 @@ mod tests {
         assert!(started.elapsed() < Duration::from_millis(50), "on_plan only enqueues: {:?}", started.elapsed());
         let labels = SinkLabels { sink: "webhook-0".into(), event: "patch_applied".into() };
         assert_eq!(notifier.shared.metrics.undeliverable.get_or_create(&labels).get(), 3, "queue holds 1 of 4");
-        let tracker = notifier.shared.tracker.lock().expect("lock");
-        assert!(!tracker.claimed.contains(&("u-3".to_string(), "patch_applied", "webhook-0".to_string())), "released");
+        let mut tracker = notifier.shared.tracker.lock().expect("lock");
+        assert!(tracker.claim(("u-3".to_string(), "patch_applied", "webhook-0".to_string())), "released");
         assert!(
             metrics
                 .encode()
                 .contains("antibody_notify_undeliverable_total{sink=\"webhook-0\",event=\"patch_applied\"} 3")
         );
-    }
-
-    #[test]
-    fn marker_lists_sinks() {
-        let mut plan = PatchPlan::new("p", Default::default());
-        assert!(marker_sinks(&plan, "patch_applied").is_empty());
-        plan.metadata.annotations =
-            Some([(marker_annotation("patch_applied"), "ci, socketio,".to_string())].into_iter().collect());
-        assert_eq!(marker_sinks(&plan, "patch_applied"), BTreeSet::from(["ci".to_string(), "socketio".to_string()]));
-        assert!(marker_sinks(&plan, "patch_failed").is_empty());
-        assert_eq!(marker_annotation("patch_applied"), "antibody.vael.io/notified-patch_applied");
     }
 }
