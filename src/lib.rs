@@ -15,6 +15,7 @@ pub mod approval;
 pub mod backoff;
 pub mod bounded;
 pub mod cli;
+pub mod clock;
 pub mod conditions;
 pub mod config;
 pub mod effect;

@@ -89,6 +89,5 @@ pub fn not_found<T>(result: kube::Result<T>) -> kube::Result<Option<T>> {
 
 /// Seconds since `since`, saturating at zero.
 pub fn elapsed(since: &Time, now: &Time) -> Duration {
-    let nanos = (now.0.as_nanosecond() - since.0.as_nanosecond()).max(0);
-    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    crate::clock::elapsed(since.0, now.0)
 }

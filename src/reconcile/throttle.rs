@@ -36,7 +36,7 @@ pub fn dedup(history: Vec<Activity>) -> Vec<Activity> {
 }
 
 fn since(at: Timestamp, now: Timestamp) -> Duration {
-    Duration::from_nanos(u64::try_from((now.as_nanosecond() - at.as_nanosecond()).max(0)).unwrap_or(u64::MAX))
+    crate::clock::elapsed(at, now)
 }
 
 /// `wanted`: (target, namespace) of each action of the plan asking to start.

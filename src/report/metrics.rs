@@ -209,7 +209,7 @@ impl Metrics {
         let seconds = |start: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
                        end: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
             let (start, end) = (start?, end?);
-            Some((end.0.as_nanosecond() - start.0.as_nanosecond()).max(0) as f64 / 1e9)
+            Some(crate::clock::elapsed(start.0, end.0).as_secs_f64())
         };
         match t.kind {
             TransitionKind::ActionSucceeded { index } => {

@@ -124,10 +124,7 @@ fn time_value(time: Option<&Time>) -> Value {
 
 fn seconds_between(start: Option<Timestamp>, end: Option<Timestamp>) -> Value {
     match (start, end) {
-        (Some(start), Some(end)) => {
-            let nanos = (end.as_nanosecond() - start.as_nanosecond()).max(0);
-            json!(nanos as f64 / 1e9)
-        }
+        (Some(start), Some(end)) => json!(crate::clock::elapsed(start, end).as_secs_f64()),
         _ => Value::Null,
     }
 }
