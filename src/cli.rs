@@ -115,7 +115,7 @@ pub async fn list_backups(config_file: &Path, target: &str, namespace: &str) -> 
             b.metadata.name.as_deref().unwrap_or_default(),
             b.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
             annotation(crate::actions::env::KEY_ANNOTATION),
-            annotation("antibody.vael.io/plan"),
+            annotation(crate::names::PLAN_ANNOTATION),
         ));
     }
     if backups.is_empty() {

@@ -27,12 +27,10 @@ use serde_json::{Value, json};
 
 use crate::plan::{PatchPlan, Phase};
 
-pub const LADDER_CONFIG_MAP: &str = "antibody-escalation";
-pub const BREAKER_CONFIG_MAP: &str = "antibody-breakers";
-/// On a plan created by a ladder: `<rule>/<target> step <n>`.
-pub const ESCALATION_ANNOTATION: &str = "antibody.vael.io/escalation";
-/// On a plan created by a ladder: the plan of the step before it.
-pub const ESCALATED_FROM_ANNOTATION: &str = "antibody.vael.io/escalated-from";
+pub use crate::names::BREAKER_CONFIG_MAP;
+pub use crate::names::ESCALATED_FROM_ANNOTATION;
+pub use crate::names::ESCALATION_ANNOTATION;
+pub use crate::names::LADDER_CONFIG_MAP;
 
 // --- Ladder -----------------------------------------------------------------------------------
 
@@ -225,7 +223,7 @@ async fn change_key<T: Serialize + for<'de> Deserialize<'de>>(
                 let config_map = ConfigMap {
                     metadata: ObjectMeta {
                         name: Some(name.into()),
-                        labels: Some([("app.kubernetes.io/managed-by".to_string(), "antibody".to_string())].into()),
+                        labels: Some(crate::names::managed_labels()),
                         ..Default::default()
                     },
                     data: Some([(key.to_string(), value)].into()),

@@ -22,6 +22,7 @@ pub mod effect;
 pub mod escalation;
 pub mod ingest;
 pub mod leader;
+pub mod names;
 pub mod observation;
 pub mod operator_cli;
 pub mod plan;
@@ -39,8 +40,7 @@ pub mod tokens;
 pub mod validate;
 pub mod window;
 
-/// Field manager of every write Antibody sends (plan creates, patches, server-side applies).
-pub const FIELD_MANAGER: &str = "antibody";
+pub use crate::names::FIELD_MANAGER;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -9,14 +9,10 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub const API_GROUP: &str = "antibody.vael.io";
-/// Annotation written on a Deployment that a plan restarted: `<namespace>/<plan name>`.
-/// The controller maps Deployment watch events back to the plan through it.
-pub const PLAN_ANNOTATION: &str = "antibody.vael.io/plan";
-/// On a plan: who asked for it (the REST token name or the alert's source); signed with it.
-pub const REQUESTED_BY_ANNOTATION: &str = "antibody.vael.io/requested-by";
-/// The annotation `kubectl rollout restart` writes on the pod template.
-pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
+pub use crate::names::API_GROUP;
+pub use crate::names::PLAN_ANNOTATION;
+pub use crate::names::REQUESTED_BY_ANNOTATION;
+pub use crate::names::RESTARTED_AT_ANNOTATION;
 
 /// One remediation decided from an alert, a GitOps commit or a human.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

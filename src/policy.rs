@@ -185,8 +185,8 @@ fn decide_with(config: &Config, alert: &ThreatAlert, plan_namespace: &str, step_
 pub fn plan_object(name: &str, namespace: &str, rule: &str, spec: PatchPlanSpec) -> PatchPlan {
     let mut plan = PatchPlan::new(name, spec);
     plan.metadata.namespace = Some(namespace.to_string());
-    plan.metadata.labels = Some([("app.kubernetes.io/managed-by".to_string(), "antibody".to_string())].into());
-    plan.metadata.annotations = Some([("antibody.vael.io/rule".to_string(), rule.to_string())].into());
+    plan.metadata.labels = Some(crate::names::managed_labels());
+    plan.metadata.annotations = Some([(crate::names::RULE_ANNOTATION.to_string(), rule.to_string())].into());
     plan
 }
 

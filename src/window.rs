@@ -22,8 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::validate::ConfigError;
 
-/// Annotation on a namespace that freezes plans acting in it: JSON [`Freeze`].
-pub const FREEZE_ANNOTATION: &str = "antibody.vael.io/freeze";
+pub use crate::names::FREEZE_ANNOTATION;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

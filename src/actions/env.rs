@@ -28,10 +28,10 @@ use crate::FIELD_MANAGER;
 use crate::config::ConfigMapMode;
 use crate::plan::{ActionStatus, PatchPlan, StepState};
 
-pub const BACKUP_OF_LABEL: &str = "antibody.vael.io/backup-of";
-pub const PLAN_LABEL: &str = "antibody.vael.io/plan";
-pub const KEY_ANNOTATION: &str = "antibody.vael.io/key";
-pub const PLAN_UID_ANNOTATION: &str = "antibody.vael.io/plan-uid";
+pub use crate::names::BACKUP_OF_LABEL;
+pub use crate::names::KEY_ANNOTATION;
+pub use crate::names::PLAN_LABEL;
+pub use crate::names::PLAN_UID_ANNOTATION;
 
 /// sha256 of a ConfigMap's data and binaryData (canonical JSON of the sorted maps), hex.
 pub fn data_digest(config_map: &ConfigMap) -> String {
@@ -104,14 +104,14 @@ async fn back_up(
             labels: Some(BTreeMap::from([
                 (BACKUP_OF_LABEL.to_string(), cm_name.clone()),
                 (PLAN_LABEL.to_string(), ctx.plan.metadata.name.clone().unwrap_or_default()),
-                ("app.kubernetes.io/managed-by".to_string(), FIELD_MANAGER.to_string()),
+                (crate::names::MANAGED_BY_LABEL.to_string(), FIELD_MANAGER.to_string()),
             ])),
             annotations: Some(BTreeMap::from([
-                ("antibody.vael.io/plan".to_string(), ctx.plan_ref()),
+                (crate::names::PLAN_ANNOTATION.to_string(), ctx.plan_ref()),
                 (PLAN_UID_ANNOTATION.to_string(), ctx.plan_uid().to_string()),
                 (KEY_ANNOTATION.to_string(), key.to_string()),
                 (
-                    "antibody.vael.io/resource-version".to_string(),
+                    crate::names::BACKUP_RESOURCE_VERSION_ANNOTATION.to_string(),
                     current.metadata.resource_version.clone().unwrap_or_default(),
                 ),
             ])),
@@ -328,7 +328,8 @@ async fn verify_backup(
         });
     }
     let annotations = saved.metadata.annotations.clone().unwrap_or_default();
-    let (Some(plan_ref), Some(uid)) = (annotations.get("antibody.vael.io/plan"), annotations.get(PLAN_UID_ANNOTATION))
+    let (Some(plan_ref), Some(uid)) =
+        (annotations.get(crate::names::PLAN_ANNOTATION), annotations.get(PLAN_UID_ANNOTATION))
     else {
         return Ok(Err("it names no plan that made it".into()));
     };

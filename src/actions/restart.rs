@@ -14,8 +14,7 @@ use crate::actions::rollout::{RolloutState, rollout_state};
 use crate::plan::{ActionStatus, PLAN_ANNOTATION, RESTARTED_AT_ANNOTATION, StepState};
 use crate::preflight::restart_risks;
 
-/// Label on Deployments Antibody restarted: lets the controller watch only those.
-pub const RESTARTED_LABEL: &str = "antibody.vael.io/restarted";
+pub use crate::names::RESTARTED_LABEL;
 
 pub async fn run(
     ctx: &ActionContext<'_>,

@@ -226,10 +226,10 @@ async fn write_table(
             let config_map = ConfigMap {
                 metadata: ObjectMeta {
                     name: Some(cooldown::CONFIG_MAP.into()),
-                    labels: Some([("app.kubernetes.io/managed-by".to_string(), "antibody".to_string())].into()),
+                    labels: Some(crate::names::managed_labels()),
                     annotations: Some(
                         [(
-                            "antibody.vael.io/purpose".to_string(),
+                            crate::names::PURPOSE_ANNOTATION.to_string(),
                             "per-target alert cool-down claims (see ingest.cooldown_seconds)".to_string(),
                         )]
                         .into(),

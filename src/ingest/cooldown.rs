@@ -18,8 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::{PatchPlanSpec, PlanAction};
 
-/// Name of the ConfigMap holding the table, one per plan namespace.
-pub const CONFIG_MAP: &str = "antibody-cooldown";
+pub use crate::names::COOLDOWN_CONFIG_MAP as CONFIG_MAP;
 
 /// One remedy claimed by a plan at a time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -45,8 +45,7 @@ pub const ALERT_PATH: &str = "/api/nexus/alert";
 pub const PATCH_PATH: &str = "/api/antibody/patch";
 pub const ALERTMANAGER_PATH: &str = "/api/alertmanager";
 
-/// On a manual plan in the original shape: the `source_alert` it named.
-pub const SOURCE_ALERT_ANNOTATION: &str = "antibody.vael.io/source-alert";
+pub use crate::names::SOURCE_ALERT_ANNOTATION;
 
 /// Feed names in metrics and audit.
 pub const FEED: &str = "rest";

@@ -46,9 +46,9 @@ use claims::Memory;
 
 pub use crate::config::ingest::IngestConfig;
 
+pub use crate::names::FEED_ANNOTATION;
 /// Annotations naming who asked for a plan and through which feed.
 pub use crate::plan::REQUESTED_BY_ANNOTATION;
-pub const FEED_ANNOTATION: &str = "antibody.vael.io/feed";
 
 pub struct Intake {
     client: Client,

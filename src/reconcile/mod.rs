@@ -292,8 +292,7 @@ fn activities(config: &Config, plan: &PatchPlan, global_dry_run: bool) -> Vec<Ac
 }
 
 const AUDIT_RETRY: Duration = Duration::from_secs(5);
-/// Annotation on a namespace that pauses new plans in it.
-pub const PAUSE_ANNOTATION: &str = "antibody.vael.io/paused";
+pub use crate::names::PAUSE_ANNOTATION;
 
 /// Paused globally (config), for the plan's namespace or for a target's namespace (annotation)?
 /// A plan in one namespace must not act on a namespace its operators paused.

@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 
 use crate::FIELD_MANAGER;
 
-pub const CONFIG_MAP_PREFIX: &str = "antibody-signatures-";
+pub use crate::names::SIGNATURES_CONFIG_MAP_PREFIX as CONFIG_MAP_PREFIX;
 const MAX_CONFLICTS: u32 = 16;
 
 /// One executed signature.
@@ -98,10 +98,7 @@ pub async fn record(
                 let object = ConfigMap {
                     metadata: ObjectMeta {
                         name: Some(name.clone()),
-                        labels: Some(BTreeMap::from([(
-                            "app.kubernetes.io/managed-by".to_string(),
-                            FIELD_MANAGER.to_string(),
-                        )])),
+                        labels: Some(crate::names::managed_labels()),
                         ..Default::default()
                     },
                     data: Some(next),

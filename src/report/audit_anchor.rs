@@ -28,8 +28,7 @@ use tracing::{debug, error, info, warn};
 
 use super::audit::{self, AuditLog, Head, Problem, Verification};
 
-/// Holds one anchor per log id, in the plan namespace.
-pub const ANCHOR_CONFIGMAP: &str = "antibody-audit-anchor";
+pub use crate::names::AUDIT_ANCHOR_CONFIG_MAP as ANCHOR_CONFIGMAP;
 
 /// The head of one log as it was pinned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,7 +179,7 @@ pub async fn anchor_once(
             let map = ConfigMap {
                 metadata: ObjectMeta {
                     name: Some(ANCHOR_CONFIGMAP.into()),
-                    labels: Some([("app.kubernetes.io/managed-by".to_string(), "antibody".to_string())].into()),
+                    labels: Some(crate::names::managed_labels()),
                     ..Default::default()
                 },
                 data: Some([(log.log_id().to_string(), value.clone())].into()),

@@ -228,7 +228,8 @@ impl Metrics {
                 }
             }
             TransitionKind::DryRun => {
-                let rule = t.plan.metadata.annotations.as_ref().and_then(|a| a.get("antibody.vael.io/rule")).cloned();
+                let rule =
+                    t.plan.metadata.annotations.as_ref().and_then(|a| a.get(crate::names::RULE_ANNOTATION)).cloned();
                 self.would_have_acted
                     .get_or_create(&RuleLabels { rule: rule.unwrap_or_else(|| "manual".into()) })
                     .inc();
