@@ -123,3 +123,61 @@ fn no_new_dependency_cycles_between_modules() {
     let cycles: Vec<String> = cyclic.iter().map(|(a, b)| format!("{a} → {b}")).collect();
     assert!(cycles.is_empty(), "dependency cycle edges (layers must point down): {cycles:?}");
 }
+
+/// The domain core: decisions and model, testable without a cluster. It may use the CRD types
+/// (`plan`, derived with kube's macros) but never a client, an API call or the runtime, and it
+/// depends only on itself.
+const CORE: [&str; 16] = [
+    "admission",
+    "alert",
+    "bounded",
+    "clock",
+    "conditions",
+    "config",
+    "effect",
+    "names",
+    "observation",
+    "plan",
+    "policy",
+    "reason",
+    "signing",
+    "tokens",
+    "validate",
+    "window",
+];
+
+fn core_files() -> Vec<(String, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files
+        .into_iter()
+        .filter_map(|file| {
+            let relative = file.strip_prefix(&src).ok()?;
+            let top = relative.components().next()?.as_os_str().to_str()?.trim_end_matches(".rs").to_string();
+            CORE.contains(&top.as_str()).then(|| (top, std::fs::read_to_string(&file).expect("read")))
+        })
+        .collect()
+}
+
+#[test]
+fn the_domain_core_uses_no_client_and_depends_only_on_itself() {
+    let files = core_files();
+    assert!(files.len() >= CORE.len(), "every core module was read");
+    let mut outside = Vec::new();
+    let mut clients = Vec::new();
+    for (module, text) in &files {
+        for name in referenced(text) {
+            if !CORE.contains(&name.as_str()) {
+                outside.push(format!("{module} → {name}"));
+            }
+        }
+        for needle in ["kube::Client", "kube::Api", "kube::api::", "kube::runtime", "Api<", "Client,", "Client}"] {
+            if text.lines().any(|l| !l.trim_start().starts_with("//") && l.contains(needle)) {
+                clients.push(format!("{module}: {needle}"));
+            }
+        }
+    }
+    assert!(outside.is_empty(), "core modules reaching out of the core: {outside:?}");
+    assert!(clients.is_empty(), "core modules using the Kubernetes client: {clients:?}");
+}

@@ -1,7 +1,5 @@
 //! The `ingest:` section of antibody.yml (pure; the intake itself is `crate::ingest`).
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
@@ -65,9 +63,5 @@ impl IngestConfig {
             return Err(err("reconnect_max_ms", format!("{} is outside 100..600000", self.reconnect_max_ms)));
         }
         Ok(())
-    }
-
-    pub fn reconnect_backoff(&self) -> crate::backoff::Backoff {
-        crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_millis(self.reconnect_max_ms))
     }
 }

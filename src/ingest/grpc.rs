@@ -185,7 +185,7 @@ pub async fn subscribe(endpoint: Endpoint, intake: Arc<Intake>, shutdown: Cancel
             }
             StreamEnd::Failed(error) => warn!(%url, %error, last_id = last, "cannot subscribe to NEXUS"),
         }
-        let delay = intake.config().ingest.reconnect_backoff().delay(failures);
+        let delay = super::reconnect_backoff(&intake.config().ingest).delay(failures);
         failures = failures.saturating_add(1);
         info!(%url, delay_ms = delay.as_millis() as u64, attempt = failures, "reconnecting to NEXUS");
         tokio::select! {

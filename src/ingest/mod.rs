@@ -198,6 +198,11 @@ impl Intake {
     }
 }
 
+/// Feed reconnects: 100 ms doubling up to `ingest.reconnect_max_ms`, jittered.
+pub fn reconnect_backoff(config: &IngestConfig) -> crate::backoff::Backoff {
+    crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_millis(config.reconnect_max_ms))
+}
+
 pub fn annotate(plan: &mut PatchPlan, feed: &str, requester: &str) {
     let annotations = plan.metadata.annotations.get_or_insert_with(Default::default);
     annotations.insert(REQUESTED_BY_ANNOTATION.into(), requester.into());

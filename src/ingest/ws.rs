@@ -209,7 +209,7 @@ pub async fn subscribe(
         } else {
             warn!(%url, %error, "cannot connect to the NEXUS Socket.IO feed");
         }
-        let delay = intake.config().ingest.reconnect_backoff().delay(failures);
+        let delay = super::reconnect_backoff(&intake.config().ingest).delay(failures);
         failures = failures.saturating_add(1);
         debug!(%url, delay_ms = delay.as_millis() as u64, attempt = failures, "reconnecting to NEXUS Socket.IO");
         tokio::select! {
