@@ -1,6 +1,6 @@
-//! The plan summary every broadcast carries: Socket.IO `patch_applied` / `patch_failed`, the
-//! `GET /api/antibody/plans` list, the Redis and webhook notifiers. One pure function, so they
-//! all say the same thing about a plan.
+//! One view of a plan ([`PlanView`]) for everything that tells about it: audit records, the
+//! Socket.IO `patch_applied` / `patch_failed` broadcast, the `GET /api/antibody/plans` list,
+//! the Redis and webhook notifiers. Pure, so they all say the same thing about a plan.
 //!
 //! The original `patch_applied` fields are kept: `id` (plan name), `source_alert` (alert id) and
 //! `actions` (`{type, target, key, val}`); the rest says where the plan stands and who asked.
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::FIELD_MANAGER;
 use crate::conditions::{PATCH_APPLIED, READY};
-use crate::plan::PatchPlan;
+use crate::plan::{ActionType, AlertSummary, PatchPlan, Phase, StepState};
 
 /// Set by Antibody on plans it creates for a REST caller: the name of the token that asked.
 /// Trusted only when Antibody's own signature covers it: anyone can write an annotation, and
@@ -129,50 +129,127 @@ fn seconds_between(start: Option<Timestamp>, end: Option<Timestamp>) -> Value {
     }
 }
 
-/// The summary of a plan as it now stands (pure: the plan in, JSON out). `seconds` runs from
-/// `createdAt` to `finishedAt`; the API server keeps `creationTimestamp` to the second.
-pub fn plan_summary(plan: &PatchPlan) -> Value {
-    let status = plan.status.as_ref();
-    let ready = plan.condition(READY);
-    let applied = plan.condition(PATCH_APPLIED).is_some_and(|c| c.status == "True");
-    let actions: Vec<Value> = plan
-        .spec
-        .actions
-        .iter()
-        .enumerate()
-        .map(|(index, action)| {
-            let progress = status.and_then(|s| s.actions.get(index));
-            json!({
-                // antibody.yml spelling (`edit_env`), as the original patch_applied carried it.
-                "type": action.action.config_name(),
-                "target": action.target,
-                "key": action.key,
-                "val": action.value,
-                "state": progress.map(|p| p.state),
-                "message": progress.map(|p| p.message.as_str()).filter(|m| !m.is_empty()),
+/// One action of a [`PlanView`]: the spec's action and how far it got. Its serde form is the
+/// audit record's (`type` in the CRD's spelling); the summary renders it the original way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionView {
+    #[serde(rename = "type")]
+    pub action: ActionType,
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StepState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The one view of a plan as it now stands: what audit records, Socket.IO broadcasts,
+/// notifiers and `GET /api/antibody/plans` say about it (each renders it in its own wire
+/// format). Pure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanView {
+    pub namespace: Option<String>,
+    pub name: String,
+    pub uid: Option<String>,
+    pub alert: Option<AlertSummary>,
+    pub actions: Vec<ActionView>,
+    pub dry_run: bool,
+    pub phase: Phase,
+    /// `PatchApplied=True`: the effect was observed.
+    pub patch_applied: bool,
+    /// The `Ready` condition's reason and message.
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    pub requester: Requester,
+    pub created: Option<Time>,
+    pub started: Option<Time>,
+    pub finished: Option<Time>,
+}
+
+impl PlanView {
+    pub fn of(plan: &PatchPlan) -> Self {
+        let status = plan.status.as_ref();
+        let ready = plan.condition(READY);
+        let actions = plan
+            .spec
+            .actions
+            .iter()
+            .enumerate()
+            .map(|(index, action)| {
+                let progress = status.and_then(|s| s.actions.get(index));
+                ActionView {
+                    action: action.action,
+                    target: action.target.clone(),
+                    key: action.key.clone(),
+                    value: action.value.clone(),
+                    state: progress.map(|p| p.state),
+                    message: progress.map(|p| p.message.clone()).filter(|m| !m.is_empty()),
+                }
             })
+            .collect();
+        Self {
+            namespace: plan.metadata.namespace.clone(),
+            name: plan.metadata.name.clone().unwrap_or_default(),
+            uid: plan.metadata.uid.clone(),
+            alert: plan.spec.alert.clone(),
+            actions,
+            dry_run: plan.spec.dry_run,
+            phase: plan.phase(),
+            patch_applied: plan.condition(PATCH_APPLIED).is_some_and(|c| c.status == "True"),
+            reason: ready.map(|c| c.reason.clone()),
+            message: ready.map(|c| c.message.clone()),
+            requester: requester(plan),
+            created: plan.metadata.creation_timestamp.clone(),
+            started: status.and_then(|s| s.started_at.clone()),
+            finished: status.and_then(|s| s.finished_at.clone()),
+        }
+    }
+
+    /// The summary JSON (the original `patch_applied` fields first). `seconds` runs from
+    /// `createdAt` to `finishedAt`; the API server keeps `creationTimestamp` to the second.
+    pub fn summary(&self) -> Value {
+        let actions: Vec<Value> = self
+            .actions
+            .iter()
+            .map(|action| {
+                json!({
+                    // antibody.yml spelling (`edit_env`), as the original patch_applied carried it.
+                    "type": action.action.config_name(),
+                    "target": action.target,
+                    "key": action.key,
+                    "val": action.value,
+                    "state": action.state,
+                    "message": action.message,
+                })
+            })
+            .collect();
+        json!({
+            "id": self.name,
+            "namespace": self.namespace,
+            "uid": self.uid,
+            "source_alert": self.alert.as_ref().map(|a| a.id.as_str()),
+            "alert": self.alert,
+            "actions": actions,
+            "dry_run": self.dry_run,
+            "status": self.phase,
+            "patch_applied": self.patch_applied,
+            "reason": self.reason,
+            "message": self.message,
+            "requester": self.requester,
+            "createdAt": time_value(self.created.as_ref()),
+            "startedAt": time_value(self.started.as_ref()),
+            "finishedAt": time_value(self.finished.as_ref()),
+            "seconds": seconds_between(self.created.as_ref().map(|t| t.0), self.finished.as_ref().map(|t| t.0)),
         })
-        .collect();
-    let created = plan.metadata.creation_timestamp.as_ref();
-    let finished = status.and_then(|s| s.finished_at.as_ref());
-    json!({
-        "id": plan.metadata.name,
-        "namespace": plan.metadata.namespace,
-        "uid": plan.metadata.uid,
-        "source_alert": plan.spec.alert.as_ref().map(|a| a.id.as_str()),
-        "alert": plan.spec.alert,
-        "actions": actions,
-        "dry_run": plan.spec.dry_run,
-        "status": plan.phase(),
-        "patch_applied": applied,
-        "reason": ready.map(|c| c.reason.as_str()),
-        "message": ready.map(|c| c.message.as_str()),
-        "requester": requester(plan),
-        "createdAt": time_value(created),
-        "startedAt": time_value(status.and_then(|s| s.started_at.as_ref())),
-        "finishedAt": time_value(finished),
-        "seconds": seconds_between(created.map(|t| t.0), finished.map(|t| t.0)),
-    })
+    }
+}
+
+/// The summary of a plan as it now stands (pure: the plan in, JSON out): [`PlanView::summary`].
+pub fn plan_summary(plan: &PatchPlan) -> Value {
+    PlanView::of(plan).summary()
 }
 
 #[cfg(test)]

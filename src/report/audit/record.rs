@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::{GENESIS, MIN_KEY_BYTES};
-use crate::plan::{ActionType, Phase, StepState};
-use crate::report::summary::{self, Requester};
+use crate::plan::Phase;
+use crate::report::summary::{PlanView, Requester};
 use crate::report::{AlertOutcome, AlertRecord, PlanTransition, TransitionKind};
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -64,20 +64,8 @@ pub struct PlanRef {
     pub uid: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActionRecord {
-    #[serde(rename = "type")]
-    pub action: ActionType,
-    pub target: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<StepState>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
+/// An action in a plan record: the plan view's action (one shape for both).
+pub use crate::report::summary::ActionView as ActionRecord;
 
 /// One line of the audit log. `seq` and `prev` are filled in by the writer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,35 +139,14 @@ pub fn chain_break_record(event: &str, message: String, detail: Value) -> AuditR
 
 /// The record for a plan transition (pure).
 pub fn plan_record(transition: &PlanTransition<'_>) -> AuditRecord {
-    let plan = transition.plan;
-    let status = plan.status.as_ref();
+    let view = PlanView::of(transition.plan);
     let mut record = AuditRecord::new(RecordKind::Plan, transition.kind.name());
-    record.plan = Some(PlanRef {
-        namespace: plan.metadata.namespace.clone(),
-        name: plan.metadata.name.clone().unwrap_or_default(),
-        uid: plan.metadata.uid.clone(),
-    });
-    record.alert_id = plan.spec.alert.as_ref().map(|a| a.id.clone());
-    record.alert_source = plan.spec.alert.as_ref().map(|a| a.source.clone());
-    record.requester = Some(summary::requester(plan));
-    record.actions = plan
-        .spec
-        .actions
-        .iter()
-        .enumerate()
-        .map(|(index, action)| {
-            let progress = status.and_then(|s| s.actions.get(index));
-            ActionRecord {
-                action: action.action,
-                target: action.target.clone(),
-                key: action.key.clone(),
-                value: action.value.clone(),
-                state: progress.map(|p| p.state),
-                message: progress.map(|p| p.message.clone()).filter(|m| !m.is_empty()),
-            }
-        })
-        .collect();
-    record.phase = Some(plan.phase());
+    record.plan = Some(PlanRef { namespace: view.namespace, name: view.name, uid: view.uid });
+    record.alert_id = view.alert.as_ref().map(|a| a.id.clone());
+    record.alert_source = view.alert.map(|a| a.source);
+    record.requester = Some(view.requester);
+    record.actions = view.actions;
+    record.phase = Some(view.phase);
     record.reason = Some(transition.reason.to_string());
     record.message = Some(transition.message.to_string());
     if let TransitionKind::ActionSucceeded { index } = transition.kind {
