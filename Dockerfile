@@ -7,6 +7,9 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs* ./
 COPY proto ./proto
 COPY src ./src
+# Workspace members (not built here; cargo reads their manifests).
+COPY bench ./bench
+COPY test-support ./test-support
 RUN cargo build --release --locked --bin antibody \
  && strip target/release/antibody
 

@@ -7,4 +7,4 @@ demo:        ## the four matrix alerts end to end, with a timing table
 crd:         ## regenerate crds/patchplan.yaml from the Rust types
 	cargo run --quiet -- crd > crds/patchplan.yaml
 check:       ## formatting and lints, as CI runs them
-	cargo fmt --check && cargo clippy --all-targets -- -D warnings
+	cargo fmt --all --check && cargo clippy --workspace --all-targets -- -D warnings

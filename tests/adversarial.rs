@@ -6,7 +6,7 @@
 //! must be refused with the expected reason; afterwards no PatchPlan exists, the controller is
 //! alive and its memory stayed bounded.
 
-mod support;
+use antibody_test_support as support;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -9,7 +9,7 @@
 //!   reason `AuditUnavailable`, the Deployment untouched); once the directory is back the plan
 //!   runs and the log records the loss (`write_failed`) before it.
 
-mod support;
+use antibody_test_support as support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

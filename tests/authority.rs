@@ -2,7 +2,7 @@
 //! its refusal. Plans in a namespace antibody.yml does not list, a paused target namespace, a
 //! signed plan deleted and re-applied, a planted backup, a forged requested-by.
 
-mod support;
+use antibody_test_support as support;
 
 use std::time::Duration;
 

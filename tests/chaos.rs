@@ -7,7 +7,7 @@
 //! taken up within `WATCH_RECONNECT_BOUND`. The NEXUS feed being dropped and restored without losing an alert is proved by
 //! `tests/ingest.rs::grpc_feed_matrix_end_to_end_survives_a_feed_restart`.
 
-mod support;
+use antibody_test_support as support;
 
 use std::time::{Duration, Instant};
 

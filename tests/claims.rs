@@ -5,7 +5,7 @@
 //! `NonZeroExitCode`, `ExecFailed`, `NoReadyPods`, `ProgressDeadlineExceeded` and `BackupNotFound` reached
 //! through real plans.
 
-mod support;
+use antibody_test_support as support;
 
 use std::time::Duration;
 

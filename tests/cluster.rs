@@ -2,7 +2,7 @@
 //! pods, a template patch rolls out to completion, and `pods/exec` returns output and exit status.
 //! Under kwok, exec runs on this host as an unprivileged user (uid 65534).
 
-mod support;
+use antibody_test_support as support;
 
 use std::time::Duration;
 

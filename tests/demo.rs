@@ -7,7 +7,7 @@
 //! release build: CI builds no release profile (time), so the release step itself is not run
 //! here. The control plane is the suite's (already up), which the demo leaves running.
 
-mod support;
+use antibody_test_support as support;
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;

@@ -1,6 +1,6 @@
 //! deploy/ renders, installs, and grants exactly the verbs Antibody uses — nothing more.
 
-mod support;
+use antibody_test_support as support;
 
 use std::collections::BTreeMap;
 

@@ -8,7 +8,7 @@
 //! - an alert after `cure_seconds` starts a new episode at step 1;
 //! - `safety.breaker.failures: 2`: two failed plans in a row on a target hold the third.
 
-mod support;
+use antibody_test_support as support;
 
 use std::time::Duration;
 

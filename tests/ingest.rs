@@ -2,7 +2,7 @@
 //! NEXUS feed, a Flask-SocketIO server, REST and Alertmanager webhooks, config hot reload.
 //! Each test runs the real `antibody` binary against its own namespace.
 
-mod support;
+use antibody_test_support as support;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

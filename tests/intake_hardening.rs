@@ -6,7 +6,7 @@
 //!
 //! Certificates are a throwaway CA made with the `openssl` command for each test.
 
-mod support;
+use antibody_test_support as support;
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};

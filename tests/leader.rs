@@ -2,7 +2,7 @@
 //! Lease holder acts; when it dies mid-plan the standby takes over within the lease time and
 //! finishes the plan without repeating anything.
 
-mod support;
+use antibody_test_support as support;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! connected to it, and a Python webhook receiver that checks HMAC signatures. Plans go
 //! through the real cluster and the real `antibody` binary.
 
-mod support;
+use antibody_test_support as support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

@@ -4,7 +4,7 @@
 //! computed from "now" opens, refuse outside a refusing window) and a freeze with an expiry.
 //! Each test runs the real `antibody` binary (controller and CLI) against its own namespace.
 
-mod support;
+use antibody_test_support as support;
 
 use std::time::Duration;
 

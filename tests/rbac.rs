@@ -2,7 +2,7 @@
 //! namespaces its targets and plans live in — and is enough: a controller running with that
 //! ServiceAccount's token drives a plan (edit, restart, probed reload) to PatchApplied.
 
-mod support;
+use antibody_test_support as support;
 
 use std::io::Write;
 use std::process::Stdio;

@@ -2,7 +2,7 @@
 //! backup, crash-resume without repeating an action, and refusal of what is not whitelisted.
 //! Each test runs the real `antibody` binary against its own namespace.
 
-mod support;
+use antibody_test_support as support;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 //! watches the ConfigMap and writes the env file the app reads, after a sync delay (as late as
 //! the real kubelet can be, scaled down).
 
-mod support;
+use antibody_test_support as support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! really happened (the plan's actions and how it ended) next to what the new rules decide, and
 //! the exit status must follow the expectation file and `--fail-on-change`.
 
-mod support;
+use antibody_test_support as support;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! Every replica serves the UI (issue 17): the standby, which never reconciles, hears each
 //! plan's outcome from its own watch of plan status and lists the plan as it stands.
 
-mod support;
+use antibody_test_support as support;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! across rotations), `/metrics` counts what actually happened, health and JSON logs.
 //! Each test runs the real `antibody` binary against its own namespace.
 
-mod support;
+use antibody_test_support as support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! Safety on the real control plane: shadow mode, transactional edits with automatic rollback,
 //! signed plans, cool-downs/budgets/pause, granular restarts and versioned backups.
 
-mod support;
+use antibody_test_support as support;
 
 use std::time::Duration;
 

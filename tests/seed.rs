@@ -4,7 +4,7 @@
 //! `requests`), the original plan shape on `POST /api/antibody/patch`, duplicate JSON keys, an
 //! oversize body read by a plain client, and a NEXUS generated from the original's plain proto.
 
-mod support;
+use antibody_test_support as support;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -7,7 +7,6 @@
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -41,7 +40,7 @@ fn kubectl_path() -> Result<String> {
     if let Ok(path) = std::env::var("KUBECTL") {
         return Ok(path);
     }
-    let env_sh = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cluster/env.sh");
+    let env_sh = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/cluster/env.sh");
     let output = std::process::Command::new("bash")
         .args(["-c", &format!("source '{env_sh}' && printf %s \"$CLUSTER_BIN/kubectl\"")])
         .output()?;
@@ -233,13 +232,6 @@ fn control_plane_cpu_seconds() -> Option<f64> {
     Some(total)
 }
 
-fn kubeconfig_path() -> PathBuf {
-    std::env::var("ANTIBODY_KUBECONFIG").map(PathBuf::from).unwrap_or_else(|_| {
-        let dir = std::env::var("CLUSTER_DIR").unwrap_or_else(|_| "/tmp/antibody-cluster".into());
-        Path::new(&dir).join("kubeconfig")
-    })
-}
-
 async fn client() -> Result<Client> {
     let kubeconfig = Kubeconfig::read_from(kubeconfig_path())?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
@@ -310,30 +302,18 @@ async fn create_deployment(client: &Client, ns: &str, name: &str) -> Result<()> 
 }
 
 // ---- the controller child process -------------------------------------------------------------
+// The cluster, ports and loopback HTTP come from the integration tests' support crate.
+use antibody_test_support::{free_port, http_get, kubeconfig_path};
+
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    http_get(port, path).map(|(code, _)| code)
+}
 
 struct Controller {
     child: Child,
     grpc_port: u16,
     http_port: u16,
     log: PathBuf,
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// The whole HTTP/1.1 response (status line, headers, body) to `GET path` on the controller.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    Some(response)
-}
-
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    http_get(port, path)?.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn bench_config(ns: &str, cooldown_seconds: u64, edit_targets: usize) -> String {
@@ -362,7 +342,7 @@ impl Controller {
         let tokens = dir.join(format!("{ns}.tokens"));
         std::fs::write(&tokens, format!("bench:{TOKEN}\n"))?;
         let log = dir.join(format!("{ns}.log"));
-        let (http_port, grpc_port) = (free_port()?, free_port()?);
+        let (http_port, grpc_port) = (free_port(), free_port());
         let child = Command::new(bin)
             .args(["run", "--config"])
             .arg(&config)
@@ -774,7 +754,7 @@ impl NexusFeed for StormFeedService {
 /// `antibody_alerts_total{feed="grpc",outcome=…}` on the controller's /metrics, by outcome.
 fn grpc_alert_outcomes(port: u16) -> Option<BTreeMap<String, usize>> {
     let mut outcomes = BTreeMap::new();
-    for line in http_get(port, "/metrics")?.lines() {
+    for line in http_get(port, "/metrics")?.1.lines() {
         let Some(labels) = line.strip_prefix("antibody_alerts_total{").filter(|l| l.contains("feed=\"grpc\"")) else {
             continue;
         };

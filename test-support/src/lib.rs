@@ -6,6 +6,22 @@
 
 pub mod socketio;
 
+/// The repository (this crate lives in `test-support/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The `antibody` binary cargo built for the running test: `ANTIBODY_TEST_BIN`, else next to the
+/// test executable's `deps/` directory (`target/<profile>/antibody`).
+pub fn antibody_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("ANTIBODY_TEST_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    profile_dir.join("antibody")
+}
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -223,11 +239,8 @@ pub async fn wait_reason(plans: &Api<PatchPlan>, name: &str, reason: &'static st
 
 /// The `antibody` CLI with the test cluster's kubeconfig: (success, stdout + stderr).
 pub fn antibody_cli(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_antibody"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig_path())
-        .output()
-        .expect("run antibody");
+    let out =
+        Command::new(antibody_bin()).args(args).env("KUBECONFIG", kubeconfig_path()).output().expect("run antibody");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
@@ -281,7 +294,7 @@ impl ControllerProcess {
         let log_file = std::fs::File::create(&log).expect("controller log");
         let http_port = free_port();
         let audit_dir = dir.join(unique(&format!("{namespace}-audit")));
-        let child = Command::new(env!("CARGO_BIN_EXE_antibody"))
+        let child = Command::new(antibody_bin())
             .args(["run", "--config"])
             .arg(&config)
             .args(["--namespace", namespace, "--log-level", "info,antibody=debug,kube=warn"])
@@ -403,7 +416,7 @@ impl Gunicorn {
         assert!(gunicorn.exists(), "{} missing: run tests/peers/setup.sh", gunicorn.display());
         let dir = std::env::temp_dir().join("antibody-tests").join(unique("gunicorn"));
         std::fs::create_dir_all(&dir).expect("gunicorn dir");
-        std::fs::write(dir.join("flask_app.py"), include_str!("../peers/flask_app.py")).expect("app");
+        std::fs::write(dir.join("flask_app.py"), include_str!("../../tests/peers/flask_app.py")).expect("app");
         // The unprivileged user must write its pid and log here.
         let _ = Command::new("chmod").args(["0777"]).arg(&dir).status();
         let _ = Command::new("chmod").args(["0755"]).arg(dir.parent().expect("parent")).status();
@@ -485,9 +498,9 @@ impl Drop for Gunicorn {
 
 /// The kubectl built with the control plane (matches the server version).
 pub fn kubectl() -> Command {
-    let root = env!("CARGO_MANIFEST_DIR");
+    let root = repo_root();
     let out = Command::new("bash")
-        .args(["-c", &format!("source {root}/tests/cluster/env.sh && echo \"$CLUSTER_BIN/kubectl\"")])
+        .args(["-c", &format!("source {}/tests/cluster/env.sh && echo \"$CLUSTER_BIN/kubectl\"", root.display())])
         .output()
         .expect("read tests/cluster/env.sh");
     let path = String::from_utf8_lossy(&out.stdout).trim().to_string();

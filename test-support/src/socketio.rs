@@ -39,7 +39,7 @@ impl SocketIoClient {
         assert!(python.exists(), "{} missing: run tests/peers/setup.sh", python.display());
         let mut command = Command::new(python);
         command
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/socketio_client.py"))
+            .arg(crate::repo_root().join("tests/peers/socketio_client.py"))
             .args(["--url", &format!("http://127.0.0.1:{port}"), "--transport", transport])
             .args(["--count", &count.to_string(), "--timeout", "90"]);
         match auth {
