@@ -97,17 +97,46 @@ fn misspelling_of(key: &str) -> Option<&'static str> {
     FIELDS.iter().find(|f| fold(f) == folded).copied()
 }
 
+/// Why an alert (or its `patch_hint`) was refused; the message says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AlertError {
+    /// Not a JSON object of the envelope's shape (size, syntax, duplicate or unknown keys, types).
+    #[error("{0}")]
+    Malformed(String),
+    /// A field is missing, too long, or holds characters it may not.
+    #[error("{0}")]
+    Field(String),
+    /// The `patch_hint` does not parse.
+    #[error("{0}")]
+    Hint(String),
+}
+
+impl AlertError {
+    /// The refusal reason: a bad hint is `InvalidHint`, anything else `InvalidAlert`.
+    pub fn reason(&self) -> crate::reason::Reason {
+        match self {
+            AlertError::Hint(_) => crate::reason::Reason::InvalidHint,
+            AlertError::Malformed(_) | AlertError::Field(_) => crate::reason::Reason::InvalidAlert,
+        }
+    }
+}
+
 impl ThreatAlert {
     /// Parse a JSON envelope and validate every field (duplicate keys refused).
-    pub fn from_json(text: &str) -> Result<Self, String> {
+    pub fn from_json(text: &str) -> Result<Self, AlertError> {
         if text.len() > MAX_ALERT_BYTES {
-            return Err(format!("alert is {} bytes (max {MAX_ALERT_BYTES})", text.len()));
+            return Err(AlertError::Malformed(format!("alert is {} bytes (max {MAX_ALERT_BYTES})", text.len())));
         }
         let value = validate::json_strict(text.as_bytes()).map_err(|e| {
-            e.strip_prefix("malformed JSON: ").map_or(e.clone(), |m| format!("malformed alert JSON: {m}"))
+            AlertError::Malformed(
+                e.strip_prefix("malformed JSON: ").map_or(e.clone(), |m| format!("malformed alert JSON: {m}")),
+            )
         })?;
         if !value.is_object() {
-            return Err(format!("malformed alert JSON: invalid type: {}, expected an object", json_kind(&value)));
+            return Err(AlertError::Malformed(format!(
+                "malformed alert JSON: invalid type: {}, expected an object",
+                json_kind(&value)
+            )));
         }
         Self::from_value(value)
     }
@@ -115,22 +144,25 @@ impl ThreatAlert {
     /// An already parsed JSON value (objects come from [`validate::json_strict`], so a duplicate
     /// key was refused before). A string is taken as the JSON text of an envelope, as some NEXUS
     /// versions send it. Unknown top-level fields are dropped with a warning; see the module doc.
-    pub fn from_value(value: serde_json::Value) -> Result<Self, String> {
+    pub fn from_value(value: serde_json::Value) -> Result<Self, AlertError> {
         let mut object = match value {
             serde_json::Value::String(text) => return Self::from_json(&text),
             serde_json::Value::Object(object) => object,
             other => {
-                return Err(format!("malformed alert JSON: invalid type: {}, expected an object", json_kind(&other)));
+                return Err(AlertError::Malformed(format!(
+                    "malformed alert JSON: invalid type: {}, expected an object",
+                    json_kind(&other)
+                )));
             }
         };
         let unknown: Vec<String> = object.keys().filter(|k| !FIELDS.contains(&k.as_str())).cloned().collect();
         for key in &unknown {
             if let Some(known) = misspelling_of(key) {
-                return Err(format!("unknown field {key:?}: did you mean {known:?}?"));
+                return Err(AlertError::Malformed(format!("unknown field {key:?}: did you mean {known:?}?")));
             }
             // A field a newer NEXUS adds is a plain identifier; anything else is not ignored.
             if validate::env_key(key).is_err() || key.len() > 64 {
-                return Err(format!("unknown field {key:?}: not a plain identifier"));
+                return Err(AlertError::Malformed(format!("unknown field {key:?}: not a plain identifier")));
             }
             object.remove(key);
         }
@@ -142,20 +174,21 @@ impl ThreatAlert {
             object.remove("patch_hint");
         }
         let alert: ThreatAlert = serde_json::from_value(serde_json::Value::Object(object))
-            .map_err(|e| format!("malformed alert JSON: {e}"))?;
+            .map_err(|e| AlertError::Malformed(format!("malformed alert JSON: {e}")))?;
         alert.validate()?;
         Ok(alert)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), AlertError> {
         token("id", &self.id, 128)?;
         token("source", &self.source, 64)?;
         token("category", &self.category, 64)?;
         if self.msg.len() > MAX_MSG {
-            return Err(format!("msg is {} bytes (max {MAX_MSG})", self.msg.len()));
+            return Err(AlertError::Field(format!("msg is {} bytes (max {MAX_MSG})", self.msg.len())));
         }
         if let Some(ts) = &self.ts {
-            ts.parse::<jiff::Timestamp>().map_err(|e| format!("ts {ts:?} is not an RFC 3339 timestamp: {e}"))?;
+            ts.parse::<jiff::Timestamp>()
+                .map_err(|e| AlertError::Field(format!("ts {ts:?} is not an RFC 3339 timestamp: {e}")))?;
         }
         if let Some(hint) = &self.patch_hint {
             PatchHint::parse(hint)?;
@@ -163,7 +196,7 @@ impl ThreatAlert {
         Ok(())
     }
 
-    pub fn hint(&self) -> Result<Option<PatchHint>, String> {
+    pub fn hint(&self) -> Result<Option<PatchHint>, AlertError> {
         self.patch_hint.as_deref().map(PatchHint::parse).transpose()
     }
 
@@ -205,20 +238,20 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
 }
 
 /// Identifier-like fields (ids, sources) as every intake checks them.
-pub fn token_field(field: &str, value: &str, max: usize) -> Result<(), String> {
+pub fn token_field(field: &str, value: &str, max: usize) -> Result<(), AlertError> {
     token(field, value, max)
 }
 
 /// Identifier-like fields: printable ASCII, no whitespace, bounded.
-fn token(field: &str, value: &str, max: usize) -> Result<(), String> {
+fn token(field: &str, value: &str, max: usize) -> Result<(), AlertError> {
     if value.is_empty() {
-        return Err(format!("{field} is missing or empty"));
+        return Err(AlertError::Field(format!("{field} is missing or empty")));
     }
     if value.len() > max {
-        return Err(format!("{field} is {} bytes (max {max})", value.len()));
+        return Err(AlertError::Field(format!("{field} is {} bytes (max {max})", value.len())));
     }
     if !value.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(format!("{field} {value:?} must be printable ASCII without spaces"));
+        return Err(AlertError::Field(format!("{field} {value:?} must be printable ASCII without spaces")));
     }
     Ok(())
 }
@@ -235,7 +268,11 @@ pub struct PatchHint {
 
 impl PatchHint {
     /// Strict: unknown actions, bad target names, bad keys and multi-line values are errors.
-    pub fn parse(hint: &str) -> Result<Self, String> {
+    pub fn parse(hint: &str) -> Result<Self, AlertError> {
+        Self::parse_text(hint).map_err(AlertError::Hint)
+    }
+
+    fn parse_text(hint: &str) -> Result<Self, String> {
         let (action, rest) =
             hint.split_once(':').ok_or_else(|| format!("patch_hint {hint:?}: expected ACTION:TARGET"))?;
         let action = match action {
@@ -311,15 +348,20 @@ mod tests {
         ];
         for (json, want) in cases {
             let error = ThreatAlert::from_json(json).expect_err(json);
-            assert!(error.contains(want), "{json}: {error}");
+            assert!(error.to_string().contains(want), "{json}: {error}");
         }
         let nested = serde_json::Value::String(r#"{"id":"a","id":"b","source":"N","category":"c"}"#.into());
-        assert!(ThreatAlert::from_value(nested).expect_err("dup in string form").contains("duplicate key \"id\""));
+        assert!(
+            ThreatAlert::from_value(nested)
+                .expect_err("dup in string form")
+                .to_string()
+                .contains("duplicate key \"id\"")
+        );
         let huge = format!(
             r#"{{"id":"a","source":"N","category":"c","severity":"high","msg":"{}"}}"#,
             "x".repeat(MAX_ALERT_BYTES)
         );
-        assert!(ThreatAlert::from_json(&huge).expect_err("oversize").contains("max"));
+        assert!(ThreatAlert::from_json(&huge).expect_err("oversize").to_string().contains("max"));
     }
 
     #[test]

@@ -50,7 +50,7 @@ fn decide_with(config: &Config, alert: &ThreatAlert, plan_namespace: &str, step_
     let hint = match alert.hint() {
         Ok(hint) => hint,
         Err(message) => {
-            return Decision::Refuse(Refusal { reason: Reason::InvalidHint, message });
+            return Decision::Refuse(Refusal { reason: message.reason(), message: message.to_string() });
         }
     };
     let matched = matched_rule(config, alert);

@@ -158,8 +158,8 @@ fn pure_parsers_refuse_every_hostile_input_with_a_reason() {
     for case in cases.iter().filter(|c| c.kind != "http") {
         let t = Instant::now();
         let verdict: Result<(), String> = match case.kind.as_str() {
-            "alert" => ThreatAlert::from_json(&text_input(case)).map(drop),
-            "hint" => PatchHint::parse(&text_input(case)).map(drop),
+            "alert" => ThreatAlert::from_json(&text_input(case)).map(drop).map_err(|e| e.to_string()),
+            "hint" => PatchHint::parse(&text_input(case)).map(drop).map_err(|e| e.to_string()),
             "config" => Config::from_yaml(&text_input(case)).map(drop).map_err(|e| e.to_string()),
             "plan" => plan_verdict(&config, &keys, &case.input),
             other => panic!("unknown kind {other}"),

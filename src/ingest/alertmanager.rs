@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::alert::ThreatAlert;
+use crate::alert::{AlertError, ThreatAlert};
 
 pub const SOURCE: &str = "alertmanager";
 const MAX_MSG: usize = 4096;
@@ -72,14 +72,15 @@ pub fn parse(body: &[u8]) -> Result<Webhook, String> {
 }
 
 /// Map one alert; the error says which field is missing or wrong.
-pub fn map(alert: &Alert) -> Result<Request, String> {
+pub fn map(alert: &Alert) -> Result<Request, AlertError> {
+    let field = |message: &str| AlertError::Field(message.to_string());
     let category = alert
         .labels
         .get("category")
         .or_else(|| alert.labels.get("alertname"))
-        .ok_or("label 'category' or 'alertname' is required")?;
-    let severity = alert.labels.get("severity").ok_or("label 'severity' is required")?;
-    let severity = severity.parse().map_err(|e: String| format!("label severity: {e}"))?;
+        .ok_or_else(|| field("label 'category' or 'alertname' is required"))?;
+    let severity = alert.labels.get("severity").ok_or_else(|| field("label 'severity' is required"))?;
+    let severity = severity.parse().map_err(|e: String| AlertError::Field(format!("label severity: {e}")))?;
     let msg = alert
         .annotations
         .get("summary")
@@ -97,11 +98,11 @@ pub fn map(alert: &Alert) -> Result<Request, String> {
         patch_hint,
         ts: alert.starts_at.clone().filter(|t| !t.is_empty()),
     };
-    threat.validate().map_err(|e| if alert.fingerprint.is_empty() { "fingerprint is missing".into() } else { e })?;
+    threat.validate().map_err(|e| if alert.fingerprint.is_empty() { field("fingerprint is missing") } else { e })?;
     match alert.status.as_str() {
         "firing" => Ok(Request::Fire(threat)),
         "resolved" => Ok(Request::Resolve(threat)),
-        other => Err(format!("status {other:?} is neither firing nor resolved")),
+        other => Err(AlertError::Malformed(format!("status {other:?} is neither firing nor resolved"))),
     }
 }
 
@@ -183,7 +184,7 @@ mod tests {
         ];
         for (a, want) in errors {
             let error = map(a).expect_err(want);
-            assert!(error.contains(want), "{a:?}: {error}");
+            assert!(error.to_string().contains(want), "{a:?}: {error}");
         }
     }
 

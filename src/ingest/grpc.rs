@@ -42,7 +42,7 @@ use tonic::{Code, Request, Response, Status};
 use tracing::{info, warn};
 
 use super::Intake;
-use crate::alert::ThreatAlert;
+use crate::alert::{AlertError, ThreatAlert};
 use crate::report::AlertOutcome;
 use crate::tokens::{Denied, Scope, TokenStore};
 
@@ -79,14 +79,14 @@ fn plain_json(message: &proto::ThreatAlert) -> Option<&str> {
 }
 
 /// A wire alert → a validated alert. `json`, when set, is the whole envelope.
-pub fn alert_from_proto(message: &proto::ThreatAlert) -> Result<ThreatAlert, String> {
+pub fn alert_from_proto(message: &proto::ThreatAlert) -> Result<ThreatAlert, AlertError> {
     if !message.json.is_empty() {
         return ThreatAlert::from_json(&message.json);
     }
     if let Some(json) = plain_json(message) {
         return ThreatAlert::from_json(json);
     }
-    let severity = message.severity.parse().map_err(|e: String| format!("severity: {e}"))?;
+    let severity = message.severity.parse().map_err(|e: String| AlertError::Field(format!("severity: {e}")))?;
     let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
     let alert = ThreatAlert {
         id: message.id.clone(),
@@ -441,7 +441,7 @@ impl AlertIntake for IntakeService {
             }
             Err(error) => {
                 self.intake.refuse_invalid(&id_hint(&message), INTAKE_FEED, &requester, error.clone());
-                Err(Status::invalid_argument(error))
+                Err(Status::invalid_argument(error.to_string()))
             }
         }
     }
@@ -554,7 +554,7 @@ mod tests {
         ];
         for (message, want, id) in bad {
             let error = alert_from_proto(message).expect_err(want);
-            assert!(error.contains(want), "{message:?}: {error}");
+            assert!(error.to_string().contains(want), "{message:?}: {error}");
             assert_eq!(id_hint(message), *id);
         }
     }
@@ -575,7 +575,7 @@ mod tests {
         assert_eq!((alert.id.as_str(), alert.category.as_str()), ("p1", "policy"));
         let dup = PlainAlert { json: r#"{"id":"p2","id":"p3","source":"N","category":"c"}"#.into() }.encode_to_vec();
         let message = proto::ThreatAlert::decode(dup.as_slice()).expect("decodes");
-        assert!(alert_from_proto(&message).expect_err("ambiguous").contains("duplicate key \"id\""));
+        assert!(alert_from_proto(&message).expect_err("ambiguous").to_string().contains("duplicate key \"id\""));
         // A typed alert whose id merely starts with '{' is not taken for JSON.
         assert_eq!(alert_from_proto(&typed("{x", "high", None)).expect("typed").id, "{x");
     }

@@ -213,7 +213,7 @@ async fn nexus_alert(
     let bytes = match read_body(&headers, body, limits.max_body_bytes).await {
         Ok(bytes) => bytes,
         Err(response) => {
-            intake.refuse_invalid("-", FEED, &requester, "request body too large or unreadable".into());
+            intake.refuse_invalid("-", FEED, &requester, "request body too large or unreadable");
             return response;
         }
     };
@@ -235,7 +235,7 @@ async fn nexus_alert(
             }
             Err(reason) => {
                 intake.refuse_invalid(&id, FEED, &requester, reason.clone());
-                error(StatusCode::BAD_REQUEST, "InvalidAlert", reason)
+                error(StatusCode::BAD_REQUEST, "InvalidAlert", reason.to_string())
             }
         };
     };

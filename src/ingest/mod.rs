@@ -102,8 +102,8 @@ impl Intake {
     }
 
     /// An alert that did not parse or validate: recorded as refused, nothing else happens.
-    pub fn refuse_invalid(&self, alert_id: &str, feed: &str, requester: &str, message: String) -> AlertOutcome {
-        let outcome = AlertOutcome::Refused { reason: Reason::InvalidAlert, message };
+    pub fn refuse_invalid(&self, alert_id: &str, feed: &str, requester: &str, message: impl ToString) -> AlertOutcome {
+        let outcome = AlertOutcome::Refused { reason: Reason::InvalidAlert, message: message.to_string() };
         self.record(alert_id, feed, requester, outcome.clone());
         outcome
     }
@@ -227,7 +227,7 @@ pub async fn apply_plan(plans: &Api<PatchPlan>, plan: &PatchPlan) -> Result<Patc
 }
 
 /// Parse one alert from a JSON value (a REST list item, a Socket.IO payload).
-pub fn alert_from_value(value: serde_json::Value) -> Result<ThreatAlert, String> {
+pub fn alert_from_value(value: serde_json::Value) -> Result<ThreatAlert, crate::alert::AlertError> {
     // NEXUS sometimes sends the envelope as a JSON string; both forms are read the same way.
     ThreatAlert::from_value(value)
 }
@@ -290,7 +290,7 @@ mod tests {
         ];
         for (value, want, id) in cases {
             let error = alert_from_value(value.clone()).expect_err(want);
-            assert!(error.contains(want), "{value}: {error}");
+            assert!(error.to_string().contains(want), "{value}: {error}");
             assert_eq!(id_hint(value), *id, "{value}");
         }
     }
