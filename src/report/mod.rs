@@ -225,7 +225,7 @@ impl Reporter {
     }
 
     /// Every record reported so far is on disk (`Ok` when there is no audit log).
-    pub async fn audit_durable(&self) -> Result<(), String> {
+    pub async fn audit_durable(&self) -> Result<(), audit::AuditUnavailable> {
         let log = self.audit.read().unwrap_or_else(|p| p.into_inner()).clone();
         match log {
             Some(log) => log.flush().await,

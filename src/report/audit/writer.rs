@@ -345,11 +345,11 @@ impl ChainWriter {
 
     /// Everything written so far is on disk and nothing is lost: `Ok`. After lost records,
     /// first try to recover (which records the loss).
-    fn flush(&mut self) -> Result<(), String> {
+    fn flush(&mut self) -> Result<(), AuditUnavailable> {
         if self.lost > 0 {
-            self.recover().map_err(|e| format!("audit log cannot be written: {e}"))?;
+            self.recover().map_err(|e| AuditUnavailable::Write(e.to_string()))?;
         }
-        self.sync().map_err(|e| format!("audit log cannot be synced: {e}"))
+        self.sync().map_err(|e| AuditUnavailable::Sync(e.to_string()))
     }
 
     /// Write `record`; on failure keep going and account for it (never block the caller).
@@ -397,10 +397,26 @@ impl ChainWriter {
     }
 }
 
+/// Why the records reported so far are not known to be on disk (`audit.fail_closed` holds
+/// plans while this is the answer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditUnavailable {
+    #[error("audit log cannot be written: {0}")]
+    Write(String),
+    #[error("audit log cannot be synced: {0}")]
+    Sync(String),
+    #[error("audit log is closed")]
+    Closed,
+    #[error("audit writer stopped")]
+    WriterStopped,
+    #[error("audit writer did not confirm within {0}s")]
+    Timeout(u64),
+}
+
 enum Message {
     Record(Box<AuditRecord>),
     /// Reply once everything queued before it is durable (or why not).
-    Flush(tokio::sync::oneshot::Sender<Result<(), String>>),
+    Flush(tokio::sync::oneshot::Sender<Result<(), AuditUnavailable>>),
 }
 
 fn writer_loop(mut writer: ChainWriter, messages: Receiver<Message>) {
@@ -487,19 +503,19 @@ impl AuditLog {
     /// Wait until every record queued so far is on disk: `Err` says why it is not (a write
     /// failed and could not be recovered, the disk is full, the writer is gone or stuck).
     /// `audit.fail_closed` acts only after this succeeded.
-    pub async fn flush(&self) -> Result<(), String> {
+    pub async fn flush(&self) -> Result<(), AuditUnavailable> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         {
             let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
             match sender.as_ref() {
                 Some(sender) if sender.send(Message::Flush(reply)).is_ok() => {}
-                _ => return Err("audit log is closed".into()),
+                _ => return Err(AuditUnavailable::Closed),
             }
         }
         match tokio::time::timeout(FLUSH_TIMEOUT, answer).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err("audit writer stopped".into()),
-            Err(_) => Err(format!("audit writer did not confirm within {}s", FLUSH_TIMEOUT.as_secs())),
+            Ok(Err(_)) => Err(AuditUnavailable::WriterStopped),
+            Err(_) => Err(AuditUnavailable::Timeout(FLUSH_TIMEOUT.as_secs())),
         }
     }
 
