@@ -37,7 +37,7 @@ pub fn keygen(out: &Path) -> Result<String, String> {
     if out.exists() {
         return Err(format!("{} exists: refusing to overwrite a key", out.display()));
     }
-    let (private, public) = signing::generate()?;
+    let (private, public) = signing::generate().map_err(|e| e.to_string())?;
     write_secret(out, &format!("{private}\n")).map_err(|e| format!("{}: {e}", out.display()))?;
     Ok(public)
 }
@@ -75,8 +75,8 @@ pub fn sign_file(
             _ => plan.metadata.namespace = Some(ns.to_string()),
         }
     }
-    let key = signing::read_private_key(key_file)?;
-    signing::sign(&mut plan, key_name, &key, ttl_seconds)?;
+    let key = signing::read_private_key(key_file).map_err(|e| e.to_string())?;
+    signing::sign(&mut plan, key_name, &key, ttl_seconds).map_err(|e| e.to_string())?;
     serde_yaml::to_string(&plan).map_err(|e| e.to_string())
 }
 

@@ -39,31 +39,52 @@ struct Payload<'a> {
     requested_by: Option<&'a str>,
 }
 
+/// Why a plan could not be signed or a key could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The plan lacks what a signature binds (namespace, name) or cannot be serialised.
+    #[error("{0}")]
+    Unsignable(String),
+    #[error("key name {0:?} must be non-empty and hold no ':'")]
+    KeyName(String),
+    #[error("ttl too large")]
+    Ttl,
+    #[error("no randomness: {0}")]
+    Randomness(String),
+    /// A key that is not base64 of a raw 32-byte ed25519 key, or not readable.
+    #[error("{0}")]
+    BadKey(String),
+}
+
 /// The exact bytes signed: a domain tag, then compact JSON of the typed payload. Typed
 /// serialisation makes it canonical: field order is the struct's, defaults are omitted the
 /// same way the API server stores them.
-pub fn canonical_bytes(plan: &PatchPlan, expires: i64, nonce: &str) -> Result<Vec<u8>, String> {
-    let namespace =
-        plan.metadata.namespace.as_deref().ok_or("the plan has no metadata.namespace: signatures bind it")?;
-    let name = plan.metadata.name.as_deref().ok_or("the plan has no metadata.name")?;
+pub fn canonical_bytes(plan: &PatchPlan, expires: i64, nonce: &str) -> Result<Vec<u8>, KeyError> {
+    let unsignable = |message: &str| KeyError::Unsignable(message.to_string());
+    let namespace = plan
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or_else(|| unsignable("the plan has no metadata.namespace: signatures bind it"))?;
+    let name = plan.metadata.name.as_deref().ok_or_else(|| unsignable("the plan has no metadata.name"))?;
     let requested_by = plan.metadata.annotations.as_ref().and_then(|a| a.get(REQUESTED_BY_ANNOTATION));
     let payload =
         Payload { namespace, name, spec: &plan.spec, expires, nonce, requested_by: requested_by.map(String::as_str) };
     let mut bytes = DOMAIN.to_vec();
-    serde_json::to_writer(&mut bytes, &payload).map_err(|e| e.to_string())?;
+    serde_json::to_writer(&mut bytes, &payload).map_err(|e| KeyError::Unsignable(e.to_string()))?;
     Ok(bytes)
 }
 
 /// Sign `plan` in place (sets the signature annotation), valid until `now + ttl_seconds`, with
 /// a fresh nonce. Sign after every other change: spec, name, namespace and requested-by count.
-pub fn sign(plan: &mut PatchPlan, key_name: &str, key: &SigningKey, ttl_seconds: u64) -> Result<(), String> {
+pub fn sign(plan: &mut PatchPlan, key_name: &str, key: &SigningKey, ttl_seconds: u64) -> Result<(), KeyError> {
     if key_name.is_empty() || key_name.contains(':') {
-        return Err(format!("key name {key_name:?} must be non-empty and hold no ':'"));
+        return Err(KeyError::KeyName(key_name.to_string()));
     }
     let mut raw = [0u8; 16];
-    getrandom::fill(&mut raw).map_err(|e| format!("no randomness: {e}"))?;
+    getrandom::fill(&mut raw).map_err(|e| KeyError::Randomness(e.to_string()))?;
     let nonce = hex::encode(raw);
-    let ttl = i64::try_from(ttl_seconds).map_err(|_| "ttl too large".to_string())?;
+    let ttl = i64::try_from(ttl_seconds).map_err(|_| KeyError::Ttl)?;
     let expires = jiff::Timestamp::now().as_second().saturating_add(ttl);
     let bytes = canonical_bytes(plan, expires, &nonce)?;
     let signature = key.sign(&bytes);
@@ -148,7 +169,8 @@ fn is_v1(value: &str) -> bool {
 }
 
 fn check(plan: &PatchPlan, parsed: &Parsed<'_>, key: &VerifyingKey) -> Result<(), SignatureError> {
-    let bytes = canonical_bytes(plan, parsed.expires, parsed.nonce).map_err(SignatureError::Malformed)?;
+    let bytes =
+        canonical_bytes(plan, parsed.expires, parsed.nonce).map_err(|e| SignatureError::Malformed(e.to_string()))?;
     key.verify(&bytes, &parsed.signature).map_err(|_| SignatureError::Mismatch(parsed.key_name.to_string()))
 }
 
@@ -188,29 +210,31 @@ pub fn signed_by(plan: &PatchPlan, key: &VerifyingKey) -> bool {
 }
 
 /// A new key pair: (private key base64, public key base64).
-pub fn generate() -> Result<(String, String), String> {
+pub fn generate() -> Result<(String, String), KeyError> {
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| format!("no randomness: {e}"))?;
+    getrandom::fill(&mut seed).map_err(|e| KeyError::Randomness(e.to_string()))?;
     let key = SigningKey::from_bytes(&seed);
     Ok((B64.encode(key.to_bytes()), B64.encode(key.verifying_key().to_bytes())))
 }
 
-pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
-    let raw = B64.decode(text.trim()).map_err(|e| format!("public key is not base64: {e}"))?;
+pub fn parse_public_key(text: &str) -> Result<VerifyingKey, KeyError> {
+    let bad = KeyError::BadKey;
+    let raw = B64.decode(text.trim()).map_err(|e| bad(format!("public key is not base64: {e}")))?;
     let bytes: [u8; 32] =
-        raw.try_into().map_err(|_| "public key must be 32 bytes (base64 of a raw ed25519 key)".to_string())?;
-    VerifyingKey::from_bytes(&bytes).map_err(|e| format!("invalid ed25519 public key: {e}"))
+        raw.try_into().map_err(|_| bad("public key must be 32 bytes (base64 of a raw ed25519 key)".into()))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|e| bad(format!("invalid ed25519 public key: {e}")))
 }
 
-pub fn parse_private_key(text: &str) -> Result<SigningKey, String> {
-    let raw = B64.decode(text.trim()).map_err(|e| format!("private key is not base64: {e}"))?;
-    let bytes: [u8; 32] = raw.try_into().map_err(|_| "private key must be 32 bytes (base64)".to_string())?;
+pub fn parse_private_key(text: &str) -> Result<SigningKey, KeyError> {
+    let bad = KeyError::BadKey;
+    let raw = B64.decode(text.trim()).map_err(|e| bad(format!("private key is not base64: {e}")))?;
+    let bytes: [u8; 32] = raw.try_into().map_err(|_| bad("private key must be 32 bytes (base64)".into()))?;
     Ok(SigningKey::from_bytes(&bytes))
 }
 
-pub fn read_private_key(path: &Path) -> Result<SigningKey, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    parse_private_key(&text).map_err(|e| format!("{}: {e}", path.display()))
+pub fn read_private_key(path: &Path) -> Result<SigningKey, KeyError> {
+    let text = std::fs::read_to_string(path).map_err(|e| KeyError::BadKey(format!("{}: {e}", path.display())))?;
+    parse_private_key(&text).map_err(|e| KeyError::BadKey(format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -363,7 +387,7 @@ mod tests {
     #[test]
     fn bad_keys_are_explained() {
         assert!(parse_public_key("not base64!").is_err());
-        assert!(parse_public_key(&B64.encode([1u8; 31])).expect_err("short").contains("32 bytes"));
+        assert!(parse_public_key(&B64.encode([1u8; 31])).expect_err("short").to_string().contains("32 bytes"));
         assert!(parse_private_key("").is_err());
     }
 }

@@ -864,7 +864,8 @@ impl Config {
             return Err(err("plan_log", "must name a file"));
         }
         for (name, key) in &self.safety.trusted_keys {
-            crate::signing::parse_public_key(key).map_err(|m| err(format!("safety.trusted_keys.{name}"), m))?;
+            crate::signing::parse_public_key(key)
+                .map_err(|m| err(format!("safety.trusted_keys.{name}"), m.to_string()))?;
         }
         if self.safety.require_signature && self.safety.trusted_keys.is_empty() {
             return Err(err("safety.require_signature", "needs at least one key in safety.trusted_keys"));
