@@ -83,7 +83,7 @@ pub fn sign_file(
 /// A plan restoring `backup` into `target`'s ConfigMap, then the follow-up its mode needs.
 pub fn rollback_plan(config_file: &Path, target: &str, backup: &str, namespace: &str) -> Result<String, String> {
     let config = Config::load(config_file).map_err(|e| e.to_string())?;
-    let resolved = config.resolve(target, namespace)?;
+    let resolved = config.resolve(target, namespace).map_err(|e| e.to_string())?;
     validate::dns1123_subdomain(backup)?;
     let mut restore = PlanAction::new(ActionType::Rollback, target);
     restore.backup = Some(backup.to_string());
@@ -100,7 +100,7 @@ pub fn rollback_plan(config_file: &Path, target: &str, backup: &str, namespace: 
 /// A table of `target`'s backups, oldest first.
 pub async fn list_backups(config_file: &Path, target: &str, namespace: &str) -> Result<String, String> {
     let config = Config::load(config_file).map_err(|e| e.to_string())?;
-    let resolved = config.resolve(target, namespace)?;
+    let resolved = config.resolve(target, namespace).map_err(|e| e.to_string())?;
     let Some(config_map) = &resolved.config_map else {
         return Err(format!("target {target} has no config_map: nothing is backed up"));
     };

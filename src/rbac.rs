@@ -63,7 +63,7 @@ pub fn namespace_grants(config: &Config, settings: &RbacSettings) -> Result<BTre
                 None => settings.plan_namespaces.clone(),
             };
             for ns in namespaces {
-                let target = config.resolve(name, &ns)?;
+                let target = config.resolve(name, &ns).map_err(|e| e.to_string())?;
                 let grants = all.entry(ns).or_default();
                 // Every action reads the Deployment, its ReplicaSets and ready pods.
                 grant(grants, "apps", "deployments", &["get", "list", "watch"]);

@@ -904,7 +904,7 @@ impl Config {
                 for step in escalate.then.iter().filter(|s| *s != escalation::PAGE) {
                     let fixed = step.split_once(':').map(|(_, target)| target);
                     if let Some(target) = fixed.or(rule.target.as_deref()) {
-                        self.resolve(target, "default").map_err(|m| err(field("escalate.then"), m))?;
+                        self.resolve(target, "default").map_err(|m| err(field("escalate.then"), m.to_string()))?;
                     }
                 }
             }
@@ -922,7 +922,7 @@ impl Config {
                     ));
                 }
                 if let Some(target) = target.or(rule.target.as_deref()) {
-                    self.resolve(target, "default").map_err(|m| err(field("actions"), m))?;
+                    self.resolve(target, "default").map_err(|m| err(field("actions"), m.to_string()))?;
                 }
             }
         }
@@ -931,8 +931,8 @@ impl Config {
     }
 
     /// Resolve a logical target; `plan_namespace` fills an unset namespace.
-    pub fn resolve(&self, name: &str, plan_namespace: &str) -> Result<ResolvedTarget, String> {
-        validate::logical_name(name)?;
+    pub fn resolve(&self, name: &str, plan_namespace: &str) -> Result<ResolvedTarget, ResolveError> {
+        validate::logical_name(name).map_err(ResolveError::BadName)?;
         if let Some(t) = self.targets.get(name) {
             return Ok(ResolvedTarget {
                 name: name.to_string(),
@@ -950,12 +950,12 @@ impl Config {
         }
         let known = self.actions.all().any(|(_, t)| t == name);
         if !self.targets.is_empty() || !known {
-            return Err(format!("unknown target {name:?}: not in antibody.yml"));
+            return Err(ResolveError::Unknown(name.to_string()));
         }
         // Seed format: the logical name is the Deployment, Kubernetes-spelled; its env lives in
         // the ConfigMap `<deployment>-env` (the original's `.env`).
         let deployment = name.to_ascii_lowercase().replace('_', "-");
-        validate::dns1123_subdomain(&deployment)?;
+        validate::dns1123_subdomain(&deployment).map_err(ResolveError::BadName)?;
         Ok(ResolvedTarget {
             name: name.to_string(),
             namespace: plan_namespace.to_string(),
@@ -1147,6 +1147,16 @@ log_path: logs/antibody.log
 /// The live configuration, swapped whole on reload; readers take a cheap `Arc` snapshot.
 #[derive(Debug, Default)]
 pub struct SharedConfig(std::sync::RwLock<std::sync::Arc<Config>>);
+
+/// Why a logical target name does not resolve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// Not a valid logical name (or its seed-format Deployment name is not a DNS name).
+    #[error("{0}")]
+    BadName(String),
+    #[error("unknown target {0:?}: not in antibody.yml")]
+    Unknown(String),
+}
 
 impl SharedConfig {
     pub fn new(config: Config) -> Self {
