@@ -18,6 +18,7 @@ pub mod cli;
 pub mod clock;
 pub mod conditions;
 pub mod config;
+pub mod config_watch;
 pub mod effect;
 pub mod escalation;
 pub mod ingest;

@@ -546,16 +546,25 @@ async fn run(
     let health = Arc::new(Health::default());
     health.config_loaded.store(true, std::sync::atomic::Ordering::Relaxed);
 
-    // Ingest: feeds, gRPC intake, config hot reload; its REST routes share the HTTP listener.
+    // Ingest: feeds and the gRPC intake; its REST routes share the HTTP listener.
+    let token_file = ingest.token_file.clone();
     let ingest = antibody::ingest::start(
         *ingest,
-        &config_path,
         client.clone(),
         config.clone(),
         reporter.clone(),
         settings.namespace.clone(),
         shutdown.clone(),
     )?;
+    // Hot reload of antibody.yml and the token file, for the whole process.
+    tokio::spawn(antibody::config_watch::watch(
+        config_path.clone(),
+        config.clone(),
+        token_file.map(|path| (path, ingest.tokens.clone())),
+        metrics.clone(),
+        antibody::config_watch::POLL_INTERVAL,
+        shutdown.clone(),
+    ));
     // The UI broadcast follows plan status with its own watch, on every replica (leader or not);
     // its readers are checked against the live token set ingest keeps.
     let (broadcast, socket_io) = Broadcast::new(ingest.tokens.clone());

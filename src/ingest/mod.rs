@@ -20,7 +20,6 @@ pub mod cooldown;
 pub mod grpc;
 pub mod http;
 mod ladder;
-pub mod reload;
 mod start;
 pub mod ws;
 

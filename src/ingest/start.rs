@@ -1,7 +1,7 @@
 //! Wiring of the ingest side of `antibody run`: its flags, the feeds and listeners it starts.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use kube::Client;
@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::{Intake, grpc, http, reload, ws};
+use super::{Intake, grpc, http, ws};
 use crate::config::SharedConfig;
 use crate::report::Reporter;
 use crate::tokens::{TokenStore, Tokens};
@@ -81,7 +81,6 @@ pub struct Ingest {
 /// Start everything ingest needs. Errors are startup errors (bad flags, unreadable token file).
 pub fn start(
     args: IngestArgs,
-    config_path: &Path,
     client: Client,
     config: Arc<SharedConfig>,
     reporter: Arc<Reporter>,
@@ -119,14 +118,6 @@ pub fn start(
     let intake = Arc::new(Intake::new(client, config.clone(), reporter.clone(), plan_namespace));
     let mut tasks = Vec::new();
 
-    tasks.push(tokio::spawn(reload::watch(
-        config_path.to_path_buf(),
-        config,
-        args.token_file.clone().map(|path| (path, tokens.clone())),
-        reporter.metrics.clone(),
-        reload::POLL_INTERVAL,
-        shutdown.clone(),
-    )));
     if let Some(url) = &args.nexus_grpc {
         let endpoint =
             grpc::endpoint(url, args.nexus_ca.as_deref()).map_err(|e| startup(format!("--nexus-grpc: {e}")))?;

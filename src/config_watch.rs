@@ -1,4 +1,5 @@
-//! Hot reload of antibody.yml (and the token file) when the mounted file changes.
+//! Hot reload of antibody.yml (and the token file) when the mounted file changes, for the whole
+//! process (started by `antibody run` in `main.rs`).
 //!
 //! A ConfigMap or Secret volume swaps a `..data` symlink rather than writing the file, so events
 //! on the file itself are unreliable; reading the content through the path every second catches
