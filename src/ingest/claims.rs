@@ -1,5 +1,5 @@
 //! The claim store behind [`super::Intake`]: which plans exist and which remedies are claimed
-//! (the cool-down table, [`super::cooldown`]), kept in memory as a cache of ConfigMap
+//! (the cool-down table, [`super::claim_table`]), kept in memory as a cache of ConfigMap
 //! `antibody-cooldown` in the plan namespace. The fast path answers from memory; the slow path
 //! reads the table, claims with a compare-and-swap and creates the plan.
 
@@ -13,7 +13,7 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use tracing::{debug, warn};
 
 use super::Intake;
-use super::cooldown::{self, CooldownTable, Coverage};
+use super::claim_table::{self, ClaimTable, Coverage};
 use crate::plan::PatchPlan;
 use crate::report::AlertOutcome;
 
@@ -26,7 +26,7 @@ const MAX_KNOWN_PLANS: usize = 100_000;
 
 #[derive(Debug, Default)]
 pub(super) struct Memory {
-    cooldown: CooldownTable,
+    cooldown: ClaimTable,
     pub(super) known_plans: HashSet<String>,
     /// The cool-down ConfigMap as this replica last wrote it (resourceVersion for the next CAS).
     stored_table: Option<ConfigMap>,
@@ -89,7 +89,7 @@ impl Intake {
             let cached = if conflicts == 0 { self.with_memory(namespace, |m| m.stored_table.clone()) } else { None };
             let (stored, mut table) = match cached {
                 Some(stored) => {
-                    let table = stored.data.as_ref().map(CooldownTable::from_data).unwrap_or_default();
+                    let table = stored.data.as_ref().map(ClaimTable::from_data).unwrap_or_default();
                     (Some(stored), table)
                 }
                 None => read_table(&config_maps).await?,
@@ -186,14 +186,14 @@ fn coverage_outcome(name: &str, coverage: Coverage) -> Option<AlertOutcome> {
         Coverage::Open => None,
         Coverage::Same => Some(AlertOutcome::Deduplicated { plan: name.to_string() }),
         Coverage::Covered { plan, remedy } => {
-            Some(AlertOutcome::CooledDown { target: cooldown::target_of(&remedy).to_string(), plan })
+            Some(AlertOutcome::CooledDown { target: claim_table::target_of(&remedy).to_string(), plan })
         }
     }
 }
 
-async fn read_table(config_maps: &Api<ConfigMap>) -> Result<(Option<ConfigMap>, CooldownTable), kube::Error> {
-    let stored = config_maps.get_opt(cooldown::CONFIG_MAP).await?;
-    let table = stored.as_ref().and_then(|c| c.data.as_ref()).map(CooldownTable::from_data).unwrap_or_default();
+async fn read_table(config_maps: &Api<ConfigMap>) -> Result<(Option<ConfigMap>, ClaimTable), kube::Error> {
+    let stored = config_maps.get_opt(claim_table::CONFIG_MAP).await?;
+    let table = stored.as_ref().and_then(|c| c.data.as_ref()).map(ClaimTable::from_data).unwrap_or_default();
     Ok((stored, table))
 }
 
@@ -202,7 +202,7 @@ async fn read_table(config_maps: &Api<ConfigMap>) -> Result<(Option<ConfigMap>, 
 async fn write_table(
     config_maps: &Api<ConfigMap>,
     stored: Option<ConfigMap>,
-    table: &CooldownTable,
+    table: &ClaimTable,
 ) -> Result<ConfigMap, kube::Error> {
     let written = match stored {
         Some(config_map) => {
@@ -220,12 +220,12 @@ async fn write_table(
                 "metadata": { "resourceVersion": config_map.resource_version() },
                 "data": patch_data,
             });
-            config_maps.patch(cooldown::CONFIG_MAP, &PatchParams::default(), &Patch::Merge(&patch)).await?
+            config_maps.patch(claim_table::CONFIG_MAP, &PatchParams::default(), &Patch::Merge(&patch)).await?
         }
         None => {
             let config_map = ConfigMap {
                 metadata: ObjectMeta {
-                    name: Some(cooldown::CONFIG_MAP.into()),
+                    name: Some(claim_table::CONFIG_MAP.into()),
                     labels: Some(crate::names::managed_labels()),
                     annotations: Some(
                         [(

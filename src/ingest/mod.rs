@@ -3,7 +3,7 @@
 //! Feeds ([`grpc`] NEXUS subscriber and intake service, [`ws`] Socket.IO `nexus_alert`,
 //! [`http`] REST and Alertmanager) only parse and validate; [`Intake::submit`] runs the policy
 //! with the live config and ends each alert in exactly one recorded outcome: plan created,
-//! deduplicated (same alert → same plan name), cooled down (see [`cooldown`]), ignored by a rule,
+//! deduplicated (same alert → same plan name), cooled down (see [`claim_table`]), ignored by a rule,
 //! or refused (and, for rules with an escalation ladder, escalated or paged: [`ladder`]). Plans
 //! are created with one POST (field manager `antibody`); an existing name is `deduplicated`.
 //!
@@ -15,8 +15,8 @@
 
 pub mod alertmanager;
 mod cancel;
+pub mod claim_table;
 mod claims;
-pub mod cooldown;
 pub mod grpc;
 pub mod http;
 mod ladder;
@@ -156,7 +156,7 @@ impl Intake {
             return self.escalate(&config, alert, feed, requester, &namespace, matched, ladder, spec).await;
         }
         let window = Duration::from_secs(config.ingest.cooldown_seconds);
-        let remedies = cooldown::remedies(&spec);
+        let remedies = claim_table::remedies(&spec);
         if let Some(outcome) = self.remembered(&namespace, &name, &remedies, window) {
             return outcome;
         }

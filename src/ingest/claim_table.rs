@@ -1,5 +1,7 @@
-//! Per-target cool-down: a storm of different alerts asking for the same remediation collapses
-//! into the one plan created first. Pure: the table, its rules, and its ConfigMap encoding.
+//! Alert claims (`ingest.cooldown_seconds`; not `safety.cooldown_seconds`, which spaces plans
+//! that act on one target): a storm of different alerts asking for the same remediation
+//! collapses into the one plan created first. Pure: the table, its rules, and its ConfigMap
+//! encoding.
 //!
 //! A *remedy* is what one plan action does to one target, spelled as [`PlanAction::describe`]
 //! spells it (`restart:VAEL_Core`, `editEnv:VAEL_Core:LOG_LEVEL`). A new plan is cooled down when
@@ -53,7 +55,7 @@ pub fn target_of(remedy: &str) -> &str {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CooldownTable {
+pub struct ClaimTable {
     claims: HashMap<String, Claim>,
 }
 
@@ -63,7 +65,7 @@ fn live(at: Timestamp, now: Timestamp, window: Duration) -> bool {
     age < window.as_millis().min(i64::MAX as u128) as i64
 }
 
-impl CooldownTable {
+impl ClaimTable {
     pub fn check(&self, plan: &str, remedies: &[String], now: Timestamp, window: Duration) -> Coverage {
         if window.is_zero() || remedies.is_empty() {
             return Coverage::Open;
@@ -175,7 +177,7 @@ mod tests {
 
     #[test]
     fn coverage_table() {
-        let mut table = CooldownTable::default();
+        let mut table = ClaimTable::default();
         table.claim("hb-1", &r(&["restart:VAEL_Core"]), at(0));
         table.claim("pol-1", &r(&["reloadFlask:VAEL_UI"]), at(0));
         let cases: &[(&str, &[&str], i64, Coverage)] = &[
@@ -217,7 +219,7 @@ mod tests {
 
     #[test]
     fn covered_by_several_plans_names_the_first() {
-        let mut table = CooldownTable::default();
+        let mut table = ClaimTable::default();
         table.claim("a", &r(&["restart:VAEL_Core"]), at(0));
         table.claim("b", &r(&["reloadFlask:VAEL_Core"]), at(1));
         let remedies = r(&["reloadFlask:VAEL_Core", "restart:VAEL_Core"]);
@@ -233,7 +235,7 @@ mod tests {
 
     #[test]
     fn release_prune_and_round_trip() {
-        let mut table = CooldownTable::default();
+        let mut table = ClaimTable::default();
         table.claim("old", &r(&["restart:Sentinel"]), at(0));
         table.claim("new", &r(&["restart:VAEL_Core", "editEnv:VAEL_Core:LOG_LEVEL"]), at(100));
         let data = table.to_data();
@@ -244,7 +246,7 @@ mod tests {
         for key in data.keys() {
             assert!(key.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)), "ConfigMap key {key}");
         }
-        assert_eq!(CooldownTable::from_data(&data), table);
+        assert_eq!(ClaimTable::from_data(&data), table);
         table.prune(at(100), WINDOW);
         assert_eq!(table.len(), 2, "the claim from 100 s ago is gone");
         assert!(table.release("new"));
@@ -252,12 +254,12 @@ mod tests {
         assert!(!table.release("new"));
         let mut broken = data.clone();
         broken.insert("junk".into(), "{not json".into());
-        assert_eq!(CooldownTable::from_data(&broken).len(), 3, "unparseable entries are dropped");
+        assert_eq!(ClaimTable::from_data(&broken).len(), 3, "unparseable entries are dropped");
     }
 
     #[test]
     fn a_future_dated_claim_expires_one_window_after_it_is_seen() {
-        let mut table = CooldownTable::default();
+        let mut table = ClaimTable::default();
         table.claim("far-future", &r(&["restart:VAEL_Core"]), at(1_000_000));
         table.prune(at(100), WINDOW);
         assert_eq!(table.len(), 1, "capped, not dropped: it still holds for a window");
