@@ -129,7 +129,7 @@ impl ThreatAlert {
         }
         let value = validate::json_strict(text.as_bytes()).map_err(|e| {
             AlertError::Malformed(
-                e.strip_prefix("malformed JSON: ").map_or(e.clone(), |m| format!("malformed alert JSON: {m}")),
+                e.0.strip_prefix("malformed JSON: ").map_or(e.0.clone(), |m| format!("malformed alert JSON: {m}")),
             )
         })?;
         if !value.is_object() {

@@ -102,7 +102,7 @@ fn default_verify_interval() -> u64 {
 }
 
 /// Check an argv from antibody.yml: a program, no NUL or newline (no shell is involved).
-pub fn check_argv(argv: &[String]) -> Result<(), String> {
+pub fn check_argv(argv: &[String]) -> Result<(), crate::validate::Invalid> {
     if argv.is_empty() {
         return Err("must hold at least the program to run".into());
     }
@@ -114,7 +114,7 @@ pub fn check_argv(argv: &[String]) -> Result<(), String> {
 
 impl CompanionSpec {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        check_argv(&self.command).map_err(|m| ("command", m))?;
+        check_argv(&self.command).map_err(|m| ("command", m.to_string()))?;
         for (field, path) in [("state_dir", Some(&self.state_dir)), ("env_file", self.env_file.as_ref())] {
             if let Some(path) = path
                 && (!path.starts_with('/') || path.contains(['\0', '\n']))
@@ -170,7 +170,7 @@ impl CompanionSpec {
 
 impl VerifySpec {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        check_argv(&self.command).map_err(|m| ("command", m))?;
+        check_argv(&self.command).map_err(|m| ("command", m.to_string()))?;
         if self.timeout_seconds == 0 {
             return Err(("timeout_seconds", "must be at least 1".into()));
         }

@@ -26,12 +26,13 @@ pub struct LeaseSettings {
 }
 
 impl LeaseSettings {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::validate::Invalid> {
         if self.grace_seconds == 0 || self.grace_seconds >= self.duration_seconds {
             return Err(format!(
                 "lease grace ({}s) must be at least 1s and shorter than the lease duration ({}s)",
                 self.grace_seconds, self.duration_seconds
-            ));
+            )
+            .into());
         }
         crate::validate::dns1123_subdomain(&self.name)?;
         crate::validate::dns1123_label(&self.namespace)
@@ -65,7 +66,7 @@ pub async fn acquire(
     settings: &LeaseSettings,
     shutdown: CancellationToken,
 ) -> crate::Result<Option<Leadership>> {
-    settings.validate().map_err(|message| crate::Error::Config { path: "--lease-*".into(), message })?;
+    settings.validate().map_err(|e| crate::Error::Config { path: "--lease-*".into(), message: e.to_string() })?;
     let manager = LeaseManagerBuilder::new(client, &settings.name)
         .with_namespace(&settings.namespace)
         .with_identity(&settings.identity)

@@ -448,7 +448,7 @@ fn main() -> ExitCode {
                 grace_seconds: lease_grace_seconds,
             });
             if let Some(Err(e)) = lease.as_ref().map(|l| l.validate()) {
-                return fail(&e);
+                return fail(&e.to_string());
             }
             let settings = Settings { dry_run, namespace, concurrency };
             let mut audit = match AuditSettings::from_config(&config) {

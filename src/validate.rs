@@ -9,20 +9,45 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// A value that fails a check; the message says which rule and what was found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl From<&str> for Invalid {
+    fn from(message: &str) -> Self {
+        Invalid(message.to_string())
+    }
+}
+
+impl From<String> for Invalid {
+    fn from(message: String) -> Self {
+        Invalid(message)
+    }
+}
+
+/// Callers that report a message (config fields, CLI output) take it as text.
+impl From<Invalid> for String {
+    fn from(invalid: Invalid) -> String {
+        invalid.0
+    }
+}
+
 /// Logical target names as antibody.yml spells them: `VAEL_Core`, `Sentinel`.
-pub fn logical_name(name: &str) -> Result<(), String> {
+pub fn logical_name(name: &str) -> Result<(), Invalid> {
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
     if !first_ok || name.len() > 63 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         return Err(format!(
             "invalid target name {name:?}: 1-63 characters, a letter first, then letters, digits, '_' or '-'"
-        ));
+        )
+        .into());
     }
     Ok(())
 }
 
 /// RFC 1123 label (namespaces, container names): `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, ≤ 63.
-pub fn dns1123_label(name: &str) -> Result<(), String> {
+pub fn dns1123_label(name: &str) -> Result<(), Invalid> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
@@ -31,44 +56,44 @@ pub fn dns1123_label(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("invalid name {name:?}: must be a DNS-1123 label (lowercase letters, digits, '-', ≤ 63)"))
+        Err(format!("invalid name {name:?}: must be a DNS-1123 label (lowercase letters, digits, '-', ≤ 63)").into())
     }
 }
 
 /// RFC 1123 subdomain (Deployments, ConfigMaps): labels joined by '.', ≤ 253.
-pub fn dns1123_subdomain(name: &str) -> Result<(), String> {
+pub fn dns1123_subdomain(name: &str) -> Result<(), Invalid> {
     let ok = !name.is_empty() && name.len() <= 253 && name.split('.').all(|label| dns1123_label(label).is_ok());
     if ok {
         Ok(())
     } else {
-        Err(format!("invalid name {name:?}: must be a DNS-1123 subdomain (lowercase letters, digits, '-', '.')"))
+        Err(format!("invalid name {name:?}: must be a DNS-1123 subdomain (lowercase letters, digits, '-', '.')").into())
     }
 }
 
 /// Environment variable / ConfigMap key for env use: `[A-Za-z_][A-Za-z0-9_]*`, ≤ 253.
-pub fn env_key(key: &str) -> Result<(), String> {
+pub fn env_key(key: &str) -> Result<(), Invalid> {
     let mut chars = key.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     if first_ok && key.len() <= 253 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
         Ok(())
     } else {
-        Err(format!("invalid env key {key:?}: must match [A-Za-z_][A-Za-z0-9_]*"))
+        Err(format!("invalid env key {key:?}: must match [A-Za-z_][A-Za-z0-9_]*").into())
     }
 }
 
 pub const MAX_ENV_VALUE: usize = 4096;
 
 /// An env value: one line, no control characters, bounded.
-pub fn env_value(value: &str) -> Result<(), String> {
+pub fn env_value(value: &str) -> Result<(), Invalid> {
     if value.len() > MAX_ENV_VALUE {
-        return Err(format!("env value too long: {} bytes (max {MAX_ENV_VALUE})", value.len()));
+        return Err(format!("env value too long: {} bytes (max {MAX_ENV_VALUE})", value.len()).into());
     }
     if let Some(c) = value.chars().find(|c| c.is_control()) {
-        return Err(format!("env value holds control character {c:?}: one line of printable text only"));
+        return Err(format!("env value holds control character {c:?}: one line of printable text only").into());
     }
     // Bidi overrides and zero-width characters make a value read differently than it acts.
     if let Some(c) = value.chars().find(|&c| is_invisible_or_bidi(c)) {
-        return Err(format!("env value holds invisible or bidirectional-override character {c:?}"));
+        return Err(format!("env value holds invisible or bidirectional-override character {c:?}").into());
     }
     Ok(())
 }
@@ -103,14 +128,14 @@ pub fn dangerous_env_key(key: &str) -> bool {
 /// "severity":"critical"}` means different things to readers taking the first or the last value,
 /// so it is ambiguous and no intake acts on it. The error names the key and where it is
 /// (`$.alerts[0]`). serde_json's recursion limit still applies.
-pub fn json_strict(bytes: &[u8]) -> Result<serde_json::Value, String> {
+pub fn json_strict(bytes: &[u8]) -> Result<serde_json::Value, Invalid> {
     use serde::de::DeserializeSeed;
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = StrictValue { path: "$".into() }.deserialize(&mut deserializer).map_err(|e| {
         let text = e.to_string();
-        if text.starts_with("duplicate key") { text } else { format!("malformed JSON: {text}") }
+        Invalid(if text.starts_with("duplicate key") { text } else { format!("malformed JSON: {text}") })
     })?;
-    deserializer.end().map_err(|e| format!("malformed JSON: {e}"))?;
+    deserializer.end().map_err(|e| Invalid(format!("malformed JSON: {e}")))?;
     Ok(value)
 }
 
@@ -193,7 +218,7 @@ mod tests {
 
     #[test]
     fn table() {
-        type Check = fn(&str) -> Result<(), String>;
+        type Check = fn(&str) -> Result<(), Invalid>;
         let cases: &[(Check, &str, bool)] = &[
             (logical_name, "VAEL_Core", true),
             (logical_name, "Sentinel", true),
@@ -250,7 +275,7 @@ mod tests {
                 (Ok(value), Ok(())) => {
                     assert_eq!(value, serde_json::from_str::<serde_json::Value>(json).expect("valid"), "{json}")
                 }
-                (Err(e), Err(want)) => assert!(e.starts_with(want), "{json}: {e}"),
+                (Err(e), Err(want)) => assert!(e.0.starts_with(want), "{json}: {e}"),
                 (got, want) => panic!("{json}: got {got:?}, want {want:?}"),
             }
         }

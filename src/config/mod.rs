@@ -932,7 +932,7 @@ impl Config {
 
     /// Resolve a logical target; `plan_namespace` fills an unset namespace.
     pub fn resolve(&self, name: &str, plan_namespace: &str) -> Result<ResolvedTarget, ResolveError> {
-        validate::logical_name(name).map_err(ResolveError::BadName)?;
+        validate::logical_name(name)?;
         if let Some(t) = self.targets.get(name) {
             return Ok(ResolvedTarget {
                 name: name.to_string(),
@@ -955,7 +955,7 @@ impl Config {
         // Seed format: the logical name is the Deployment, Kubernetes-spelled; its env lives in
         // the ConfigMap `<deployment>-env` (the original's `.env`).
         let deployment = name.to_ascii_lowercase().replace('_', "-");
-        validate::dns1123_subdomain(&deployment).map_err(ResolveError::BadName)?;
+        validate::dns1123_subdomain(&deployment)?;
         Ok(ResolvedTarget {
             name: name.to_string(),
             namespace: plan_namespace.to_string(),
@@ -1153,7 +1153,7 @@ pub struct SharedConfig(std::sync::RwLock<std::sync::Arc<Config>>);
 pub enum ResolveError {
     /// Not a valid logical name (or its seed-format Deployment name is not a DNS name).
     #[error("{0}")]
-    BadName(String),
+    BadName(#[from] validate::Invalid),
     #[error("unknown target {0:?}: not in antibody.yml")]
     Unknown(String),
 }

@@ -250,29 +250,29 @@ impl NotifyConfig {
 }
 
 /// Lower-case letters, digits and `-`, at most 40: it ends up in annotation values and labels.
-fn validate_sink_name(name: &str) -> Result<(), String> {
+fn validate_sink_name(name: &str) -> Result<(), crate::validate::Invalid> {
     let ok = !name.is_empty()
         && name.len() <= 40
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if !ok {
-        return Err(format!("{name:?}: use 1–40 lower-case letters, digits and '-'"));
+        return Err(format!("{name:?}: use 1–40 lower-case letters, digits and '-'").into());
     }
     if name == SOCKETIO_SINK {
-        return Err(format!("{name:?} is reserved for the Socket.IO message queue"));
+        return Err(format!("{name:?} is reserved for the Socket.IO message queue").into());
     }
     Ok(())
 }
 
-fn validate_redis_url(text: &str) -> Result<(), String> {
+fn validate_redis_url(text: &str) -> Result<(), crate::validate::Invalid> {
     let url = reqwest::Url::parse(text).map_err(|e| format!("{:?} is not a URL: {e}", redact(text)))?;
     match url.scheme() {
         "rediss" => {
             return Err("rediss:// (TLS) is not built into Antibody; use redis:// on a private network".into());
         }
         scheme if !REDIS_SCHEMES.contains(&scheme) => {
-            return Err(format!("scheme {scheme:?} is not a Redis URL (redis://host:port/db)"));
+            return Err(format!("scheme {scheme:?} is not a Redis URL (redis://host:port/db)").into());
         }
         _ => {}
     }
@@ -280,13 +280,13 @@ fn validate_redis_url(text: &str) -> Result<(), String> {
         return Err("redis:// URL needs a host (redis://127.0.0.1:6379/0)".into());
     }
     // The parser that will connect has the last word (db number, query options).
-    redis::Client::open(text).map(|_| ()).map_err(|e| format!("{}: {e}", redact(text)))
+    redis::Client::open(text).map(|_| ()).map_err(|e| format!("{}: {e}", redact(text)).into())
 }
 
-fn validate_webhook_url(text: &str) -> Result<(), String> {
+fn validate_webhook_url(text: &str) -> Result<(), crate::validate::Invalid> {
     let url = reqwest::Url::parse(text).map_err(|e| format!("{:?} is not a URL: {e}", redact(text)))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("scheme {:?} is not allowed: webhooks are http:// or https://", url.scheme()));
+        return Err(format!("scheme {:?} is not allowed: webhooks are http:// or https://", url.scheme()).into());
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err("URL needs a host".into());

@@ -157,7 +157,7 @@ async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<
 
 /// Duplicate keys are refused here, for every route (see [`crate::validate::json_strict`]).
 fn parse_json(bytes: &[u8]) -> Result<Value, String> {
-    crate::validate::json_strict(bytes)
+    Ok(crate::validate::json_strict(bytes)?)
 }
 
 /// The alert's JSON answer plus the top-level fields that were ignored, if any.

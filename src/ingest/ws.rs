@@ -29,20 +29,20 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `http://nexus:5000` → `ws://nexus:5000/socket.io/?EIO=4&transport=websocket`. A path other
 /// than `/` is kept (a server mounted elsewhere than `/socket.io/`).
-pub fn websocket_url(url: &str) -> Result<String, String> {
+pub fn websocket_url(url: &str) -> Result<String, crate::validate::Invalid> {
     let bad = || format!("{url:?}: expected http://HOST:PORT of the NEXUS Socket.IO server");
     let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
     let scheme = match scheme {
         "http" | "ws" => "ws",
         "https" | "wss" => "wss",
-        _ => return Err(bad()),
+        _ => return Err(bad().into()),
     };
     if rest.is_empty() || url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad());
+        return Err(bad().into());
     }
     let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
     if authority.is_empty() || path.contains('?') || path.contains('#') {
-        return Err(bad());
+        return Err(bad().into());
     }
     let path = match path.trim_end_matches('/') {
         "" => "socket.io",
@@ -51,7 +51,7 @@ pub fn websocket_url(url: &str) -> Result<String, String> {
     Ok(format!("{scheme}://{authority}/{path}/?EIO=4&transport=websocket"))
 }
 
-pub fn check_url(url: &str) -> Result<(), String> {
+pub fn check_url(url: &str) -> Result<(), crate::validate::Invalid> {
     websocket_url(url).map(|_| ())
 }
 
