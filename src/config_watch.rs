@@ -64,7 +64,7 @@ impl Watched {
         Self { path: path.to_path_buf(), last: None, last_error: None }
     }
 
-    pub async fn poll<T>(&mut self, parse: impl Fn(&str) -> Result<T, String>) -> Change<T> {
+    pub async fn poll<T, E: std::fmt::Display>(&mut self, parse: impl Fn(&str) -> Result<T, E>) -> Change<T> {
         let bytes = match tokio::fs::read(&self.path).await {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -82,7 +82,9 @@ impl Watched {
         }
         self.last = Some(bytes.clone());
         self.last_error = None;
-        let result = std::str::from_utf8(&bytes).map_err(|e| format!("not UTF-8: {e}")).and_then(parse);
+        let result = std::str::from_utf8(&bytes)
+            .map_err(|e| format!("not UTF-8: {e}"))
+            .and_then(|text| parse(text).map_err(|e| e.to_string()));
         match result {
             Ok(value) => Change::Valid(value),
             Err(message) => Change::Invalid(message),

@@ -93,7 +93,7 @@ impl ServerTls {
         loaded.key.clone()
     }
 
-    fn acceptor(self: &Arc<Self>, alpn: &[&[u8]]) -> Result<TlsAcceptor, String> {
+    fn acceptor(self: &Arc<Self>, alpn: &[&[u8]]) -> Result<TlsAcceptor, crate::validate::Invalid> {
         let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS: {e}"))?
@@ -165,7 +165,11 @@ pub struct TlsIncoming {
 
 /// Accept on `listener`, handshake each connection in its own task; the accept task ends when
 /// the returned [`TlsIncoming`] is dropped.
-pub fn accept(listener: TcpListener, tls: Arc<ServerTls>, alpn: &[&[u8]]) -> Result<TlsIncoming, String> {
+pub fn accept(
+    listener: TcpListener,
+    tls: Arc<ServerTls>,
+    alpn: &[&[u8]],
+) -> Result<TlsIncoming, crate::validate::Invalid> {
     let acceptor = tls.acceptor(alpn)?;
     let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (sender, streams) = mpsc::channel(64);

@@ -55,11 +55,11 @@ impl Scope {
 }
 
 impl std::str::FromStr for Scope {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = crate::validate::Invalid;
+    fn from_str(s: &str) -> Result<Self, crate::validate::Invalid> {
         Scope::ALL.into_iter().find(|scope| scope.as_str() == s).ok_or_else(|| {
             let known: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
-            format!("unknown scope {s:?} (known: {})", known.join(", "))
+            format!("unknown scope {s:?} (known: {})", known.join(", ")).into()
         })
     }
 }
@@ -108,7 +108,7 @@ fn digest(token: &str) -> [u8; 32] {
 
 impl Tokens {
     /// Parse a token file; errors name the line, never the token.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, crate::validate::Invalid> {
         let mut entries: Vec<Entry> = Vec::new();
         for (index, raw) in text.lines().enumerate() {
             let line_no = index + 1;
@@ -128,32 +128,33 @@ impl Tokens {
             if !name_ok {
                 return Err(format!(
                     "line {line_no}: token name {name:?} must be 1-{MAX_NAME_LEN} of letters, digits, '-', '_', '.', '@'"
-                ));
+                ).into());
             }
             if token.len() < MIN_TOKEN_LEN || token.len() > MAX_TOKEN_LEN {
                 return Err(format!(
                     "line {line_no} ({name}): token must be {MIN_TOKEN_LEN}-{MAX_TOKEN_LEN} characters, is {}",
                     token.len()
-                ));
+                )
+                .into());
             }
             if !token.chars().all(|c| c.is_ascii_graphic()) {
-                return Err(format!("line {line_no} ({name}): token must be printable ASCII without spaces"));
+                return Err(format!("line {line_no} ({name}): token must be printable ASCII without spaces").into());
             }
             if entries.iter().any(|e| e.name == name) {
-                return Err(format!("line {line_no}: token name {name:?} appears twice"));
+                return Err(format!("line {line_no}: token name {name:?} appears twice").into());
             }
             let d = digest(token);
             if entries.iter().any(|e| bool::from(e.digest.ct_eq(&d))) {
-                return Err(format!("line {line_no} ({name}): the same token is given to two names"));
+                return Err(format!("line {line_no} ({name}): the same token is given to two names").into());
             }
             entries.push(Entry { name: name.to_string(), digest: d, scopes });
         }
         Ok(Self { entries })
     }
 
-    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+    pub fn load(path: &std::path::Path) -> Result<Self, crate::validate::Invalid> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("token file {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("token file {}: {e}", path.display()))
+        Self::parse(&text).map_err(|e| format!("token file {}: {e}", path.display()).into())
     }
 
     fn entry(&self, presented: &str) -> Option<&Entry> {

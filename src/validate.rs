@@ -14,6 +14,14 @@ pub struct ConfigError {
 #[error("{0}")]
 pub struct Invalid(pub String);
 
+/// The message, for callers that only report it.
+impl std::ops::Deref for Invalid {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl From<&str> for Invalid {
     fn from(message: &str) -> Self {
         Invalid(message.to_string())

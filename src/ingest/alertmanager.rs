@@ -60,13 +60,13 @@ pub enum Request {
     Resolve(ThreatAlert),
 }
 
-pub fn parse(body: &[u8]) -> Result<Webhook, String> {
+pub fn parse(body: &[u8]) -> Result<Webhook, crate::validate::Invalid> {
     // Duplicate keys (e.g. two `severity` labels) are refused before anything reads them.
     let value = crate::validate::json_strict(body).map_err(|e| format!("not an Alertmanager webhook payload: {e}"))?;
     let webhook: Webhook =
         serde_json::from_value(value).map_err(|e| format!("not an Alertmanager webhook payload: {e}"))?;
     if webhook.version != "4" {
-        return Err(format!("Alertmanager webhook version {:?} is not supported (4)", webhook.version));
+        return Err(format!("Alertmanager webhook version {:?} is not supported (4)", webhook.version).into());
     }
     Ok(webhook)
 }

@@ -118,17 +118,19 @@ fn id_hint(message: &proto::ThreatAlert) -> String {
 
 /// The NEXUS dial: `http://` plaintext, `https://` TLS with the roots of `ca_file` (PEM) or,
 /// without it, of the system store. Everything that cannot work is an error here, at startup.
-pub fn endpoint(url: &str, ca_file: Option<&Path>) -> Result<Endpoint, String> {
+pub fn endpoint(url: &str, ca_file: Option<&Path>) -> Result<Endpoint, crate::validate::Invalid> {
     let url = if url == "default" { DEFAULT_NEXUS } else { url };
     let https = url.starts_with("https://");
     if !(url.starts_with("http://") || https) {
-        return Err(format!("{url:?}: expected http://HOST:PORT or https://HOST:PORT (or `default`: {DEFAULT_NEXUS})"));
+        return Err(
+            format!("{url:?}: expected http://HOST:PORT or https://HOST:PORT (or `default`: {DEFAULT_NEXUS})").into()
+        );
     }
     let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| format!("{url:?}: {e}"))?;
     let endpoint = match (https, ca_file) {
         (false, None) => endpoint,
         (false, Some(ca)) => {
-            return Err(format!("--nexus-ca {} is set but {url:?} is plaintext: use https://", ca.display()));
+            return Err(format!("--nexus-ca {} is set but {url:?} is plaintext: use https://", ca.display()).into());
         }
         (true, Some(ca)) => {
             let pem = crate::tls::read_ca_pem(ca)?;
@@ -140,7 +142,8 @@ pub fn endpoint(url: &str, ca_file: Option<&Path>) -> Result<Endpoint, String> {
             if found == 0 {
                 return Err(format!(
                     "{url:?}: https:// needs trust roots and the system store has none: pass --nexus-ca FILE"
-                ));
+                )
+                .into());
             }
             let tls = ClientTlsConfig::new().with_native_roots();
             endpoint.tls_config(tls).map_err(|e| format!("{url:?}: TLS: {e}"))?

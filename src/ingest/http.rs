@@ -156,8 +156,8 @@ async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<
 }
 
 /// Duplicate keys are refused here, for every route (see [`crate::validate::json_strict`]).
-fn parse_json(bytes: &[u8]) -> Result<Value, String> {
-    Ok(crate::validate::json_strict(bytes)?)
+fn parse_json(bytes: &[u8]) -> Result<Value, crate::validate::Invalid> {
+    crate::validate::json_strict(bytes)
 }
 
 /// The alert's JSON answer plus the top-level fields that were ignored, if any.
@@ -324,18 +324,18 @@ struct ManualAction {
 
 /// `{"name", "spec"}` or a bare spec (today's or the original's) → a [`ManualRequest`]. Every
 /// error names the field (`spec.actions[1].type: …`).
-fn manual_request(value: Value, config: &crate::config::Config) -> Result<ManualRequest, String> {
+fn manual_request(value: Value, config: &crate::config::Config) -> Result<ManualRequest, crate::validate::Invalid> {
     let Value::Object(mut object) = value else {
         return Err("expected a JSON object: a PatchPlanSpec, {\"name\", \"spec\"} or the original plan".into());
     };
     let (name, spec, prefix) = if object.contains_key("spec") {
         if let Some(unknown) = object.keys().find(|k| !["name", "spec"].contains(&k.as_str())) {
-            return Err(format!("unknown field {unknown:?} (expected name, spec)"));
+            return Err(format!("unknown field {unknown:?} (expected name, spec)").into());
         }
         let name = match object.remove("name") {
             None | Some(Value::Null) => None,
             Some(Value::String(name)) => Some(name),
-            Some(other) => return Err(format!("name must be a string, not {other}")),
+            Some(other) => return Err(format!("name must be a string, not {other}").into()),
         };
         (name, object.remove("spec").unwrap_or_default(), "spec.")
     } else {
@@ -361,7 +361,7 @@ fn manual_request(value: Value, config: &crate::config::Config) -> Result<Manual
             )
         })?;
         let value = match (action.value, action.val) {
-            (Some(_), Some(_)) => return Err(format!("{}: give value or val, not both", field("val"))),
+            (Some(_), Some(_)) => return Err(format!("{}: give value or val, not both", field("val")).into()),
             (value, val) => value.or(val),
         };
         let target = match action.target {
@@ -383,7 +383,7 @@ fn manual_request(value: Value, config: &crate::config::Config) -> Result<Manual
     if let Some(source_alert) = &parsed.source_alert {
         crate::alert::token_field("source_alert", source_alert, 128).map_err(|e| format!("{prefix}{e}"))?;
         if alert.as_ref().is_some_and(|a| &a.id != source_alert) {
-            return Err(format!("{prefix}source_alert: differs from alert.id"));
+            return Err(format!("{prefix}source_alert: differs from alert.id").into());
         }
         // The original's patch_applied carries source_alert: keep it where the summary reads it.
         alert.get_or_insert_with(|| crate::plan::AlertSummary {

@@ -99,7 +99,7 @@ pub fn start(
             warn!(path = %path.display(), "token file does not exist (yet): alert intake refuses every request until it appears");
             Tokens::default()
         }
-        Some(path) => Tokens::load(path).map_err(startup)?,
+        Some(path) => Tokens::load(path).map_err(|e| startup(e.to_string()))?,
         None => {
             warn!("no --token-file: REST and gRPC alert intake refuse every request (401)");
             Tokens::default()

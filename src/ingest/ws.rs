@@ -70,7 +70,7 @@ pub enum EnginePacket {
     Ignored,
 }
 
-pub fn engine_packet(frame: &str) -> Result<EnginePacket, String> {
+pub fn engine_packet(frame: &str) -> Result<EnginePacket, crate::validate::Invalid> {
     let mut chars = frame.chars();
     let kind = chars.next().ok_or("empty Engine.IO packet")?;
     let body = chars.as_str();
@@ -90,7 +90,7 @@ pub fn engine_packet(frame: &str) -> Result<EnginePacket, String> {
         '3' => EnginePacket::Pong,
         '4' => EnginePacket::Message(body.to_string()),
         '5' | '6' => EnginePacket::Ignored,
-        other => return Err(format!("unknown Engine.IO packet type {other:?}")),
+        other => return Err(format!("unknown Engine.IO packet type {other:?}").into()),
     })
 }
 
@@ -108,7 +108,7 @@ pub enum SocketPacket {
     Ignored,
 }
 
-pub fn socket_packet(text: &str) -> Result<SocketPacket, String> {
+pub fn socket_packet(text: &str) -> Result<SocketPacket, crate::validate::Invalid> {
     let mut chars = text.chars();
     let kind = chars.next().ok_or("empty Socket.IO packet")?;
     let mut rest = chars.as_str();
@@ -129,7 +129,7 @@ pub fn socket_packet(text: &str) -> Result<SocketPacket, String> {
             let values = match crate::validate::json_strict(data.as_bytes()) {
                 Ok(Value::Array(values)) => values,
                 Ok(_) => return Err("Socket.IO event is not a JSON array".into()),
-                Err(e) => return Err(format!("Socket.IO event: {e}")),
+                Err(e) => return Err(format!("Socket.IO event: {e}").into()),
             };
             let mut values = values.into_iter();
             let name = match values.next() {
@@ -146,7 +146,7 @@ pub fn socket_packet(text: &str) -> Result<SocketPacket, String> {
             SocketPacket::ConnectError(message)
         }
         '3' | '5' | '6' => SocketPacket::Ignored,
-        other => return Err(format!("unknown Socket.IO packet type {other:?}")),
+        other => return Err(format!("unknown Socket.IO packet type {other:?}").into()),
     })
 }
 

@@ -142,8 +142,8 @@ impl Notifier {
         let mut workers = Vec::new();
         if let Some(url) = &config.socketio_message_queue {
             let host_id = config.host_id.clone().unwrap_or_else(|| instance.to_string());
-            let sink =
-                RedisSink::new(config, url, host_id).map_err(|m| bad("notify.socketio_message_queue".into(), m))?;
+            let sink = RedisSink::new(config, url, host_id)
+                .map_err(|m| bad("notify.socketio_message_queue".into(), m.to_string()))?;
             workers.push(SinkWorker {
                 name: SOCKETIO_SINK.into(),
                 sink: Sink::Redis(Box::new(sink)),
@@ -154,7 +154,8 @@ impl Notifier {
             let field = format!("notify.webhooks[{i}]");
             let secret = webhook::read_secret(hook).map_err(|m| bad(format!("{field}.secret_file"), m))?;
             let timeout = Duration::from_millis(hook.timeout_ms.unwrap_or(delivery.timeout_ms));
-            let sink = WebhookSink::new(hook, secret, timeout).map_err(|m| bad(format!("{field}.url"), m))?;
+            let sink =
+                WebhookSink::new(hook, secret, timeout).map_err(|m| bad(format!("{field}.url"), m.to_string()))?;
             workers.push(SinkWorker {
                 name: hook.sink_name(i),
                 sink: Sink::Webhook(sink),

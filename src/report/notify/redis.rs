@@ -45,7 +45,7 @@ pub struct RedisSink {
 }
 
 impl RedisSink {
-    pub fn new(config: &super::NotifyConfig, url: &str, host_id: String) -> Result<Self, String> {
+    pub fn new(config: &super::NotifyConfig, url: &str, host_id: String) -> Result<Self, crate::validate::Invalid> {
         let client = redis::Client::open(url).map_err(|e| format!("{}: {e}", redact(url)))?;
         Ok(Self {
             client,

@@ -74,7 +74,11 @@ pub fn read_secret(hook: &WebhookConfig) -> Result<Option<Vec<u8>>, String> {
 }
 
 impl WebhookSink {
-    pub fn new(hook: &WebhookConfig, secret: Option<Vec<u8>>, timeout: Duration) -> Result<Self, String> {
+    pub fn new(
+        hook: &WebhookConfig,
+        secret: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Self, crate::validate::Invalid> {
         // The text is not shown: an unparsable URL may still hold its secret.
         let url = reqwest::Url::parse(&hook.url).map_err(|e| format!("webhook URL does not parse: {e}"))?;
         let client = reqwest::Client::builder()
