@@ -74,4 +74,27 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+impl Error {
+    /// Every [`Self::metric_label`], so each series exists (at 0) before the first error.
+    pub const METRIC_LABELS: [&'static str; 8] =
+        ["api_unavailable", "api_conflict", "api_rejected", "config", "cluster", "lease", "audit", "local"];
+
+    /// The `error` label of `antibody_reconcile_errors_total`: what kind of failure a retried
+    /// reconcile hit (an unreachable API server is not a rejected request).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(e) => match backoff::api_failure(e) {
+                backoff::ApiFailure::Unavailable => "api_unavailable",
+                backoff::ApiFailure::Conflict => "api_conflict",
+                backoff::ApiFailure::Rejected => "api_rejected",
+            },
+            Error::Config { .. } => "config",
+            Error::Cluster(_) => "cluster",
+            Error::Lease(_) => "lease",
+            Error::Audit { .. } => "audit",
+            Error::Serde(_) | Error::Yaml(_) | Error::Io(_) => "local",
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

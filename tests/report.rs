@@ -551,7 +551,10 @@ async fn metrics_count_what_actually_happened() {
         ("antibody_plans{phase=\"Failed\"}", 1.0),
         ("antibody_plans{phase=\"Running\"}", 0.0),
         ("antibody_plans{phase=\"Pending\"}", 0.0),
-        ("antibody_reconcile_errors_total", 0.0),
+        ("antibody_reconcile_errors_total{error=\"api_unavailable\"}", 0.0),
+        ("antibody_reconcile_errors_total{error=\"api_conflict\"}", 0.0),
+        ("antibody_reconcile_errors_total{error=\"api_rejected\"}", 0.0),
+        ("antibody_reconcile_errors_total{error=\"config\"}", 0.0),
     ];
     for (series, value) in expect {
         assert_eq!(sample(&text, series), Some(value), "{series}");

@@ -779,7 +779,8 @@ fn report(ctx: &Context, plan: &PatchPlan, writer: &StatusWriter, kind: Transiti
 pub fn error_policy(plan: Arc<PatchPlan>, error: &crate::Error, ctx: Arc<Context>) -> Action {
     let key = format!("{}/{}", plan.namespace().unwrap_or_default(), plan.name_any());
     let failures = ctx.failure_count(&key, true);
-    ctx.reporter.metrics.reconcile_errors.inc();
+    let labels = crate::report::metrics::ErrorLabels { error: error.metric_label().into() };
+    ctx.reporter.metrics.reconcile_errors.get_or_create(&labels).inc();
     let delay = backoff(failures, api_unavailable(error));
     warn!(plan = %key, %error, failures, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
     Action::requeue(delay)
@@ -947,7 +948,12 @@ mod tests {
         let cases = [(api(429), true), (api(503), true), (api(500), true), (api(409), false), (api(422), false)];
         for (error, expected) in cases {
             assert_eq!(api_unavailable(&error), expected, "{error}");
+            assert_eq!(error.metric_label() == "api_unavailable", expected, "{error}");
         }
+        assert_eq!(api(409).metric_label(), "api_conflict");
+        assert_eq!(api(422).metric_label(), "api_rejected");
+        assert_eq!(crate::Error::Lease("x".into()).metric_label(), "lease");
+        assert!(crate::Error::METRIC_LABELS.contains(&crate::Error::Cluster("x".into()).metric_label()));
         assert!(!api_unavailable(&crate::Error::Config { path: "x".into(), message: "y".into() }));
     }
 

@@ -453,6 +453,14 @@ async fn an_unavailable_api_is_an_error_to_retry_not_a_failed_plan() {
     let result = h.reconcile("p").await;
     let error = result.expect_err("the 503 surfaces");
     assert!(api_unavailable(&error), "{error}");
+    // What the controller does with it: a short requeue, counted by kind.
+    let requeue = error_policy(Arc::new(h.plan("p")), &error, h.ctx.clone());
+    assert_eq!(requeue, Action::requeue(Duration::from_millis(500)));
+    let counted = |kind: &str| {
+        let labels = crate::report::metrics::ErrorLabels { error: kind.into() };
+        h.ctx.reporter.metrics.reconcile_errors.get_or_create(&labels).get()
+    };
+    assert_eq!((counted("api_unavailable"), counted("api_rejected")), (1, 0));
     assert_ne!(h.ready("p").0, "Failed", "the plan itself is fine");
     assert_eq!(backoff(1, true), Duration::from_millis(500));
     h.reconcile("p").await.expect("retried");

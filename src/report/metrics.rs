@@ -15,6 +15,12 @@ use super::{PlanTransition, TransitionKind};
 use crate::plan::{PatchPlan, Phase};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// [`crate::Error::metric_label`].
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AlertLabels {
     pub feed: String,
     pub outcome: String,
@@ -99,7 +105,7 @@ pub struct Metrics {
     pub plan_transitions: Family<TransitionLabels, Counter>,
     pub action_seconds: Family<ActionLabels, Histogram>,
     pub plan_seconds: Histogram,
-    pub reconcile_errors: Counter,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub duplicate_transitions: Counter,
     pub events_dropped: Counter,
     pub feed_reconnects: Family<FeedLabels, Counter>,
@@ -130,12 +136,15 @@ impl Metrics {
         );
         let plan_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 18));
         registry.register("plan_duration_seconds", "Time from a plan's creation to PatchApplied", plan_seconds.clone());
-        let reconcile_errors = Counter::default();
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         registry.register(
             "reconcile_errors",
-            "Reconciles that returned an error (retried with backoff)",
+            "Reconciles that returned an error (retried with backoff), by kind",
             reconcile_errors.clone(),
         );
+        for error in crate::Error::METRIC_LABELS {
+            let _ = reconcile_errors.get_or_create(&ErrorLabels { error: error.into() });
+        }
         let duplicate_transitions = Counter::default();
         registry.register(
             "duplicate_transitions",
@@ -336,7 +345,8 @@ mod tests {
             "antibody_action_duration_seconds_sum{action=\"restart\"} 2.0",
             "antibody_alerts_total{feed=\"grpc\",outcome=\"plan_created\"} 1",
             "antibody_feed_reconnects_total{feed=\"ws\"} 1",
-            "antibody_reconcile_errors_total 0",
+            "antibody_reconcile_errors_total{error=\"api_unavailable\"} 0",
+            "antibody_reconcile_errors_total{error=\"api_rejected\"} 0",
         ] {
             assert!(text.lines().any(|l| l == expected), "missing {expected:?} in\n{text}");
         }
