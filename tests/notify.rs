@@ -223,16 +223,7 @@ impl VaelUi {
 impl Drop for VaelUi {
     fn drop(&mut self) {
         // SIGTERM to the gunicorn master we started, so it stops its worker too.
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        support::stop_child(&mut self.child, Duration::from_secs(10));
     }
 }
 

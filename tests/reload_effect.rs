@@ -101,16 +101,7 @@ impl Harness {
 impl Drop for Harness {
     fn drop(&mut self) {
         // Closing stdin ends the harness; it stops everything it started.
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        support::stop_child(&mut self.child, Duration::from_secs(15));
     }
 }
 

@@ -22,24 +22,7 @@ use support::{ControllerProcess, TestNamespace};
 const TOKEN: &str = "t0ken-for-the-seed-tests-0123456789";
 
 /// ANTIBODY_IMPLEMENTATION.md section 4, verbatim.
-const ORIGINAL_YML: &str = "# Allowed actions & mappings
-actions:
-  restart:
-    - VAEL_Core
-    - Sentinel
-  edit_env: true
-  reload_flask: true
-
-# Map severity \u{2192} patch list
-severity_map:
-  warn:    noop
-  high:    restart
-  critical:
-    - restart
-    - reload_flask
-
-log_path: logs/antibody.log
-";
+const ORIGINAL_YML: &str = include_str!("fixtures/original-antibody.yml");
 
 fn temp_dir() -> PathBuf {
     let dir = std::env::temp_dir().join("antibody-tests");

@@ -398,16 +398,7 @@ impl Controller {
 impl Drop for Controller {
     fn drop(&mut self) {
         // Our own child, by pid: SIGTERM, then reap.
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        antibody_test_support::stop_child(&mut self.child, Duration::from_secs(10));
     }
 }
 

@@ -11,7 +11,7 @@ use kube::api::{Api, DeleteParams, EvictParams};
 
 use super::{ActionContext, Checkpoint, Step, elapsed};
 use crate::actions::rollout::{RolloutState, rollout_state};
-use crate::plan::{ActionStatus, StepState};
+use crate::plan::ActionStatus;
 
 pub async fn run(
     ctx: &ActionContext<'_>,
@@ -20,12 +20,10 @@ pub async fn run(
 ) -> crate::Result<Step> {
     let ns = &ctx.target.namespace;
     let name = &ctx.target.deployment;
-    let deployment = match ctx.target_deployment().await? {
+    let deployment = match ctx.start_on_deployment(status).await? {
         Ok(deployment) => deployment,
         Err(step) => return Ok(step),
     };
-    status.state = StepState::Running;
-    status.started_at.get_or_insert_with(|| ctx.now.clone());
     let waited = elapsed(status.started_at.as_ref().unwrap_or(&ctx.now), &ctx.now);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
 

@@ -73,6 +73,20 @@ impl ActionContext<'_> {
             .ok_or_else(|| Step::failed(Reason::TargetNotFound, format!("Deployment {ns}/{name} not found"))))
     }
 
+    /// [`Self::target_deployment`], and the action marked running (its start kept from the
+    /// first attempt) when there is one: the common start of actions that work on its pods.
+    pub async fn start_on_deployment(
+        &self,
+        status: &mut ActionStatus,
+    ) -> crate::Result<Result<k8s_openapi::api::apps::v1::Deployment, Step>> {
+        let deployment = self.target_deployment().await?;
+        if deployment.is_ok() {
+            status.state = crate::plan::StepState::Running;
+            status.started_at.get_or_insert_with(|| self.now.clone());
+        }
+        Ok(deployment)
+    }
+
     pub fn plan_uid(&self) -> &str {
         self.plan.metadata.uid.as_deref().unwrap_or_default()
     }

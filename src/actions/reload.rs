@@ -22,7 +22,7 @@ use tokio::io::AsyncReadExt;
 use super::{ActionContext, Checkpoint, Step, elapsed};
 use crate::config::ConfigMapMode;
 use crate::effect::{CompanionFailure, ExpectedEnv, ReloadMode};
-use crate::plan::{ActionStatus, ActionType, StepState};
+use crate::plan::{ActionStatus, ActionType};
 
 const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,12 +35,10 @@ pub async fn run(
 ) -> crate::Result<Step> {
     let ns = &ctx.target.namespace;
     let name = &ctx.target.deployment;
-    let deployment = match ctx.target_deployment().await? {
+    let deployment = match ctx.start_on_deployment(status).await? {
         Ok(deployment) => deployment,
         Err(step) => return Ok(step),
     };
-    status.state = StepState::Running;
-    status.started_at.get_or_insert_with(|| ctx.now.clone());
 
     let pods = ready_pods_of_current_replicaset(ctx, &deployment).await?;
     if pods.is_empty() {

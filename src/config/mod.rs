@@ -1012,24 +1012,7 @@ log_path: logs/antibody_patches/
     }
 
     /// ANTIBODY_IMPLEMENTATION.md section 4, verbatim.
-    pub const ORIGINAL: &str = "# Allowed actions & mappings
-actions:
-  restart:
-    - VAEL_Core
-    - Sentinel
-  edit_env: true
-  reload_flask: true
-
-# Map severity \u{2192} patch list
-severity_map:
-  warn:    noop
-  high:    restart
-  critical:
-    - restart
-    - reload_flask
-
-log_path: logs/antibody.log
-";
+    pub const ORIGINAL: &str = include_str!("../../tests/fixtures/original-antibody.yml");
 
     #[test]
     fn the_original_antibody_yml_loads_with_explicit_meanings() {

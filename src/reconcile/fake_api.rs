@@ -100,42 +100,8 @@ fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
 }
 
 fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == name).then(|| percent_decode(v))
-    })
-}
-
-fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    pairs.into_iter().find_map(|(k, v)| (k == name).then_some(v))
 }
 
 /// `k=v,k2=v2` (the only form Antibody sends).
@@ -391,7 +357,7 @@ mod tests {
         assert_eq!((p.namespace.as_str(), p.resource.as_str(), p.name.as_deref()), ("", "namespaces", Some("vael")));
         let p = parse_path("/apis/vael.io/v1/namespaces/plans/patchplans/p/status").expect("parses");
         assert_eq!(p.sub.as_deref(), Some("status"));
-        assert_eq!(percent_decode("a%3Db%2Cc"), "a=b,c");
+        assert_eq!(query_param("labelSelector=a%3Db%2Cc&dryRun=All", "labelSelector").as_deref(), Some("a=b,c"));
     }
 
     #[test]

@@ -322,15 +322,7 @@ impl ControllerProcess {
 
     /// SIGTERM our own child and wait (at most 20 s) for its graceful exit.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        terminate_child(&mut self.child, Duration::from_secs(20))
     }
 
     /// SIGKILL our own child: a crash, not a shutdown.
@@ -483,16 +475,29 @@ impl Gunicorn {
 impl Drop for Gunicorn {
     fn drop(&mut self) {
         // SIGTERM to the master we started (our own child), so it stops its workers too.
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        stop_child(&mut self.child, Duration::from_secs(10));
+    }
+}
+
+/// SIGTERM a process this test started (by its own pid, never a pattern) and wait at most
+/// `grace` for it to exit: its exit status, or `None` if it is still running.
+pub fn terminate_child(child: &mut Child, grace: Duration) -> Option<std::process::ExitStatus> {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// [`terminate_child`], then SIGKILL and reap it if it did not exit within `grace`.
+pub fn stop_child(child: &mut Child, grace: Duration) {
+    if terminate_child(child, grace).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
