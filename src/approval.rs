@@ -35,7 +35,7 @@ use crate::config::ResolvedTarget;
 use crate::plan::{PatchPlan, PatchPlanSpec};
 use crate::tokens::{Scope, TokenStore};
 
-pub use crate::names::APPROVAL_ANNOTATION;
+use crate::names::APPROVAL_ANNOTATION;
 /// `POST` here (scope `approve`): `{"reason"?, "digest"?, "ttl_seconds"?}`.
 pub const APPROVE_PATH: &str = "/api/antibody/plans/{namespace}/{name}/approve";
 pub const DENY_PATH: &str = "/api/antibody/plans/{namespace}/{name}/deny";

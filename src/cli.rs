@@ -114,7 +114,7 @@ pub async fn list_backups(config_file: &Path, target: &str, namespace: &str) -> 
             "{:<48} {:<22} {:<12} {}\n",
             b.metadata.name.as_deref().unwrap_or_default(),
             b.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
-            annotation(crate::actions::env::KEY_ANNOTATION),
+            annotation(crate::names::KEY_ANNOTATION),
             annotation(crate::names::PLAN_ANNOTATION),
         ));
     }

@@ -27,10 +27,8 @@ use serde_json::{Value, json};
 
 use crate::plan::{PatchPlan, Phase};
 
-pub use crate::names::BREAKER_CONFIG_MAP;
-pub use crate::names::ESCALATED_FROM_ANNOTATION;
-pub use crate::names::ESCALATION_ANNOTATION;
-pub use crate::names::LADDER_CONFIG_MAP;
+use crate::names::BREAKER_CONFIG_MAP;
+use crate::names::LADDER_CONFIG_MAP;
 
 // --- Ladder -----------------------------------------------------------------------------------
 

@@ -20,6 +20,8 @@ pub const PLAN_LABEL: &str = "antibody.vael.io/plan";
 /// The antibody.yml rule that made the plan.
 pub const RULE_ANNOTATION: &str = "antibody.vael.io/rule";
 /// Who asked for the plan (the REST token name or the alert's source); signed with it.
+/// Trusted only when Antibody's own signature covers it: anyone can write an annotation, and
+/// any client can call itself `--field-manager=antibody`.
 pub const REQUESTED_BY_ANNOTATION: &str = "antibody.vael.io/requested-by";
 /// The feed the alert came in on (`grpc`, `ws`, `rest`, `alertmanager`, `manual`).
 pub const FEED_ANNOTATION: &str = "antibody.vael.io/feed";

@@ -2,12 +2,13 @@
 //! own kubeconfig so the API server (its RBAC and audit log) knows who flipped them. Each
 //! command prints what it recorded; errors name what is wrong and change nothing.
 
+use crate::names::FREEZE_ANNOTATION;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Config};
 use serde_json::json;
 
 use crate::approval::{self, Request, Verdict};
-use crate::window::{FREEZE_ANNOTATION, Freeze};
+use crate::window::Freeze;
 
 async fn client() -> Result<Client, String> {
     let config = Config::infer().await.map_err(|e| format!("cannot find cluster credentials: {e}"))?;

@@ -9,11 +9,6 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use crate::names::API_GROUP;
-pub use crate::names::PLAN_ANNOTATION;
-pub use crate::names::REQUESTED_BY_ANNOTATION;
-pub use crate::names::RESTARTED_AT_ANNOTATION;
-
 /// One remediation decided from an alert, a GitOps commit or a human.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(

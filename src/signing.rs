@@ -19,10 +19,10 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::plan::REQUESTED_BY_ANNOTATION;
+use crate::names::REQUESTED_BY_ANNOTATION;
 use crate::plan::{PatchPlan, PatchPlanSpec};
 
-pub use crate::names::SIGNATURE_ANNOTATION;
+use crate::names::SIGNATURE_ANNOTATION;
 const DOMAIN: &[u8] = b"antibody.vael.io/PatchPlan/v2\n";
 const PREFIX: &str = "v2:ed25519:";
 /// Validity of a signature made by `antibody sign` (default) and by Antibody for its own plans.

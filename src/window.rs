@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::validate::ConfigError;
 
-pub use crate::names::FREEZE_ANNOTATION;
+use crate::names::FREEZE_ANNOTATION;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -6,6 +6,7 @@
 //! must be refused with the expected reason; afterwards no PatchPlan exists, the controller is
 //! alive and its memory stayed bounded.
 
+use antibody::names::SIGNATURE_ANNOTATION;
 use antibody_test_support as support;
 
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use antibody::admission;
 use antibody::alert::{PatchHint, ThreatAlert};
 use antibody::config::Config;
 use antibody::plan::{PatchPlan, PatchPlanSpec};
-use antibody::signing::{self, SIGNATURE_ANNOTATION};
+use antibody::signing;
 use base64::Engine;
 use ed25519_dalek::SigningKey;
 use kube::api::{Api, ListParams};

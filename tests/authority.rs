@@ -71,7 +71,7 @@ async fn sentinel_restarted_at(client: &Client, ns: &str) -> Option<String> {
         .spec
         .and_then(|s| s.template.metadata)
         .and_then(|m| m.annotations)
-        .and_then(|a| a.get(antibody::plan::RESTARTED_AT_ANNOTATION).cloned())
+        .and_then(|a| a.get(antibody::names::RESTARTED_AT_ANNOTATION).cloned())
 }
 
 /// Item 1: a namespace antibody.yml does not list cannot hold plans, even one the controller
@@ -171,7 +171,7 @@ async fn planted_backups_are_refused_and_real_ones_restore() {
     let planted = ConfigMap {
         metadata: ObjectMeta {
             name: Some("vael-core-env-bk-planted".into()),
-            labels: Some([(antibody::actions::env::BACKUP_OF_LABEL.to_string(), "vael-core-env".to_string())].into()),
+            labels: Some([(antibody::names::BACKUP_OF_LABEL.to_string(), "vael-core-env".to_string())].into()),
             annotations: Some([("antibody.vael.io/plan".to_string(), format!("{}/nope", ns.name))].into()),
             ..Default::default()
         },
@@ -230,7 +230,7 @@ async fn a_forged_requested_by_is_reported_unknown() {
     let mut forged = restart_sentinel("forged");
     forged.metadata.namespace = Some(ns.name.clone());
     forged.metadata.annotations =
-        Some([(antibody::report::summary::REQUESTED_BY_ANNOTATION.to_string(), "ops-admin".to_string())].into());
+        Some([(antibody::names::REQUESTED_BY_ANNOTATION.to_string(), "ops-admin".to_string())].into());
     let plans: Api<PatchPlan> = Api::namespaced(client.clone(), &ns.name);
     let stored = plans
         .patch("forged", &PatchParams::apply(antibody::FIELD_MANAGER).force(), &Patch::Apply(&forged))

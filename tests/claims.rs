@@ -5,11 +5,12 @@
 //! `NonZeroExitCode`, `ExecFailed`, `NoReadyPods`, `ProgressDeadlineExceeded` and `BackupNotFound` reached
 //! through real plans.
 
+use antibody::names::RESTARTED_AT_ANNOTATION;
 use antibody_test_support as support;
 
 use std::time::Duration;
 
-use antibody::plan::{ActionType, PatchPlan, PatchPlanSpec, PlanAction, RESTARTED_AT_ANNOTATION, StepState};
+use antibody::plan::{ActionType, PatchPlan, PatchPlanSpec, PlanAction, StepState};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;

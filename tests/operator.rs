@@ -4,11 +4,12 @@
 //! computed from "now" opens, refuse outside a refusing window) and a freeze with an expiry.
 //! Each test runs the real `antibody` binary (controller and CLI) against its own namespace.
 
+use antibody::names::APPROVAL_ANNOTATION;
 use antibody_test_support as support;
 
 use std::time::Duration;
 
-use antibody::approval::{self, APPROVAL_ANNOTATION, Decision, Verdict};
+use antibody::approval::{self, Decision, Verdict};
 use antibody::config::Config;
 use antibody::plan::{ActionType, AlertSummary, PatchPlan, PatchPlanSpec, PlanAction, StepState};
 use kube::api::{Api, Patch, PatchParams};

@@ -2,13 +2,14 @@
 //! backup, crash-resume without repeating an action, and refusal of what is not whitelisted.
 //! Each test runs the real `antibody` binary against its own namespace.
 
+use antibody::names::RESTARTED_AT_ANNOTATION;
 use antibody_test_support as support;
 
 use std::time::Duration;
 
 use antibody::alert::{Severity, ThreatAlert};
 use antibody::config::Config;
-use antibody::plan::{ActionType, PatchPlan, PatchPlanSpec, PlanAction, RESTARTED_AT_ANNOTATION, StepState};
+use antibody::plan::{ActionType, PatchPlan, PatchPlanSpec, PlanAction, StepState};
 use antibody::policy::{self, Decision};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};

@@ -1,11 +1,12 @@
 //! Safety on the real control plane: shadow mode, transactional edits with automatic rollback,
 //! signed plans, cool-downs/budgets/pause, granular restarts and versioned backups.
 
+use antibody::names::RESTARTED_AT_ANNOTATION;
 use antibody_test_support as support;
 
 use std::time::Duration;
 
-use antibody::plan::{ActionType, PatchPlan, PatchPlanSpec, PlanAction, RESTARTED_AT_ANNOTATION};
+use antibody::plan::{ActionType, PatchPlan, PatchPlanSpec, PlanAction};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;

@@ -28,10 +28,10 @@ use crate::FIELD_MANAGER;
 use crate::config::ConfigMapMode;
 use crate::plan::{ActionStatus, PatchPlan, StepState};
 
-pub use crate::names::BACKUP_OF_LABEL;
-pub use crate::names::KEY_ANNOTATION;
-pub use crate::names::PLAN_LABEL;
-pub use crate::names::PLAN_UID_ANNOTATION;
+use crate::names::BACKUP_OF_LABEL;
+use crate::names::KEY_ANNOTATION;
+use crate::names::PLAN_LABEL;
+use crate::names::PLAN_UID_ANNOTATION;
 
 /// sha256 of a ConfigMap's data and binaryData (canonical JSON of the sorted maps), hex.
 pub fn data_digest(config_map: &ConfigMap) -> String {

@@ -4,6 +4,8 @@
 //! retry after a crash sends the very same patch: a no-op, never a second rollout. Done when
 //! `kubectl rollout status` would say so.
 
+use crate::names::PLAN_ANNOTATION;
+use crate::names::RESTARTED_AT_ANNOTATION;
 use crate::reason::Reason;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
@@ -11,10 +13,10 @@ use serde_json::json;
 
 use super::{ActionContext, Checkpoint, Step, elapsed, not_found};
 use crate::actions::rollout::{RolloutState, rollout_state};
-use crate::plan::{ActionStatus, PLAN_ANNOTATION, RESTARTED_AT_ANNOTATION, StepState};
+use crate::plan::{ActionStatus, StepState};
 use crate::preflight::restart_risks;
 
-pub use crate::names::RESTARTED_LABEL;
+use crate::names::RESTARTED_LABEL;
 
 pub async fn run(
     ctx: &ActionContext<'_>,

@@ -20,8 +20,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::{PatchPlanSpec, PlanAction};
 
-pub use crate::names::COOLDOWN_CONFIG_MAP as CONFIG_MAP;
-
 /// One remedy claimed by a plan at a time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {

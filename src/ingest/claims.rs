@@ -192,7 +192,7 @@ fn coverage_outcome(name: &str, coverage: Coverage) -> Option<AlertOutcome> {
 }
 
 async fn read_table(config_maps: &Api<ConfigMap>) -> Result<(Option<ConfigMap>, ClaimTable), kube::Error> {
-    let stored = config_maps.get_opt(claim_table::CONFIG_MAP).await?;
+    let stored = config_maps.get_opt(crate::names::COOLDOWN_CONFIG_MAP).await?;
     let table = stored.as_ref().and_then(|c| c.data.as_ref()).map(ClaimTable::from_data).unwrap_or_default();
     Ok((stored, table))
 }
@@ -220,12 +220,12 @@ async fn write_table(
                 "metadata": { "resourceVersion": config_map.resource_version() },
                 "data": patch_data,
             });
-            config_maps.patch(claim_table::CONFIG_MAP, &PatchParams::default(), &Patch::Merge(&patch)).await?
+            config_maps.patch(crate::names::COOLDOWN_CONFIG_MAP, &PatchParams::default(), &Patch::Merge(&patch)).await?
         }
         None => {
             let config_map = ConfigMap {
                 metadata: ObjectMeta {
-                    name: Some(claim_table::CONFIG_MAP.into()),
+                    name: Some(crate::names::COOLDOWN_CONFIG_MAP.into()),
                     labels: Some(crate::names::managed_labels()),
                     annotations: Some(
                         [(

@@ -45,7 +45,7 @@ pub const ALERT_PATH: &str = "/api/nexus/alert";
 pub const PATCH_PATH: &str = "/api/antibody/patch";
 pub const ALERTMANAGER_PATH: &str = "/api/alertmanager";
 
-pub use crate::names::SOURCE_ALERT_ANNOTATION;
+use crate::names::SOURCE_ALERT_ANNOTATION;
 
 /// Feed names in metrics and audit.
 pub const FEED: &str = "rest";

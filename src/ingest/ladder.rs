@@ -3,6 +3,8 @@
 //! the same problem joins it; after it, the ladder says whether the alert starts over, climbs to
 //! the next step, or pages a human.
 
+use crate::names::ESCALATED_FROM_ANNOTATION;
+use crate::names::ESCALATION_ANNOTATION;
 use crate::reason::Reason;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -13,7 +15,7 @@ use super::{Intake, annotate, sign_if_configured};
 use crate::alert::ThreatAlert;
 use crate::config::escalation::{Escalation, PAGE};
 use crate::config::{Config, Rule};
-use crate::escalation::{self, ESCALATED_FROM_ANNOTATION, ESCALATION_ANNOTATION, LadderState, Next, Previous};
+use crate::escalation::{self, LadderState, Next, Previous};
 use crate::plan::{ActionType, PatchPlan, PatchPlanSpec, PlanAction};
 use crate::policy::{self, Decision};
 use crate::report::{AlertOutcome, PlanTransition, TransitionKind};

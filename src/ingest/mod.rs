@@ -45,9 +45,9 @@ use claims::Memory;
 
 pub use crate::config::ingest::IngestConfig;
 
-pub use crate::names::FEED_ANNOTATION;
+use crate::names::FEED_ANNOTATION;
 /// Annotations naming who asked for a plan and through which feed.
-pub use crate::plan::REQUESTED_BY_ANNOTATION;
+use crate::names::REQUESTED_BY_ANNOTATION;
 
 pub struct Intake {
     client: Client,

@@ -10,6 +10,7 @@ mod operator;
 pub mod replay;
 pub mod throttle;
 
+use crate::names::PLAN_ANNOTATION;
 use crate::reason::Reason;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -32,7 +33,7 @@ use crate::actions::{self, ActionContext, Checkpoint, Step};
 use crate::admission;
 use crate::conditions::{self, Outcome};
 use crate::config::{Config, OnThrottle, ResolvedTarget, SharedConfig};
-use crate::plan::{ActionStatus, ActionType, PLAN_ANNOTATION, PatchPlan, PatchPlanStatus, Phase, StepState};
+use crate::plan::{ActionStatus, ActionType, PatchPlan, PatchPlanStatus, Phase, StepState};
 use crate::report::http::Health;
 use crate::report::{PlanTransition, Reporter, TransitionKind};
 use throttle::{Activity, Gate};
@@ -292,7 +293,7 @@ fn activities(config: &Config, plan: &PatchPlan, global_dry_run: bool) -> Vec<Ac
 }
 
 const AUDIT_RETRY: Duration = Duration::from_secs(5);
-pub use crate::names::PAUSE_ANNOTATION;
+use crate::names::PAUSE_ANNOTATION;
 
 /// Paused globally (config), for the plan's namespace or for a target's namespace (annotation)?
 /// A plan in one namespace must not act on a namespace its operators paused.
@@ -853,7 +854,7 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, shutdown: CancellationT
         });
     let namespace_watch = tokio::spawn(namespace_watch);
     let scope = ctx.settings.namespace.clone();
-    let restarted = watcher::Config::default().labels(&format!("{}=true", actions::restart::RESTARTED_LABEL));
+    let restarted = watcher::Config::default().labels(&format!("{}=true", crate::names::RESTARTED_LABEL));
     info!(
         namespace = ctx.settings.namespace.as_deref().unwrap_or("*"),
         dry_run = ctx.settings.dry_run,

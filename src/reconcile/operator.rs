@@ -6,6 +6,7 @@
 //! and `status.waitingFor` (a printer column) says until when; a denial, an expiry or a
 //! refusing window ends it (`Denied`, `ApprovalExpired`, `OutsideWindow`).
 
+use crate::names::FREEZE_ANNOTATION;
 use crate::reason::Reason;
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use crate::config::{Config, ResolvedTarget};
 use crate::escalation;
 use crate::plan::PatchPlan;
 use crate::report::TransitionKind;
-use crate::window::{self, FREEZE_ANNOTATION, Verdict};
+use crate::window::{self, Verdict};
 
 /// `Some(action)`: the plan waits or ended here; `None`: it may go on.
 pub(super) async fn gate(

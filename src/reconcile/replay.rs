@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 
 use crate::FIELD_MANAGER;
 
-pub use crate::names::SIGNATURES_CONFIG_MAP_PREFIX as CONFIG_MAP_PREFIX;
+use crate::names::SIGNATURES_CONFIG_MAP_PREFIX;
 const MAX_CONFLICTS: u32 = 16;
 
 /// One executed signature.
@@ -60,7 +60,7 @@ pub fn claim(data: &BTreeMap<String, String>, fingerprint: &str, entry: &Entry, 
 }
 
 pub fn shard_name(fingerprint: &str) -> String {
-    format!("{CONFIG_MAP_PREFIX}{}", fingerprint.chars().next().unwrap_or('0'))
+    format!("{SIGNATURES_CONFIG_MAP_PREFIX}{}", fingerprint.chars().next().unwrap_or('0'))
 }
 
 /// Record `fingerprint` for plan `entry.uid` durably; `Err(holder)` when another plan used it.

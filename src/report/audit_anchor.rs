@@ -2,7 +2,7 @@
 //!
 //! Every `audit.anchor_seconds` each replica writes the newest durable record of its log
 //! (seq + SHA-256 of its line, and an HMAC when the log is keyed) under its log id in the
-//! ConfigMap [`ANCHOR_CONFIGMAP`] of the plan namespace. `antibody audit verify --anchor NS`
+//! ConfigMap [`AUDIT_ANCHOR_CONFIG_MAP`] of the plan namespace. `antibody audit verify --anchor NS`
 //! then fails when the log was truncated (it ends before the anchored seq), replaced, or
 //! rewritten (the anchored record's hash differs) — damage the chain alone cannot show, since
 //! whoever rewrites the end of a chain can make it consistent again.
@@ -28,7 +28,7 @@ use tracing::{debug, error, info, warn};
 
 use super::audit::{self, AuditLog, Head, Problem, Verification};
 
-pub use crate::names::AUDIT_ANCHOR_CONFIG_MAP as ANCHOR_CONFIGMAP;
+use crate::names::AUDIT_ANCHOR_CONFIG_MAP;
 
 /// The head of one log as it was pinned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,7 +67,7 @@ pub fn moves_forward(anchored: &Anchor, head: Option<&Head>) -> Result<(), Strin
         None => "this log is empty".to_string(),
     };
     Err(format!(
-        "the anchor of log {} (ConfigMap {ANCHOR_CONFIGMAP}, written {}) pinned seq {} with hash {}, but {what}: \
+        "the anchor of log {} (ConfigMap {AUDIT_ANCHOR_CONFIG_MAP}, written {}) pinned seq {} with hash {}, but {what}: \
          the earlier log was lost, truncated or replaced (volume lost or restored?); records up to seq {} are not \
          in this log",
         anchored.log_id, anchored.time, anchored.seq, anchored.head, anchored.seq
@@ -123,13 +123,13 @@ pub fn check(anchor: &Anchor, key: Option<&[u8]>, verification: &mut Verificatio
 pub async fn load(client: &Client, namespace: &str) -> Result<Vec<Anchor>, String> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let map = api
-        .get_opt(ANCHOR_CONFIGMAP)
+        .get_opt(AUDIT_ANCHOR_CONFIG_MAP)
         .await
-        .map_err(|e| format!("cannot read ConfigMap {namespace}/{ANCHOR_CONFIGMAP}: {e}"))?;
+        .map_err(|e| format!("cannot read ConfigMap {namespace}/{AUDIT_ANCHOR_CONFIG_MAP}: {e}"))?;
     let mut anchors = Vec::new();
     for (key, value) in map.and_then(|m| m.data).unwrap_or_default() {
         let anchor: Anchor = serde_json::from_str(&value)
-            .map_err(|e| format!("ConfigMap {namespace}/{ANCHOR_CONFIGMAP} key {key}: not an anchor: {e}"))?;
+            .map_err(|e| format!("ConfigMap {namespace}/{AUDIT_ANCHOR_CONFIG_MAP} key {key}: not an anchor: {e}"))?;
         anchors.push(anchor);
     }
     Ok(anchors)
@@ -173,12 +173,12 @@ pub async fn anchor_once(
     let anchor = Anchor::new(log.log_id(), &head, jiff::Timestamp::now().to_string(), key);
     let value = serde_json::to_string(&anchor).map_err(|e| e.to_string())?;
     let patch = json!({ "data": { log.log_id(): value } });
-    match api.patch(ANCHOR_CONFIGMAP, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api.patch(AUDIT_ANCHOR_CONFIG_MAP, &PatchParams::default(), &Patch::Merge(&patch)).await {
         Ok(_) => {}
         Err(kube::Error::Api(status)) if status.is_not_found() => {
             let map = ConfigMap {
                 metadata: ObjectMeta {
-                    name: Some(ANCHOR_CONFIGMAP.into()),
+                    name: Some(AUDIT_ANCHOR_CONFIG_MAP.into()),
                     labels: Some(crate::names::managed_labels()),
                     ..Default::default()
                 },
@@ -189,7 +189,7 @@ pub async fn anchor_once(
                 Ok(_) => {}
                 // Another replica created it first: our key goes in by patch.
                 Err(kube::Error::Api(status)) if status.is_already_exists() => {
-                    api.patch(ANCHOR_CONFIGMAP, &PatchParams::default(), &Patch::Merge(&patch))
+                    api.patch(AUDIT_ANCHOR_CONFIG_MAP, &PatchParams::default(), &Patch::Merge(&patch))
                         .await
                         .map_err(|e| e.to_string())?;
                 }

@@ -14,10 +14,7 @@ use crate::FIELD_MANAGER;
 use crate::conditions::{PATCH_APPLIED, READY};
 use crate::plan::{ActionType, AlertSummary, PatchPlan, Phase, StepState};
 
-/// Set by Antibody on plans it creates for a REST caller: the name of the token that asked.
-/// Trusted only when Antibody's own signature covers it: anyone can write an annotation, and
-/// any client can call itself `--field-manager=antibody`.
-pub use crate::plan::REQUESTED_BY_ANNOTATION;
+use crate::names::REQUESTED_BY_ANNOTATION;
 
 /// Who asked for a plan, and how we know.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

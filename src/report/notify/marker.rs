@@ -1,6 +1,7 @@
 //! Delivery markers: the annotation `antibody.vael.io/notified-<event>` on a PatchPlan lists
 //! the sinks that took the event. A controller that starts re-delivers what has no marker.
 
+use crate::names::API_GROUP;
 use std::collections::BTreeSet;
 
 use kube::api::{Api, Patch, PatchParams};
@@ -8,7 +9,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use super::NotifyEvent;
-use crate::plan::{API_GROUP, PatchPlan};
+use crate::plan::PatchPlan;
 
 /// `antibody.vael.io/notified-patch_applied`: the sinks that took this event, comma-separated.
 pub fn marker_annotation(event: &str) -> String {
